@@ -1,0 +1,98 @@
+"""Two simulated hosts' brokers as real processes, against a real etcd and
+real sanlock daemons (one per host), sharing a temporary 'shared storage'."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.daemons import EtcdProcess, SanlockDaemon, build_shim
+from harness.hostconf import write_host_config
+from keel_common.brokerclient import BrokerClient, BrokerError
+from keel_common.config import load_host_config
+
+BIN = os.path.dirname(sys.executable)
+
+
+def wait_for(pred, timeout, what, interval=0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except BrokerError as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not true after {timeout} s (last: {last!r})")
+
+
+class BrokerProc:
+    def __init__(self, config_path):
+        self.config_path = config_path
+        self.cfg = load_host_config(config_path)
+        self.proc = None
+        self.client = BrokerClient(self.cfg.broker_socket, timeout=5)
+
+    def start(self):
+        logf = open(os.path.join(self.cfg.state_dir, "broker.log"), "ab")
+        self.proc = subprocess.Popen([os.path.join(BIN, "keel-ha-broker"), "--config", self.config_path],
+                                     stdout=logf, stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(self.cfg.broker_socket) and self.client.call("ping"), 30,
+                 "broker socket")
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="package")
+def cluster():
+    # Not under pytest's 0700 tmp dir: the sanlock daemon drops to the
+    # sanlock user and must reach its run dir and the shared storage.
+    root = Path(tempfile.mkdtemp(prefix="keel-brokers-", dir="/var/tmp"))
+    root.chmod(0o755)
+    shared = root / "shared"
+    shared.mkdir()
+    shutil.chown(shared, "sanlock", "sanlock")
+    shim = build_shim(str(root / "shim"))
+    etcd = EtcdProcess(str(root), client_port=23790, peer_port=23800).start()
+    daemons, brokers = [], []
+    try:
+        for hid in (1, 2):
+            d = SanlockDaemon(str(root), f"host{hid}", shim).start()
+            daemons.append(d)
+            path = write_host_config(str(root / f"host{hid}.conf"), hid, etcd_url=etcd.url, shared=str(shared),
+                                     state_root=str(root / "state"), sanlock_run_dir=d.run_dir)
+            os.makedirs(load_host_config(path).state_dir, exist_ok=True)
+        # Lockspace and lease on "shared storage", as deploy or the lab writes them.
+        subprocess.run([sys.executable, "-c",
+                        "import sys; from keel_common.config import load_host_config;"
+                        "from keel_broker.lockspace import initialize_storage;"
+                        "initialize_storage(load_host_config(sys.argv[1]))", str(root / "host1.conf")],
+                       check=True, env=daemons[0].env)
+        for hid in (1, 2):
+            brokers.append(BrokerProc(str(root / f"host{hid}.conf")).start())
+        yield {"etcd": etcd, "sanlock": daemons, "brokers": brokers, "root": root}
+    finally:
+        for b in brokers:
+            b.stop()
+        for d in daemons:
+            d.stop()
+        etcd.stop()
+        shutil.rmtree(root, ignore_errors=True)

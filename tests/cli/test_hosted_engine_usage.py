@@ -1,0 +1,71 @@
+"""`hosted-engine` bad input: one line, a documented exit code, no traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+HE = os.path.join(os.path.dirname(sys.executable), "hosted-engine")
+
+
+def run(*args):
+    r = subprocess.run([HE, *args], capture_output=True, text=True, timeout=30)
+    assert "Traceback" not in r.stderr
+    return r
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    ((), 2, "one of the arguments --vm-status"),
+    (("--vm-status", "--vm-start"), 2, "not allowed with argument"),
+    (("--set-maintenance",), 2, "--set-maintenance needs --mode=global|local|none"),
+    (("--set-maintenance", "--mode=sideways"), 2, "invalid choice: 'sideways'"),
+    (("--vm-status", "--mode=global"), 2, "--mode goes with --set-maintenance"),
+    (("--vm-start", "--json"), 2, "--json goes with --vm-status"),
+    (("--clean-metadata", "--host-id", "x"), 2, "invalid int value: 'x'"),
+    (("--clean-metadata", "--host-id", "0"), 2, "--host-id must be a positive integer"),
+    (("--vm-status", "--host-id", "2"), 2, "--host-id and --force-cleanup go with --clean-metadata"),
+])
+def test_usage_errors(args, code, needle, tmp_path):
+    r = run("--config", str(tmp_path / "none.conf"), *args)
+    assert r.returncode == code
+    assert needle in r.stderr
+
+
+def test_missing_config_is_exit_4(tmp_path):
+    r = run("--config", str(tmp_path / "none.conf"), "--vm-status")
+    assert r.returncode == 4
+    assert r.stderr.strip() == (f"hosted-engine: {tmp_path}/none.conf: no such file; expected the host "
+                                "configuration (see README, 'Configuring a host')")
+
+
+def test_bad_config_value_is_exit_4(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[host]\nhost_id = 99999\n[etcd]\nendpoints = http://127.0.0.1:2379\n[storage]\n"
+                    "shared_path = /srv\n[engine]\nhealth_url = http://x/\n[network]\ngateway = 127.0.0.1\n")
+    r = run("--config", str(conf), "--vm-status")
+    assert r.returncode == 4
+    assert r.stderr.strip() == (f"hosted-engine: {conf}: [host] host_id = '99999' is invalid; "
+                                "expected an integer from 1 to 2000")
+
+
+def test_check_liveliness_reports_engine_not_up(tmp_path):
+    conf = tmp_path / "ok.conf"
+    conf.write_text("[host]\nhost_id = 1\n[etcd]\nendpoints = http://127.0.3.1:9\n[storage]\n"
+                    "shared_path = /srv\n[engine]\nhealth_url = http://127.0.3.1:9/health\n"
+                    "[network]\ngateway = 127.0.0.1\n")
+    r = run("--config", str(conf), "--check-liveliness")
+    assert r.returncode == 1 and r.stdout.strip() == "Hosted Engine is not up!"
+
+
+def test_help_documents_exit_codes():
+    r = run("--help")
+    assert r.returncode == 0 and "Exit codes: 0 done; 1 refused or failed; 2 bad usage" in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["keel-ha-broker", "keel-ha-agent"])
+def test_daemons_reject_bad_config_with_one_line(cmd, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), cmd)
+    r = subprocess.run([exe, "--config", str(tmp_path / "none.conf")], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "none.conf: no such file" in r.stderr

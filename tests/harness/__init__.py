@@ -1,0 +1,1 @@
+"""Test harness: real daemons (etcd, sanlock) for the integration tests."""
