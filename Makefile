@@ -1,0 +1,40 @@
+# Keel: `make demo` starts a lab cluster with the engine; `make test` runs
+# every test. Both do their own set-up on a fresh Debian 12 machine (root).
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: setup demo demo-down test test-fast test-slow bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/keel-lab up
+	@echo
+	@echo "Try next:  .venv/bin/keel-lab status"
+	@echo "           .venv/bin/keel-lab exec host1 -- hosted-engine --vm-status"
+	@echo "           .venv/bin/keel-lab power host1 off   (if host1 runs the engine, watch it move)"
+	@echo "           .venv/bin/keel-lab check             (invariants: never two engines)"
+	@echo "           .venv/bin/keel-lab down              (removes everything)"
+
+demo-down:
+	.venv/bin/keel-lab down
+
+# Fast tests first (pure logic, scenarios, CLI), then the slow ones (real
+# daemons, real VMs, the multi-host lab). All of them run in CI.
+test: setup
+	$(PYTEST) -q -m "not slow"
+	$(PYTEST) -q -m "slow" --durations=15
+
+test-fast: setup
+	$(PYTEST) -q -m "not slow"
+
+test-slow: setup
+	$(PYTEST) -q -m "slow" --durations=15
+
+bench: setup
+	$(PY) bench/failover.py
+
+clean:
+	-.venv/bin/keel-lab down 2>/dev/null
+	rm -rf .venv build *.egg-info
