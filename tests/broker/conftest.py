@@ -5,31 +5,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.daemons import EtcdProcess, SanlockDaemon, build_shim
 from harness.hostconf import write_host_config
-from keel_common.brokerclient import BrokerClient, BrokerError
+from harness.wait import wait_for
+from keel_common.brokerclient import BrokerClient
 from keel_common.config import load_host_config
 
 BIN = os.path.dirname(sys.executable)
-
-
-def wait_for(pred, timeout, what, interval=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except BrokerError as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not true after {timeout} s (last: {last!r})")
 
 
 class BrokerProc:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from harness.wait import wait_for
 from keel_common.brokerclient import BrokerError
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import wait_for
+from harness.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 HE = os.path.join(os.path.dirname(sys.executable), "hosted-engine")
