@@ -1,0 +1,241 @@
+"""Unit tests of the pure decision core on hand-built snapshots: the safety
+rules each get a case that would fail if the rule were missing."""
+from dataclasses import replace
+
+import pytest
+
+from keel_agent.decide import decide
+from keel_agent.score import score_constants
+from keel_agent.states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, ERROR, LOCK, RELEASE, SHUTDOWN_VM,
+                               START_VM, VM_ABSENT, VM_RUNNING, Memory, Outcome, Snapshot, State)
+from keel_common.config import PROFILES
+from keel_common.keys import EngineClaim, EngineStatus, HostRecord
+
+K = score_constants()
+FAST = PROFILES["fast"]
+NOW = 1000.0
+
+
+def rec(hid, score=3400, state="EngineDown", vm="down", ts=NOW, **kw):
+    return HostRecord(host_id=hid, hostname=f"host{hid}", timestamp=ts, score=score, state=state,
+                      engine=EngineStatus(vm=vm, health="good" if vm == "up" else "bad"),
+                      stopped=False, lockspace_held=True, **kw)
+
+
+def snap(**kw):
+    base = dict(now=NOW, host_id=1, timing=FAST, engine_memory_mb=4096, broker_ok=True,
+                monitors={"gateway": {"ok": True, "value": 1.0}, "mgmt_network": {"ok": True},
+                          "memory": {"value": 16384}, "cpu_load": {"value": 0.1}, "storage": {"ok": True},
+                          "engine_health": {"ok": True, "value": {"vm": "down", "health": "bad"}}},
+                lockspace_held=True, etcd_ok=True, etcd_last_renewed=NOW - 0.5, etcd_ttl=8,
+                hosts={1: rec(1), 2: rec(2)}, owner=None, vm=VM_ABSENT, lease_owners=())
+    base.update(kw)
+    return Snapshot(**base)
+
+
+def healthy(s):
+    mons = dict(s.monitors, engine_health={"ok": True, "value": {"vm": "up", "health": "good"}})
+    return replace(s, monitors=mons)
+
+
+def kinds(d):
+    return [a.kind for a in d.actions]
+
+
+def mine(since=NOW - 100):
+    return EngineClaim(1, "host1", since)
+
+
+def test_best_host_claims_checks_lease_then_starts_in_that_order():
+    d = decide(snap(), Memory(State.EngineDown), K)
+    assert d.memory.state == State.EngineStart
+    assert kinds(d) == [CLAIM, CHECK_LEASE, START_VM]
+
+
+def test_score_tie_lowest_host_id_starts_the_other_waits():
+    d2 = decide(snap(host_id=2), Memory(State.EngineDown), K)
+    assert d2.memory.state == State.EngineDown and kinds(d2) == []
+    # ... unless host 1 is clearly worse
+    worse = snap(host_id=2, hosts={1: rec(1, score=2000), 2: rec(2)})
+    assert decide(worse, Memory(State.EngineDown), K).memory.state == State.EngineStart
+
+
+def test_no_start_while_another_host_holds_the_claim():
+    s = snap(owner=EngineClaim(2, "host2", NOW - 5), hosts={1: rec(1), 2: rec(2, state="EngineStart")})
+    d = decide(s, Memory(State.EngineDown), K)
+    assert d.memory.state == State.EngineDown and START_VM not in kinds(d)
+
+
+def test_lock_refusal_is_a_lost_race_not_a_failure():
+    m = Memory(State.EngineStart, since=NOW - 1, lease_wait_until=NOW + 60)
+    s = snap(outcomes=(Outcome(CLAIM, True), Outcome(CHECK_LEASE, True),
+                       Outcome(START_VM, False, LOCK, "Failed to acquire lock: Lease is held by another host")))
+    d = decide(s, m, K)
+    assert d.memory.state == State.EngineDown and kinds(d) == [RELEASE]
+    assert d.memory.failures == ()
+
+
+def test_failed_start_penalises_and_backs_off():
+    m = Memory(State.EngineStart, since=NOW - 1)
+    d = decide(snap(outcomes=(Outcome(CLAIM, True), Outcome(CHECK_LEASE, True),
+                              Outcome(START_VM, False, ERROR, "qemu died"))), m, K)
+    assert d.memory.state == State.EngineDown and kinds(d) == [RELEASE]
+    assert len(d.memory.failures) == 1 and d.memory.backoff_until == NOW + 10
+    early = decide(snap(now=NOW + 5), d.memory, K)
+    assert kinds(early) == [] and early.score == 3000
+    late = decide(snap(now=NOW + 11), early.memory, K)
+    assert kinds(late) == [CLAIM, CHECK_LEASE, START_VM]
+
+
+def test_busy_lease_keeps_claim_and_retries_then_gives_up():
+    m = Memory(State.EngineStart, since=NOW - 1, lease_wait_until=NOW + 30)
+    busy = (Outcome(CLAIM, True), Outcome(CHECK_LEASE, False, BUSY, "host 2"))
+    d = decide(snap(owner=mine(), outcomes=busy), m, K)
+    assert d.memory.state == State.EngineStart and kinds(d) == [CLAIM, CHECK_LEASE, START_VM]
+    d = decide(snap(now=NOW + 31, owner=mine(), outcomes=busy), d.memory, K)
+    assert d.memory.state == State.EngineDown and kinds(d) == [RELEASE]
+
+
+def test_lease_wait_outlasts_sanlock_expiry():
+    d = decide(snap(), Memory(State.EngineDown), K)
+    assert d.memory.lease_wait_until - NOW > FAST.lease_expiry_s
+
+
+def running(**kw):
+    base = dict(vm=VM_RUNNING, owner=mine(), lease_owners=(1,),
+                hosts={1: rec(1, state="EngineUp", vm="up"), 2: rec(2)})
+    base.update(kw)
+    return healthy(snap(**base))
+
+
+def test_etcd_loss_stops_gracefully_then_forces_before_the_ttl():
+    last = NOW - 3
+    d = decide(running(etcd_ok=False, etcd_last_renewed=last), Memory(State.EngineUp), K)
+    assert d.memory.state == State.EngineStop and kinds(d) == [SHUTDOWN_VM]
+    assert d.memory.stop_deadline == pytest.approx(last + 0.75 * 8)
+    assert d.memory.stop_deadline < last + 8
+    d2 = decide(running(now=last + 6, etcd_ok=False, etcd_last_renewed=last), d.memory, K)
+    assert d2.memory.state == State.EngineForceStop and kinds(d2) == [DESTROY_VM]
+
+
+def test_one_missed_renewal_is_tolerated():
+    d = decide(running(etcd_ok=False, etcd_last_renewed=NOW - 1), Memory(State.EngineUp), K)
+    assert d.memory.state == State.EngineUp and kinds(d) == []
+
+
+def test_broker_unreachable_uses_last_known_renewal():
+    m = Memory(State.EngineUp, last_renewed=NOW - 4)
+    s = running(broker_ok=False, etcd_ok=False, etcd_last_renewed=None)
+    d = decide(s, m, K)
+    assert d.memory.state == State.EngineStop
+    assert d.memory.stop_deadline == pytest.approx(NOW - 4 + 6)
+
+
+def test_a_slow_handover_stop_is_tightened_when_etcd_is_lost():
+    prod = PROFILES["production"]
+    m = Memory(State.EngineStop, since=NOW - 1, stop_deadline=NOW + 119)
+    d = decide(running(timing=prod, etcd_ok=False, etcd_last_renewed=NOW - 10, etcd_ttl=30), m, K)
+    assert d.memory.stop_deadline == pytest.approx(NOW - 10 + 22.5)
+
+
+def test_global_maintenance_never_starts_stops_or_moves():
+    m = Memory(State.EngineUp)
+    worse_here = running(global_maintenance=True,
+                         monitors={"gateway": {"ok": False, "value": 0.0},
+                                   "engine_health": {"value": {"health": "bad"}}})
+    d = decide(worse_here, m, K)
+    assert d.memory.state == State.GlobalMaintenance and kinds(d) == []
+    for s in (worse_here, replace(worse_here, vm=VM_ABSENT, owner=None),
+              replace(worse_here, etcd_ok=False, etcd_last_renewed=NOW - 7)):
+        d = decide(s, d.memory, K)
+        assert not {START_VM, SHUTDOWN_VM, DESTROY_VM} & set(kinds(d))
+
+
+def test_two_engines_the_one_without_the_lease_is_destroyed():
+    other_up = {1: rec(1, state="EngineUp", vm="up"), 2: rec(2, state="EngineUp", vm="up")}
+    theirs = running(hosts=other_up, lease_owners=(2,))
+    d = decide(theirs, Memory(State.EngineUp), K)
+    assert d.memory.state == State.EngineForceStop and kinds(d) == [DESTROY_VM]
+    assert any(level == "error" and "TWO ENGINE VMs" in msg for level, msg in d.log)
+    ours = decide(running(hosts=other_up), Memory(State.EngineUp), K)
+    assert ours.memory.state == State.EngineUp and kinds(ours) == []
+    assert any(level == "error" for level, _ in ours.log)
+    again = decide(running(hosts=other_up), ours.memory, K)
+    assert again.log == []  # the alarm is logged once, not every cycle
+
+
+def test_two_engines_with_lease_unknown_the_claim_decides():
+    other_up = {1: rec(1, state="EngineUp", vm="up"), 2: rec(2, state="EngineUp", vm="up")}
+    d = decide(running(hosts=other_up, lease_owners=None, owner=EngineClaim(2, "host2", NOW)),
+               Memory(State.EngineUp), K)
+    assert kinds(d) == [DESTROY_VM]
+
+
+def test_hysteresis_small_drop_stays_large_drop_hands_over():
+    cpu = dict(running().monitors, cpu_load={"value": 0.65})
+    d = decide(running(monitors=cpu), Memory(State.EngineUp), K)
+    assert d.score == 2900 and d.memory.state == State.EngineUp
+    gw = dict(running().monitors, gateway={"ok": False, "value": 0.0})
+    d = decide(running(monitors=gw), Memory(State.EngineUp), K)
+    assert d.memory.state == State.EngineStop and kinds(d) == [SHUTDOWN_VM]
+
+
+def test_agent_restart_adopts_without_restarting():
+    d = decide(running(), Memory(), K)
+    assert d.memory.state == State.EngineUp and kinds(d) == [CLAIM]
+
+
+def test_local_maintenance_hands_over_then_rests():
+    d = decide(running(local_maintenance=True), Memory(State.EngineUp), K)
+    assert d.memory.state == State.EngineStop and d.score == 0
+    d = decide(snap(local_maintenance=True, owner=mine()), d.memory, K)
+    assert d.memory.state == State.LocalMaintenance and kinds(d) == [RELEASE]
+
+
+def test_each_state_change_is_logged_once():
+    s = snap(hosts={1: rec(1), 2: rec(2, state="EngineUp", vm="up")}, owner=EngineClaim(2, "host2", NOW))
+    first = decide(s, Memory(), K)
+    second = decide(s, first.memory, K)
+    third = decide(s, second.memory, K)
+    assert any("->" in msg for _, msg in first.log)
+    assert third.log == []
+
+
+def test_a_lagging_up_from_a_host_whose_agent_saw_no_vm_is_no_alarm():
+    lagging = {1: rec(1, state="EngineStarting", vm="up"), 2: rec(2, state="EngineDown", vm="up")}
+    d = decide(running(hosts=lagging), Memory(State.EngineStarting, since=NOW - 2), K)
+    assert not [msg for level, msg in d.log if level == "error"] and kinds(d) == []
+    assert d.memory.state == State.EngineUp
+
+
+def test_libvirt_unreadable_starts_nothing():
+    d = decide(snap(vm="unknown"), Memory(State.EngineDown), K)
+    assert d.memory.state == State.EngineDown and kinds(d) == []
+
+
+def test_score_is_logged_when_penalties_change_not_at_every_wiggle():
+    def at(load, m):
+        mons = dict(snap().monitors, cpu_load={"value": load})
+        return decide(snap(monitors=mons, hosts={1: rec(1), 2: rec(2, state="EngineUp", vm="up")},
+                           owner=EngineClaim(2, "host2", NOW)), m, K)
+    d = at(0.6, Memory(State.EngineDown))
+    assert ("info", "score 3000 (cpu load 0.60)") in d.log
+    d = at(0.62, d.memory)
+    assert not [msg for _, msg in d.log if msg.startswith("score")]
+    d = at(0.1, d.memory)
+    assert ("info", "score 3400") in d.log
+
+
+def test_broker_unreachable_holds_global_maintenance_and_a_fresh_agent():
+    blind = snap(broker_ok=False, etcd_ok=False, etcd_last_renewed=None, vm=VM_RUNNING)
+    for state in (State.GlobalMaintenance, State.AgentStarting):
+        d = decide(blind, Memory(state, last_renewed=NOW - 7), K)
+        assert d.memory.state == state and kinds(d) == []
+
+
+def test_a_fresh_claim_is_not_mistaken_for_an_absent_engine():
+    lagging = {1: rec(1), 2: rec(2, state="EngineDown")}
+    fresh = snap(hosts=lagging, owner=EngineClaim(2, "host2", NOW - 1))
+    assert decide(fresh, Memory(State.EngineDown), K).memory.state == State.EngineDown
+    old = snap(hosts=lagging, owner=EngineClaim(2, "host2", NOW - 30))
+    assert decide(old, Memory(State.EngineDown), K).memory.state == State.EngineMaybeAway
