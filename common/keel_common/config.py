@@ -42,7 +42,9 @@ class Timing:
 
 
 PROFILES: dict[str, Timing] = {
-    "production": Timing("production", cycle=10.0, etcd_lease_ttl=30, io_timeout=10,
+    # A 60 s etcd lease leaves a real engine VM time for a graceful shutdown
+    # when its host loses etcd (the agent forces the stop well inside the TTL).
+    "production": Timing("production", cycle=10.0, etcd_lease_ttl=60, io_timeout=10,
                          record_stale_after=60.0, engine_start_timeout=600.0,
                          engine_bad_health_timeout=300.0, engine_stop_timeout=120.0,
                          monitor_timeout=5.0),

@@ -47,6 +47,7 @@ class Broker:
         self._record_written = False
         self._etcd_ok: bool | None = None
         self._stop = threading.Event()
+        self._started = time.time()
         os.makedirs(cfg.state_dir, exist_ok=True)
 
     # -- local maintenance: a file, so it survives restarts of both daemons -----
@@ -65,11 +66,15 @@ class Broker:
             os.unlink(self._local_flag)
 
     # -- the periodic work ---------------------------------------------------------
+    def agent_fresh(self) -> bool:
+        """The agent published within the last few cycles."""
+        with self._lock:
+            return self._agent_ts is not None and time.time() - self._agent_ts <= 3 * self.cfg.timing.cycle + 5
+
     def own_record(self) -> HostRecord:
+        agent_fresh = self.agent_fresh()
         with self._lock:
             agent = dict(self._agent)
-            agent_fresh = self._agent_ts is not None and \
-                time.time() - self._agent_ts <= 3 * self.cfg.timing.cycle + 5
         engine = self.monitors["engine_health"].result().value if "engine_health" in self.monitors else None
         # The engine status is what this host sees now; the agent's copy may be a cycle old.
         return HostRecord(
@@ -94,6 +99,7 @@ class Broker:
                 with self._lock:
                     self._cluster = cluster
                     self._cluster_ts = time.time()
+                self._release_orphaned_claim(cluster["owner"])
             except EtcdUnavailable:
                 ok = False
         if ok != self._etcd_ok:
@@ -102,6 +108,23 @@ class Broker:
             else:
                 log.warning("etcd unreachable: %s", self.etcd.last_error)
             self._etcd_ok = ok
+
+    def _release_orphaned_claim(self, owner) -> None:
+        """A claim held for a dead agent while no engine VM runs here would
+        keep every other host waiting; a running VM keeps its claim (the
+        restarted agent adopts it)."""
+        if owner is None or owner.host_id != self.cfg.host_id or self.agent_fresh():
+            return
+        if self._agent_ts is None and time.time() - self._started < 3 * self.cfg.timing.cycle + 5:
+            return  # a freshly started broker: give the agent time to come up
+        vm = self.monitors["engine_health"].result().value if "engine_health" in self.monitors else None
+        if not vm or vm.get("vm") != "down":
+            return
+        if self.etcd.release(self.cfg.host_id):
+            with self._lock:
+                self._cluster = dict(self._cluster, owner=None)
+            log.warning("released the engine claim: this host's agent has not reported for several "
+                        "cycles and no engine VM runs here")
 
     def run(self) -> None:
         while not self._stop.is_set():

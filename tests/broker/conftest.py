@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from harness.daemons import EtcdProcess, SanlockDaemon, build_shim
 from harness.hostconf import write_host_config
 from harness.wait import wait_for
-from keel_common.brokerclient import BrokerClient
+from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import load_host_config
 
 BIN = os.path.dirname(sys.executable)
@@ -24,6 +25,21 @@ class BrokerProc:
         self.cfg = load_host_config(config_path)
         self.proc = None
         self.client = BrokerClient(self.cfg.broker_socket, timeout=5)
+        # Stands in for the agent: publishes while set (the broker releases a
+        # claim whose agent went silent while no engine VM runs).
+        self.agent_alive = threading.Event()
+        self.agent_alive.set()
+        self._gone = threading.Event()
+        threading.Thread(target=self._agent_loop, daemon=True).start()
+
+    def _agent_loop(self):
+        while not self._gone.wait(0.5):
+            if self.agent_alive.is_set():
+                try:
+                    self.client.call("publish", record={"state": "EngineDown", "score": 3400,
+                                                        "engine": {"vm": "down", "health": "bad"}})
+                except BrokerError:
+                    pass
 
     def start(self):
         logf = open(os.path.join(self.cfg.state_dir, "broker.log"), "ab")
@@ -37,6 +53,10 @@ class BrokerProc:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def close(self):
+        self._gone.set()
+        self.stop()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -77,7 +97,7 @@ def cluster():
         yield {"etcd": etcd, "sanlock": daemons, "brokers": brokers, "root": root}
     finally:
         for b in brokers:
-            b.stop()
+            b.close()
         for d in daemons:
             d.stop()
         etcd.stop()

@@ -71,6 +71,21 @@ def test_claim_vanishes_with_a_dead_brokers_lease(cluster):
     wait_for(lambda: b1.client.call("status")["lockspace"]["held"], 30, "host-id lease after restart")
 
 
+def test_claim_of_a_silent_agent_without_engine_vm_is_released(cluster):
+    b1, b2 = cluster["brokers"]
+    b2.client.call("release")
+    assert b1.client.call("claim")["won"] is True
+    b1.agent_alive.clear()
+    try:
+        # No engine VM runs on host1 and its agent stopped reporting: the
+        # claim must not keep host2 waiting until someone cleans up by hand.
+        wait_for(lambda: b1.client.call("status")["owner"] is None, 30, "orphaned claim released")
+        assert b2.client.call("claim")["won"] is True
+    finally:
+        b1.agent_alive.set()
+        b2.client.call("release")
+
+
 def test_maintenance_modes_and_local_survives_restart(cluster):
     b1, b2 = cluster["brokers"]
     b1.client.call("set_maintenance", mode="global")
