@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 
-def wait_for(pred, timeout: float, what: str, interval: float = 0.2, ignore=(Exception,)):
+def wait_for(pred, timeout: float = 60, what: str = "condition", interval: float = 0.2, ignore=(Exception,)):
     """Return pred()'s first truthy value; fail naming `what` and the last
     value (or error) seen once `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout

@@ -1,0 +1,35 @@
+"""The API entry point: product info, special objects, summary, time."""
+from sqlalchemy import func, select
+
+from ..models import BLANK_TEMPLATE_ID, Host, StorageDomain, User, Vm, utcnow
+from .framework import API, g, href, ref, render, route, session
+
+COLLECTIONS = ("clusters", "datacenters", "disks", "events", "hosts", "jobs", "networks", "permissions",
+               "roles", "storagedomains", "templates", "users", "vms", "vnicprofiles")
+
+
+def _count(s, model, *where):
+    return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+@route("", ["GET"], "The API root: product info, special objects, summary")
+def api_root():
+    s = session()
+    return render("api", {
+        "link": [{"rel": c, "href": f"{API}/{c}"} for c in COLLECTIONS]
+        + [{"rel": f"{c}/search", "href": f"{API}/{c}?search={{query}}"} for c in ("vms", "hosts", "events")],
+        "authenticated_user": ref("users", g.user_id),
+        "product_info": {"name": "Keel", "vendor": "Keel", "instance_id": None,
+                         "version": {"build": 0, "full_version": "4.6.0-keel", "major": 4, "minor": 6,
+                                     "revision": 0}},
+        "special_objects": {"blank_template": ref("templates", BLANK_TEMPLATE_ID),
+                            "root_tag": {"id": BLANK_TEMPLATE_ID, "href": href("tags", BLANK_TEMPLATE_ID)}},
+        "summary": {
+            "hosts": {"active": _count(s, Host, Host.status == "up"), "total": _count(s, Host)},
+            "storage_domains": {"active": _count(s, StorageDomain, StorageDomain.status == "active"),
+                                "total": _count(s, StorageDomain)},
+            "users": {"active": _count(s, User), "total": _count(s, User)},
+            "vms": {"active": _count(s, Vm, Vm.status != "down"), "total": _count(s, Vm)},
+        },
+        "time": utcnow(),
+    })

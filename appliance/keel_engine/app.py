@@ -1,0 +1,120 @@
+"""Flask application factory."""
+import logging
+
+from flask import Flask, g
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException
+
+from . import db
+from .config import EngineConfig
+from .errors import Fault
+from .models import BLANK_TEMPLATE_ID, Template
+from .services import auth
+
+log = logging.getLogger("keel.engine.app")
+
+
+class AppContext:
+    def __init__(self, config, sessionmaker, engine):
+        self.config = config
+        self.sessionmaker = sessionmaker
+        self.engine = engine
+
+
+def bootstrap(config):
+    """Migrations forward, then the built-in objects (idempotent)."""
+    db.upgrade(config.database_url)
+    engine = db.make_engine(config.database_url)
+    sm = db.make_sessionmaker(engine)
+    with sm() as s:
+        if s.get(Template, BLANK_TEMPLATE_ID) is None:
+            s.add(Template(id=BLANK_TEMPLATE_ID, name="Blank", description="Blank template"))
+        auth.ensure_builtin(s, config.admin_password)
+        s.commit()
+    engine.dispose()
+
+
+def create_app(config=None, migrate=True):
+    config = config or EngineConfig()
+    if migrate:
+        bootstrap(config)
+    engine = db.make_engine(config.database_url)
+    app = Flask("keel_engine")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["KEEL_CTX"] = AppContext(config, db.make_sessionmaker(engine), engine)
+
+    from . import power_seam
+    from .services import Context
+    power_seam.install(Context(config=config, sessionmaker=app.config["KEEL_CTX"].sessionmaker))
+
+    from .api import audit, framework, health, hosts, inventory, openapi, root, sso, vms  # noqa: F401  (routes)
+    app.register_blueprint(sso.sso_bp)
+    app.register_blueprint(health.health_bp)
+    app.register_blueprint(openapi.openapi_bp)
+    app.register_blueprint(framework.api_bp)
+
+    @app.before_request
+    def open_session():
+        g.session = app.config["KEEL_CTX"].sessionmaker()
+
+    @app.after_request
+    def commit(response):
+        # No acknowledgement before the change is durable: commit, and answer
+        # with a fault instead if the commit fails.
+        s = g.pop("session", None)
+        if s is None:
+            return response
+        try:
+            if response.status_code < 400:
+                s.commit()
+            else:
+                s.rollback()
+        except StaleDataError:
+            s.rollback()
+            response = framework.fault_response(409, "Operation Failed",
+                                                "the object was changed concurrently; read it again and retry")
+        except SQLAlchemyError as e:
+            s.rollback()
+            log.error("commit failed: %s", e)
+            response = framework.fault_response(500, "Operation Failed", "the database refused the change")
+        finally:
+            s.close()
+        return response
+
+    @app.teardown_request
+    def close_session(_exc):
+        s = g.pop("session", None)
+        if s is not None:
+            s.rollback()
+            s.close()
+
+    @app.errorhandler(Fault)
+    def on_fault(f):
+        if f.status >= 500:
+            log.error("fault %s: %s", f.status, f)
+        return framework.fault_response(f.status, f.reason, f.detail)
+
+    @app.errorhandler(HTTPException)
+    def on_http(e):
+        detail = {404: "no such resource or collection", 405: "method not allowed on this resource",
+                  413: f"the request body is larger than {config.max_body_bytes} bytes"}.get(e.code, e.description)
+        return framework.fault_response(e.code, e.name, detail)
+
+    @app.errorhandler(StaleDataError)
+    def on_stale(e):
+        return framework.fault_response(409, "Operation Failed",
+                                        "the object was changed concurrently (by the monitor or another "
+                                        "request); read it again and retry")
+
+    @app.errorhandler(SQLAlchemyError)
+    def on_db_error(e):
+        log.error("database error: %s", e)
+        return framework.fault_response(503, "Operation Failed", "database error; see the engine log")
+
+    @app.errorhandler(Exception)
+    def on_error(e):
+        log.exception("internal error")
+        return framework.fault_response(500, "Internal Error", f"{type(e).__name__}: see the engine log")
+
+    return app

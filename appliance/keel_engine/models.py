@@ -1,0 +1,279 @@
+"""The engine's database schema: the source of truth for the cluster's
+configuration (what should exist and how it is configured) and the last
+observed state (written by the monitor)."""
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BLANK_TEMPLATE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _id():
+    return mapped_column(String(36), primary_key=True, default=new_id)
+
+
+def _created():
+    return mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255))          # admin
+    domain: Mapped[str] = mapped_column(String(255), default="internal")
+    password_hash: Mapped[str | None] = mapped_column(String(512))
+    created: Mapped[datetime] = _created()
+    __table_args__ = (UniqueConstraint("name", "domain"),)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    # sha256 of the bearer token: a copy of the database does not hand out sessions
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = _created()
+
+
+class Role(Base):
+    __tablename__ = "roles"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    administrative: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Permission(Base):
+    __tablename__ = "permissions"
+    id: Mapped[str] = _id()
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # object the permission applies to; None = the whole system
+    object_type: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class DataCenter(Base):
+    __tablename__ = "datacenters"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    local: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = _created()
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    data_center_id: Mapped[str | None] = mapped_column(ForeignKey("datacenters.id"))
+    scheduling_policy: Mapped[str] = mapped_column(String(64), default="evenly_distributed")
+    created: Mapped[datetime] = _created()
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    libvirt_uri: Mapped[str] = mapped_column(String(512))
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
+    status: Mapped[str] = mapped_column(String(32), default="installing")
+    status_detail: Mapped[str] = mapped_column(Text, default="")
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    cpu_model: Mapped[str | None] = mapped_column(String(255))
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    memory_total: Mapped[int | None] = mapped_column(BigInteger)
+    memory_free: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created: Mapped[datetime] = _created()
+
+
+class FenceAgent(Base):
+    __tablename__ = "fence_agents"
+    id: Mapped[str] = _id()
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32), default="ipmilan")
+    address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(255), default="")
+    password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    order: Mapped[int] = mapped_column(Integer, default=1)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    encrypt_options: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StorageDomain(Base):
+    __tablename__ = "storage_domains"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    type: Mapped[str] = mapped_column(String(32), default="data")
+    storage_type: Mapped[str] = mapped_column(String(32), default="posixfs")
+    path: Mapped[str] = mapped_column(String(1024))
+    address: Mapped[str | None] = mapped_column(String(255))
+    data_center_id: Mapped[str | None] = mapped_column(ForeignKey("datacenters.id"))
+    status: Mapped[str] = mapped_column(String(32), default="unattached")
+    available: Mapped[int | None] = mapped_column(BigInteger)
+    used: Mapped[int | None] = mapped_column(BigInteger)
+    created: Mapped[datetime] = _created()
+
+
+class Network(Base):
+    __tablename__ = "networks"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    data_center_id: Mapped[str] = mapped_column(ForeignKey("datacenters.id"))
+    vlan: Mapped[int | None] = mapped_column(Integer)
+    mtu: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (UniqueConstraint("name", "data_center_id"),)
+
+
+class Template(Base):
+    __tablename__ = "templates"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"))
+    memory: Mapped[int] = mapped_column(BigInteger, default=128 * 1024 * 1024)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    os_type: Mapped[str] = mapped_column(String(64), default="other")
+    status: Mapped[str] = mapped_column(String(32), default="ok")
+    source_vm_id: Mapped[str | None] = mapped_column(String(36))
+    created: Mapped[datetime] = _created()
+
+
+class Vm(Base):
+    __tablename__ = "vms"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
+    template_id: Mapped[str] = mapped_column(ForeignKey("templates.id"))
+    memory: Mapped[int] = mapped_column(BigInteger)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    os_type: Mapped[str] = mapped_column(String(64), default="other")
+    high_availability: Mapped[bool] = mapped_column(Boolean, default=False)
+    # observed state
+    status: Mapped[str] = mapped_column(String(32), default="down")
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"))
+    # the engine's intent: when set, a graceful shutdown past this time is forced
+    shutdown_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # set while an API worker drives a transition (start, migrate); the monitor
+    # leaves the VM alone until then, and takes over if the worker died
+    busy_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stop_reason: Mapped[str] = mapped_column(Text, default="")
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created: Mapped[datetime] = _created()
+    # optimistic locking: the monitor and API workers both write VM rows; a
+    # write based on a stale read fails instead of undoing the other's change
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Nic(Base):
+    __tablename__ = "nics"
+    id: Mapped[str] = _id()
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    interface: Mapped[str] = mapped_column(String(32), default="virtio")
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"))
+    __table_args__ = (UniqueConstraint("vm_id", "name"),)
+
+
+class Disk(Base):
+    __tablename__ = "disks"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    storage_domain_id: Mapped[str] = mapped_column(ForeignKey("storage_domains.id"))
+    provisioned_size: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(16), default="cow")
+    # the qcow2 file the disk writes to now (top of its chain), in the domain's pool
+    active_volume: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    template_id: Mapped[str | None] = mapped_column(ForeignKey("templates.id"))
+    created: Mapped[datetime] = _created()
+
+
+class Volume(Base):
+    """One qcow2 file of a disk's chain; deleted with the disk that owns it."""
+    __tablename__ = "volumes"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    disk_id: Mapped[str] = mapped_column(ForeignKey("disks.id", ondelete="CASCADE"))
+    backing: Mapped[str | None] = mapped_column(String(255))
+
+
+class DiskAttachment(Base):
+    __tablename__ = "disk_attachments"
+    id: Mapped[str] = _id()   # oVirt uses the disk id; we keep them equal
+    disk_id: Mapped[str] = mapped_column(ForeignKey("disks.id", ondelete="CASCADE"), unique=True)
+    vm_id: Mapped[str | None] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    template_id: Mapped[str | None] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
+    interface: Mapped[str] = mapped_column(String(32), default="virtio")
+    bootable: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+    id: Mapped[str] = _id()
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    # {disk_id: volume name frozen by this snapshot}
+    volumes: Mapped[dict] = mapped_column(JSON, default=dict)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    cpus: Mapped[int] = mapped_column(Integer)
+    date: Mapped[datetime] = _created()
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(16), default="normal")
+    description: Mapped[str] = mapped_column(Text)
+    time: Mapped[datetime] = _created()
+    origin: Mapped[str] = mapped_column(String(255), default="keel")
+    custom_id: Mapped[int | None] = mapped_column(Integer)
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    vm_id: Mapped[str | None] = mapped_column(String(36))
+    host_id: Mapped[str | None] = mapped_column(String(36))
+    cluster_id: Mapped[str | None] = mapped_column(String(36))
+    data_center_id: Mapped[str | None] = mapped_column(String(36))
+    storage_domain_id: Mapped[str | None] = mapped_column(String(36))
+    template_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = _id()
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="started")
+    start_time: Mapped[datetime] = _created()
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_updated: Mapped[datetime] = _created()
+    auto_cleared: Mapped[bool] = mapped_column(Boolean, default=True)
+    external: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_id: Mapped[str | None] = mapped_column(String(36))

@@ -1,0 +1,259 @@
+"""The background monitor: its own process (`keel-engine monitor`), never
+inside web workers. Every interval it polls every host through libvirt (in
+parallel, each under a deadline), keeps host status and every VM's real
+state in the database, writes an event for every change, enforces graceful
+shutdown deadlines, and carries out host maintenance (migrating VMs away)."""
+import logging
+import threading
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from . import db, virt
+from .errors import Fault
+from .models import Host, Vm, utcnow
+from .services import Context, events, hooks
+from .services import hosts as host_svc
+from .services import vms as vm_svc
+from .timeutil import aware
+
+log = logging.getLogger("keel.engine.monitor")
+FAILURES_BEFORE_NON_RESPONSIVE = 2
+POLLED = ("up", "non_responsive", "preparing_for_maintenance", "connecting")
+
+
+def poll_host(uri, timeout):
+    """(facts, {uuid: state}) or raises VirtError."""
+    def work():
+        conn = virt.libvirt.open(uri)
+        try:
+            return virt.host_facts(conn), virt.domains(conn)
+        finally:
+            conn.close()
+    return virt.with_deadline(work, timeout, f"poll {uri}")
+
+
+def poll_all(hosts, timeout):
+    results, threads = {}, []
+
+    def one(h_id, uri):
+        try:
+            results[h_id] = poll_host(uri, timeout)
+        except Exception as e:   # any failure = this host did not answer
+            results[h_id] = e
+    for h in hosts:
+        t = threading.Thread(target=one, args=(h.id, h.libvirt_uri), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(timeout + 2)
+    return results
+
+
+class Monitor:
+    def __init__(self, config):
+        self.config = config
+        self.engine = db.make_engine(config.database_url)
+        self.sessionmaker = db.make_sessionmaker(self.engine)
+        self.ctx = Context(config=config, sessionmaker=self.sessionmaker)
+        self.failures = {}
+        self.versions = {}
+        self.stopping = threading.Event()
+        from . import power_seam
+        power_seam.install(self.ctx)
+
+    def run_forever(self):
+        log.info("monitor started: polling every %.1f s", self.config.monitor_interval)
+        last_purge = 0.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.poll_once()
+                if started - last_purge > 300:
+                    self._purge_tokens()
+                    last_purge = started
+            except Exception:   # keep monitoring; the next cycle starts clean
+                log.exception("monitor cycle failed")
+            self.stopping.wait(max(0.1, self.config.monitor_interval - (time.monotonic() - started)))
+
+    def poll_once(self):
+        with self.sessionmaker() as s:
+            hosts = s.scalars(select(Host).where(Host.status.in_(POLLED))).all()
+            targets = [(h.id, h.libvirt_uri) for h in hosts]
+            # Observations may only correct rows they are newer than: a VM
+            # whose row changes while we poll (an API stop, start, migrate)
+            # is left alone this cycle.
+            self.versions = dict(s.execute(select(Vm.id, Vm.version)).all())
+        results = poll_all([_H(i, u) for i, u in targets], self.config.libvirt_timeout)
+        changes = []
+        with self.sessionmaker() as s:
+            seen = {}   # vm uuid -> (host id, state) for every domain found
+            for h_id, res in results.items():
+                if not isinstance(res, Exception):
+                    for uuid, state in res[1].items():
+                        if uuid not in seen or state == "up":
+                            seen[uuid] = (h_id, state)
+            for h_id, res in results.items():
+                host = s.get(Host, h_id)
+                if host is None:
+                    continue
+                if isinstance(res, Exception):
+                    changes += self._host_failed(s, host, res)
+                else:
+                    changes += self._host_ok(s, host, res[0], res[1], seen)
+            self._enforce_shutdowns(s, seen)
+            try:
+                s.commit()
+            except StaleDataError:
+                # an API worker changed a VM since we read it: its change wins,
+                # and the next cycle looks again
+                s.rollback()
+                log.info("a VM changed while it was observed; re-checking next cycle")
+                return
+        for host_id, old, new in changes:
+            with self.sessionmaker() as s:
+                host = s.get(Host, host_id)
+                if host is not None:
+                    hooks.host_status_changed(self.ctx, host, old, new)
+        self._maintenance()
+
+    def _purge_tokens(self):
+        from .services import auth
+        with self.sessionmaker() as s:
+            auth.purge_expired(s)
+            s.commit()
+
+    # ---- hosts ---------------------------------------------------------
+    def _host_failed(self, s, host, err):
+        n = self.failures.get(host.id, 0) + 1
+        self.failures[host.id] = n
+        if n < FAILURES_BEFORE_NON_RESPONSIVE or host.status == "non_responsive":
+            return []
+        old = host_svc.set_status(s, host, "non_responsive", f"libvirt does not answer: {err}")
+        for vm in s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")):
+            if self._unchanged(vm):
+                self._vm_status(s, vm, "unknown", f"its host {host.name} does not respond")
+        return [(host.id, old, "non_responsive")] if old else []
+
+    def _host_ok(self, s, host, facts, domains, seen):
+        self.failures.pop(host.id, None)
+        host.memory_free, host.memory_total = facts["memory_free"], facts["memory_total"]
+        host.cpus, host.hostname, host.last_seen = facts["cpus"], facts["hostname"], utcnow()
+        changes = []
+        if host.status in ("non_responsive", "connecting"):
+            old = host_svc.set_status(s, host, "up", "libvirt answers again")
+            if old:
+                changes.append((host.id, old, "up"))
+        now = utcnow()
+        # VMs the database places here
+        for vm in s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")):
+            if (vm.busy_until and aware(vm.busy_until) > now) or not self._unchanged(vm):
+                continue   # an API worker is driving this VM right now
+            where = seen.get(vm.id)
+            if where is None:
+                requested = vm.shutdown_deadline is not None
+                reason = ("shut down as requested" if requested else
+                          f"not running on host {host.name} any more (shut down from inside the guest, "
+                          "crashed, or stopped outside Keel)")
+                self._vm_down(s, vm, reason, severity="normal" if requested else "warning")
+            elif where[0] != host.id:
+                other = s.get(Host, where[0])
+                vm.host_id = where[0]
+                events.add(s, events.VM_STATE, f"VM {vm.name} found running on host {other.name} "
+                           f"(expected on {host.name}).", severity="warning", vm_id=vm.id, host_id=other.id)
+                self._vm_status(s, vm, where[1], f"observed on host {other.name}")
+            elif not (vm.status == "powering_down" and where[1] == "up"):
+                self._vm_status(s, vm, where[1], f"observed on host {host.name}")
+            vm.busy_until = None
+        # domains of known VMs that the database does not place here (adopt them)
+        for uuid, state in domains.items():
+            if seen.get(uuid, (None,))[0] != host.id:
+                continue
+            vm = s.get(Vm, uuid)
+            if vm is None or vm.host_id == host.id:
+                continue   # not ours (e.g. the hosted engine VM itself)
+            if (vm.busy_until and aware(vm.busy_until) > now) or not self._unchanged(vm) \
+                    or state not in ("up", "paused"):
+                continue
+            vm.host_id = host.id
+            events.add(s, events.VM_STATE, f"VM {vm.name} found running on host {host.name}.",
+                       severity="warning", vm_id=vm.id, host_id=host.id)
+            self._vm_status(s, vm, state, f"observed on host {host.name}")
+        return changes
+
+    # ---- vms -------------------------------------------------------------
+    def _unchanged(self, vm):
+        return self.versions.get(vm.id) == vm.version
+
+    def _vm_status(self, s, vm, new, reason):
+        if vm.status == new:
+            return
+        old, vm.status = vm.status, new
+        sev = "warning" if new in ("unknown", "paused") else "normal"
+        events.add(s, events.VM_STATE, f"VM {vm.name} status changed from {old} to {new}: {reason}.",
+                   severity=sev, vm_id=vm.id, host_id=vm.host_id)
+
+    def _vm_down(self, s, vm, reason, severity="warning"):
+        old = vm.status
+        vm.status, vm.host_id, vm.shutdown_deadline, vm.stop_reason = "down", None, None, reason
+        events.add(s, events.VM_DOWN, f"VM {vm.name} is down ({old} before): {reason}.", severity=severity,
+                   vm_id=vm.id)
+
+    def _enforce_shutdowns(self, s, seen):
+        now = utcnow()
+        for vm in s.scalars(select(Vm).where(Vm.status == "powering_down", Vm.shutdown_deadline.is_not(None))):
+            if aware(vm.shutdown_deadline) > now or vm.id not in seen or not self._unchanged(vm):
+                continue
+            host = s.get(Host, seen[vm.id][0])
+            try:
+                def destroy():
+                    conn = virt.libvirt.open(host.libvirt_uri)
+                    try:
+                        conn.lookupByUUIDString(vm.id).destroy()
+                    finally:
+                        conn.close()
+                virt.with_deadline(destroy, self.config.libvirt_timeout, f"force off {vm.name}")
+            except virt.VirtError as e:
+                log.warning("could not power off %s after its shutdown timeout: %s", vm.name, e)
+                continue
+            self._vm_down(s, vm, f"did not shut down within {self.config.shutdown_timeout:.0f} s; powered off",
+                          severity="warning")
+
+    # ---- maintenance -------------------------------------------------------
+    def _maintenance(self):
+        with self.sessionmaker() as s:
+            preparing = s.scalars(select(Host).where(Host.status == "preparing_for_maintenance")).all()
+            for host in preparing:
+                vms = s.scalars(select(Vm).where(Vm.host_id == host.id)).all()
+                failed = None
+                for vm in vms:
+                    if vm.status != "up" or (vm.busy_until and aware(vm.busy_until) > utcnow()):
+                        continue
+                    try:
+                        vm_svc.migrate_vm(self.ctx, s, vm, reason=f"host {host.name} is going into maintenance")
+                    except Fault as f:
+                        failed = (vm, f)
+                        break
+                s.refresh(host)
+                if failed:
+                    old = host_svc.set_status(s, host, "up", f"maintenance failed: VM {failed[0].name} "
+                                              f"could not migrate: {failed[1].detail}")
+                    events.add(s, events.HOST_MAINTENANCE_FAILED,
+                               f"Host {host.name} could not enter maintenance: {failed[1].detail}.",
+                               severity="error", host_id=host.id)
+                    s.commit()
+                    hooks.host_status_changed(self.ctx, host, old, "up")
+                    continue
+                left = s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")).all()
+                if not left:
+                    old = host_svc.set_status(s, host, "maintenance", "all VMs migrated away")
+                    s.commit()
+                    if old:
+                        hooks.host_status_changed(self.ctx, host, old, "maintenance")
+
+
+class _H:
+    def __init__(self, ident, uri):
+        self.id, self.libvirt_uri = ident, uri
+

@@ -1,0 +1,295 @@
+"""Host failure handling in the engine: fence, mark down, restart HA VMs.
+
+A pass over a failed host reads the database, asks ``policy.decide`` what
+may happen, and does it, writing an event for every step (who, what, why).
+The facts that make a fence "confirmed" live in the database (host status
+``down`` with a ``fenced:`` detail), so an engine restart resumes safely:
+HA VMs waiting for a restart carry a ``[ha-pending:<host id>]`` marker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timezone
+
+from sqlalchemy import select
+
+from ..errors import Fault
+from ..models import Event, Host, Vm
+from ..services import events, hosts as host_svc, vms as vm_svc
+from . import ipmi, policy
+from .agents import AgentConfigError, spec_from_record
+from .fencing import fence_through_agents
+from .settings import PowerSettings
+
+log = logging.getLogger("keel.engine.power")
+MiB = 2 ** 20
+FENCED = "fenced: "
+# event codes (oVirt's numbers where they exist: VDS_FENCE_*, HA_VM_*)
+EV_FENCE_SKIPPED, EV_FENCE_START, EV_FENCE_OK, EV_FENCE_FAILED = 9010, 9011, 9012, 9013
+EV_FENCE_AGENT, EV_HOST_DOWN, EV_MANUAL_FENCE, EV_WAIT = 9014, 9015, 9016, 9017
+EV_HA_RESTART, EV_HA_RESTART_FAILED, EV_HA_HELD, EV_STALE_VM = 9020, 9021, 9022, 9023
+EV_POWER_ON = 9018
+AUTO = "the engine (host monitor)"
+
+
+def pending_marker(host_id: str) -> str:
+    return f"[ha-pending:{host_id}]"
+
+
+class Failover:
+    """Failure handling for one engine process; thread-safe per host."""
+
+    def __init__(self, ctx, settings: PowerSettings | None = None, storage_probe=None,
+                 lease_probe=None, run=ipmi.run_operation, sleep=time.sleep):
+        self.ctx = ctx
+        self.settings = settings or PowerSettings()
+        self.cfg = policy.PolicyConfig(grace_period=self.settings.grace_period,
+                                       max_unresponsive_share=self.settings.max_unresponsive_share,
+                                       fencing_enabled=self.settings.fencing_enabled)
+        # storage_probe(host, since) -> True/False/None: did the host renew its storage
+        # lease after ``since`` (wall clock, when we saw it stop answering)?
+        self.watch_storage = storage_probe is not None
+        self.storage_probe = storage_probe or (lambda host, since: None)
+        # lease_probe(vm, host) -> bool: has the VM's sanlock lease expired (is it free)?
+        self.lease_probe = lease_probe or (lambda vm, host: False)
+        self.run, self.sleep = run, sleep
+        self._stopping = threading.Event()
+        self._locks: dict[str, threading.Lock] = {}
+        self._watchers: dict[str, threading.Thread] = {}
+        self._fence_failed_at: dict[str, float] = {}
+        self._unresponsive_at: dict[str, float] = {}
+        self._told: dict[str, set] = {}     # events already written this episode
+        self._guard = threading.Lock()
+
+    # ---- helpers ------------------------------------------------------
+    def _lock(self, host_id):
+        with self._guard:
+            return self._locks.setdefault(host_id, threading.Lock())
+
+    def _event(self, s, code, text, severity="normal", once_key=None, **refs):
+        if once_key is not None:
+            told = self._told.setdefault(refs.get("host_id", ""), set())
+            if once_key in told:
+                return
+            told.add(once_key)
+        events.add(s, code, text, severity=severity, **refs)
+
+    def _agents(self, s, host):
+        specs = []
+        for rec in host_svc.fence_agents_for_host(s, host.id, self.ctx.config):
+            try:
+                specs.append(spec_from_record(rec))
+            except AgentConfigError as exc:
+                self._event(s, EV_FENCE_AGENT, f"Fence agent {rec.get('address')} of host {host.name} "
+                            f"is unusable and skipped: {exc}", "error",
+                            once_key=("agentcfg", rec.get("id")), host_id=host.id)
+        return specs
+
+    def _ha_vms(self, s, host):
+        marker = pending_marker(host.id)
+        q = select(Vm).where(Vm.high_availability.is_(True),
+                             (Vm.host_id == host.id) | ((Vm.status == "down") & Vm.stop_reason.contains(marker)))
+        return list(s.scalars(q))
+
+    def _view(self, s, host, agents_known=None):
+        since = None
+        if host.status == "non_responsive" and host.last_seen is not None:
+            seen = host.last_seen if host.last_seen.tzinfo else host.last_seen.replace(tzinfo=timezone.utc)
+            since = seen.timestamp()
+        renews = None
+        if host.status == "non_responsive":
+            renews = self.storage_probe(host, self._unresponsive_at.setdefault(host.id, time.time()))
+        else:
+            self._unresponsive_at.pop(host.id, None)
+        grace = None
+        powered_on = self._last_power_on(s, host) if host.status == "non_responsive" else None
+        if powered_on is not None and time.time() - powered_on < self.settings.boot_grace:
+            # it was powered on by us a moment ago and is still booting
+            since, grace = max(since or 0.0, powered_on), self.settings.boot_grace
+        return policy.HostView(id=host.id, name=host.name, status=host.status,
+                               cluster_id=host.cluster_id,
+                               free_memory_mb=(host.memory_free or 0) // MiB,
+                               unresponsive_since=since, renews_storage_lease=renews,
+                               has_fence_agents=bool(agents_known), grace_period=grace,
+                               liveness_pending=(self.watch_storage and host.status == "non_responsive"
+                                                 and renews is None))
+
+    def _last_power_on(self, s, host):
+        ev = s.scalars(select(Event).where(Event.host_id == host.id, Event.code == EV_POWER_ON)
+                       .order_by(Event.id.desc()).limit(1)).first()
+        if ev is None:
+            return None
+        t = ev.time if ev.time.tzinfo else ev.time.replace(tzinfo=timezone.utc)
+        return t.timestamp()
+
+    def fence_state(self, host) -> str:
+        if host.status == "down" and (host.status_detail or "").startswith(FENCED):
+            return policy.FENCE_CONFIRMED
+        failed = self._fence_failed_at.get(host.id)
+        if failed is not None and time.monotonic() - failed < self.settings.refence_interval:
+            return policy.FENCE_FAILED
+        return policy.FENCE_NONE
+
+    # ---- one pass -----------------------------------------------------
+    def step(self, host_id: str) -> list[policy.Action]:
+        """Decide and act for ``host_id`` until nothing more can happen now."""
+        done = []
+        with self._lock(host_id), self.ctx.sessionmaker() as s:
+            for _round in range(3):   # a successful fence changes the facts: decide again
+                host = s.get(Host, host_id)
+                if host is None:
+                    return done
+                s.refresh(host)
+                agents = self._agents(s, host)
+                actions, vms = self._decide(s, host, agents)
+                fenced = False
+                for action in actions:
+                    if not self._act(s, host, agents, vms, action):
+                        break
+                    done.append(action)
+                    if action.kind == policy.FENCE:
+                        fenced = True
+                        break
+                s.commit()
+                if not fenced:
+                    break
+        return done
+
+    def _decide(self, s, host, agents):
+        others = s.scalars(select(Host).where(Host.cluster_id == host.cluster_id,
+                                              Host.id != host.id)).all()
+        vms = {vm.id: vm for vm in self._ha_vms(s, host)}
+        me = self._view(s, host, agents)
+        snap = policy.Snapshot(
+            now=time.time(), host=me,
+            cluster_hosts=(me,) + tuple(self._view(s, h) for h in others),
+            ha_vms=tuple(policy.HaVm(id=vm.id, name=vm.name, memory_mb=vm.memory // MiB,
+                                     priority=int(getattr(vm, "ha_priority", None) or 1),
+                                     released=vm.host_id != host.id,
+                                     lease_expired=vm.host_id == host.id and bool(self.lease_probe(vm, host)))
+                         for vm in vms.values()),
+            fence_state=self.fence_state(host))
+        return policy.decide(snap, self.cfg), vms
+
+    def _act(self, s, host, agents, vms, action) -> bool:
+        """Carry out one action; False stops the pass (later actions depend on it)."""
+        kind, refs = action.kind, {"host_id": host.id, "cluster_id": host.cluster_id}
+        if kind == policy.WAIT:
+            self._event(s, EV_WAIT, f"Host {host.name} is non-responsive; {AUTO} does not fence it "
+                        f"yet: {action.reason}.", "warning",
+                        once_key=("wait", "storage lease" in action.reason), **refs)
+        elif kind == policy.SKIP_FENCING:
+            self._event(s, EV_FENCE_SKIPPED, f"Fencing of host {host.name} skipped by {AUTO}: "
+                        f"{action.reason}.", "warning", once_key=("skip", action.reason), **refs)
+        elif kind == policy.HOLD_VM:
+            self._event(s, EV_HA_HELD, f"{action.reason}.", "warning",
+                        once_key=("hold", action.vm_id), vm_id=action.vm_id, **refs)
+        elif kind == policy.FENCE:
+            return self._fence_off(s, host, agents, who=AUTO, why=action.reason)
+        elif kind == policy.MARK_DOWN:
+            self._mark_down(s, host, host.status_detail or action.reason)
+        elif kind == policy.RESTART_VM:
+            self._restart(s, host, vms[action.vm_id], action)
+        elif kind == policy.NO_TARGET:
+            self._event(s, EV_HA_RESTART_FAILED, f"HA VM restart waits: {action.reason}.", "error",
+                        once_key=("notarget", action.vm_id), vm_id=action.vm_id, **refs)
+        return True
+
+    def _fence_off(self, s, host, agents, who, why) -> bool:
+        refs = {"host_id": host.id, "cluster_id": host.cluster_id}
+        events.add(s, EV_FENCE_START, f"Fencing host {host.name}: power off through its BMC, "
+                   f"requested by {who} because {why}.", "warning", **refs)
+        s.commit()
+        outcome = fence_through_agents(
+            agents, "off", host=host.name, retries=self.settings.fence_retries,
+            backoff=self.settings.fence_backoff, deadline=self.settings.off_deadline,
+            run=self.run, sleep=self.sleep,
+            emit=lambda sev, text: events.add(s, EV_FENCE_AGENT, text + ".", sev, **refs))
+        if not outcome.confirmed_off:
+            self._fence_failed_at[host.id] = time.monotonic()
+            events.add(s, EV_FENCE_FAILED, f"Fencing host {host.name} failed: {outcome.message}. "
+                       "Its HA VMs are not restarted until the host is confirmed off.", "error", **refs)
+            s.commit()
+            return False
+        self._fence_failed_at.pop(host.id, None)
+        events.add(s, EV_FENCE_OK, f"Host {host.name} is powered off, confirmed by its BMC "
+                   f"({outcome.agent}).", **refs)
+        self._mark_down(s, host, f"{FENCED}power-off confirmed by BMC {outcome.agent}")
+        s.commit()
+        return True
+
+    def _mark_down(self, s, host, detail):
+        # set_status writes the host's status-change event (with this detail)
+        host_svc.set_status(s, host, "down", detail)
+        host.status_detail = detail
+        for vm in s.scalars(select(Vm).where(Vm.host_id == host.id)).all():
+            ha = vm.high_availability
+            vm.status, vm.host_id, vm.busy_until = "down", None, None
+            vm.stop_reason = (f"host {host.name} was fenced" +
+                              (f"; HA restart pending {pending_marker(host.id)}" if ha else ""))
+            events.add(s, events.VM_DOWN, f"VM {vm.name} is down: its host {host.name} was fenced"
+                       + (" (HA VM: will be restarted on another host)." if ha else "."),
+                       "warning" if ha else "error", vm_id=vm.id, host_id=host.id)
+        s.commit()
+
+    def _restart(self, s, failed, vm, action):
+        refs = {"vm_id": vm.id, "cluster_id": vm.cluster_id}
+        if vm.host_id == failed.id:
+            # lease-expiry path: the host is not confirmed off, the VM's lease is free
+            vm.status, vm.host_id, vm.busy_until = "down", None, None
+            vm.stop_reason = f"lease expired on host {failed.name}; HA restart pending {pending_marker(failed.id)}"
+            s.commit()
+        events.add(s, EV_HA_RESTART, f"Restarting HA VM {vm.name} (was on host {failed.name}): {action.reason}"
+                   f", requested by {AUTO}.", host_id=failed.id, **refs)
+        s.commit()
+        try:
+            vm_svc.start_vm(self.ctx, s, vm)
+        except Fault as exc:
+            s.rollback()
+            events.add(s, EV_HA_RESTART_FAILED, f"Restart of HA VM {vm.name} failed: {exc.detail}; "
+                       "retrying.", "error", host_id=failed.id, **refs)
+            s.commit()
+
+    # ---- entry points -------------------------------------------------
+    def watch(self, host_id: str, until: float | None = None) -> None:
+        """Pass over the host until it is back or its HA VMs are all handled."""
+        end = None if until is None else time.monotonic() + until
+        while (end is None or time.monotonic() < end) and not self._stopping.is_set():
+            try:
+                self.step(host_id)
+            except Exception:  # keep watching: a transient DB/libvirt error must not end failover
+                log.exception("failover pass for host %s failed", host_id)
+            with self.ctx.sessionmaker() as s:
+                host = s.get(Host, host_id)
+                if host is None:
+                    break
+                pending = [vm for vm in self._ha_vms(s, host) if vm.host_id != host.id]
+                if host.status != "non_responsive" and not pending:
+                    break
+            self._stopping.wait(self.settings.recheck_interval)
+        with self._guard:
+            self._watchers.pop(host_id, None)
+
+    def start_watch(self, host_id: str) -> None:
+        with self._guard:
+            t = self._watchers.get(host_id)
+            if t is not None and t.is_alive():
+                return
+            t = threading.Thread(target=self.watch, args=(host_id,), daemon=True,
+                                 name=f"failover:{host_id}")
+            self._watchers[host_id] = t
+        t.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End every watch loop (engine shutdown)."""
+        self._stopping.set()
+        self.wait_idle(timeout)
+
+    def wait_idle(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        for t in list(self._watchers.values()):
+            t.join(max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t in self._watchers.values())
