@@ -11,14 +11,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.daemons import EtcdProcess, SanlockDaemon, build_shim
 from harness.hostconf import write_host_config
-from keel_common.brokerclient import BrokerClient, BrokerError
+from harness.wait import wait_for  # noqa: F401  (the agent tests import it from here)
+from keel_common.brokerclient import BrokerClient
 from keel_common.config import load_host_config
 
 BIN = os.path.dirname(sys.executable)
@@ -26,18 +26,6 @@ ADDRESS = "127.0.3.1"         # see the report: 127.0.3.x ports 23890-23899 for 
 ETCD_PORTS = (23890, 23900)
 
 
-def wait_for(pred, timeout, what, interval=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except BrokerError as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not true after {timeout} s (last: {last!r})")
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
