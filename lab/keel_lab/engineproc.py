@@ -1,0 +1,126 @@
+"""The engine as a process on the lab network (optional last layer).
+
+Until the appliance image boots in the engine VM, the lab runs the engine
+application (`keel-engine serve` and `keel-engine monitor`) in its own
+namespace `lab-engine` at http://198.51.100.5:8080, registers the Default
+data center and cluster, the hosts and the shared storage domain
+(`keel-engine init-cluster`, idempotent), and reports its API URL and admin
+credentials. When keel_engine is not installed the lab runs without it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+
+from . import net, probe, procs
+from .layout import (BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS, ENGINE_PROCESS_ADDRESS,
+                     ENGINE_PROCESS_PORT, LabError, LabLayout)
+
+log = logging.getLogger("keel_lab.engine")
+OUTER_VETH = "lab-engine-o"
+BASE_URL = f"http://{ENGINE_PROCESS_ADDRESS}:{ENGINE_PROCESS_PORT}"
+ADMIN_USER = "admin@internal"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("keel_engine.cli") is not None and \
+        shutil.which("keel-engine", path=os.path.dirname(sys.executable)) is not None
+
+
+def _ensure_netns() -> None:
+    if not net.netns_exists(ENGINE_NETNS):
+        subprocess.run(["ip", "netns", "add", ENGINE_NETNS], check=True)
+    if not net.link_exists(OUTER_VETH):
+        subprocess.run(["ip", "-n", ENGINE_NETNS, "link", "del", "eth0"], capture_output=True)
+        subprocess.run(["ip", "link", "add", OUTER_VETH, "type", "veth", "peer", "name", "eth0",
+                        "netns", ENGINE_NETNS], check=True)
+    cmds = [["ip", "link", "set", OUTER_VETH, "master", BRIDGE], ["ip", "link", "set", OUTER_VETH, "up"],
+            ["ip", "-n", ENGINE_NETNS, "link", "set", "lo", "up"],
+            ["ip", "-n", ENGINE_NETNS, "link", "set", "eth0", "up"]]
+    for c in cmds:
+        subprocess.run(c, check=True, capture_output=True)
+    addrs = subprocess.run(["ip", "-n", ENGINE_NETNS, "-4", "-o", "addr", "show", "dev", "eth0"],
+                           capture_output=True, text=True).stdout
+    if f"{ENGINE_PROCESS_ADDRESS}/24" not in addrs:
+        subprocess.run(["ip", "-n", ENGINE_NETNS, "addr", "add", f"{ENGINE_PROCESS_ADDRESS}/24",
+                        "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", ENGINE_NETNS, "route", "add", "default", "via", BRIDGE_ADDRESS],
+                       capture_output=True)
+
+
+def _config(lab: LabLayout, password: str) -> str:
+    d = os.path.join(lab.dir, "engine")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "engine.conf")
+    with open(path, "w") as f:
+        f.write(f"""# keel-lab: the engine as a process on the lab network
+[database]
+url = sqlite:///{d}/engine.db
+[engine]
+listen = {ENGINE_PROCESS_ADDRESS}:{ENGINE_PROCESS_PORT}
+admin_password = {password}
+secret_key_file = {d}/fence.key
+[libvirt]
+uri_template = qemu+tcp://{{address}}/system
+# every host sees the shared dir through its own mount libvirt cannot
+# recognise as shared storage
+storage_shared_unrecognised = true
+[monitor]
+interval = 2
+""")
+    os.chmod(path, 0o600)
+    return path
+
+
+def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
+    """Start (or keep) the engine process; returns the state entry to record."""
+    info = dict(state.get("engine_process") or {})
+    pids = [p for p in info.get("pids", []) if procs.alive(p, "keel-engine")]
+    if info and len(pids) == 2 and probe.http_ok(BASE_URL + "/ovirt-engine/services/health", 2):
+        return info
+    for p in pids:
+        procs.kill(p, marker="keel-engine")
+    password = info.get("admin_password") or secrets.token_urlsafe(12)
+    conf = _config(lab, password)
+    _ensure_netns()
+    exe = os.path.join(os.path.dirname(sys.executable), "keel-engine")
+    logdir = os.path.join(lab.dir, "engine")
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    for step in (["db-upgrade"],
+                 ["init-cluster", "--data-center", "Default", "--cluster", "Default",
+                  *[a for h in lab.all_hosts() for a in ("--host", f"{h.name}={h.address}")],
+                  "--storage", f"shared={lab.shared}"]):
+        cp = subprocess.run([exe, "--config", conf] + step, capture_output=True, text=True,
+                            timeout=120, env=env)
+        if cp.returncode != 0:
+            raise LabError(f"keel-engine {step[0]} failed: "
+                           + ((cp.stderr.strip().splitlines() or ['?'])[-1]))
+    new_pids = []
+    for cmd in ("serve", "monitor"):
+        logf = open(os.path.join(logdir, f"{cmd}.log"), "ab")
+        try:
+            p = subprocess.Popen(["ip", "netns", "exec", ENGINE_NETNS, exe, "--config", conf, cmd],
+                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                 start_new_session=True, env=env)
+        finally:
+            logf.close()
+        p.returncode = 0  # outlives us
+        new_pids.append(p.pid)
+    info = {"pids": new_pids, "api_url": BASE_URL + "/ovirt-engine/api", "admin_user": ADMIN_USER,
+            "admin_password": password, "config": conf}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe.http_ok(BASE_URL + "/ovirt-engine/services/health", 2):
+            log.info("engine process answering at %s", BASE_URL)
+            return info
+        if not all(procs.alive(p) for p in new_pids):
+            break
+        time.sleep(0.5)
+    info["error"] = f"the engine process did not answer at {BASE_URL} (see {logdir}/serve.log)"
+    return info

@@ -1,0 +1,145 @@
+"""Looking into running hosts from the root namespace: which daemons run
+(mapping each host's PID-namespace pids to real pids), where the engine VM
+runs, etcd health and the HA records. Read-only; bounded by timeouts."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+
+from . import hosts, net, procs
+from .layout import ENGINE_VM_NAME, LEASE_NAME, HostLayout, LabLayout, read_json
+
+ENGINE_MARKER = f"guest={ENGINE_VM_NAME}"
+
+
+def ns_pid_map(host: HostLayout) -> dict[int, int]:
+    """{pid inside the host: pid in the root namespace} for the host's processes."""
+    inode = net.netns_inode(host.netns)
+    if inode is None:
+        return {}
+    out = {}
+    for pid in procs.pids_in_netns(inode):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        ids = line.split()[1:]
+                        if len(ids) >= 2:
+                            out[int(ids[-1])] = pid
+                        break
+        except OSError:
+            continue
+    return out
+
+
+def daemon_pids(host: HostLayout) -> dict[str, int | None]:
+    """{daemon: root-namespace pid or None} from the host init's status file."""
+    if not hosts.powered_on(host):
+        return {}
+    status = read_json(host.daemons_file, {}) or {}
+    mapping = ns_pid_map(host)
+    result = {}
+    for name, d in (status.get("daemons") or {}).items():
+        real = mapping.get(d.get("pid") or -1)
+        result[name] = real if real and procs.alive(real) else None
+    return result
+
+
+def engine_qemu_pids(lab: LabLayout) -> dict[str, int]:
+    """{host name: qemu pid} for every live engine VM process, found in /proc
+    (the ground truth: a qemu process that exists can write the disk)."""
+    by_inode = {net.netns_inode(h.netns): h.name for h in lab.all_hosts()}
+    found: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if not f.read().startswith("qemu-system"):
+                    continue
+        except OSError:
+            continue
+        if not procs.alive(pid) or not any(ENGINE_MARKER in a for a in procs.cmdline(pid)):
+            continue
+        host = by_inode.get(procs.netns_of(pid))
+        if host:
+            found[host] = pid
+    return found
+
+
+def lease_owner(lab: LabLayout) -> dict:
+    """The engine lease as written on the shared storage: owner host id and
+    timestamp (0 = free), read directly from disk."""
+    try:
+        out = subprocess.run(["sanlock", "direct", "dump", lab.lease_file], capture_output=True,
+                             text=True, timeout=5).stdout
+    except (subprocess.TimeoutExpired, OSError):
+        return {"owner": None, "timestamp": None, "held": None}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 7 and f[2] == LEASE_NAME:
+            ts, own = int(f[3]), int(f[4])
+            return {"owner": own, "generation": int(f[5]), "timestamp": ts, "held": ts != 0}
+    return {"owner": None, "timestamp": None, "held": None}
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def etcd_health(lab: LabLayout, timeout: float = 1.5) -> list[dict]:
+    out = []
+    for h in lab.etcd_hosts:
+        ep = h.etcd_client_url
+        try:
+            with urllib.request.urlopen(f"{ep}/health", timeout=timeout) as r:
+                body = json.loads(r.read() or b"{}")
+            healthy = str(body.get("health")) == "true"
+            out.append({"member": h.name, "endpoint": ep, "healthy": healthy})
+        except (OSError, ValueError) as e:
+            out.append({"member": h.name, "endpoint": ep, "healthy": False,
+                        "error": e.__class__.__name__})
+    return out
+
+
+def ha_records(lab: LabLayout, timeout: float = 2.0) -> dict[int, dict]:
+    """Host records from etcd ({host_id: record}), {} when etcd is unreachable."""
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+    try:
+        import etcd3
+        from keel_common.keys import Keys
+    except ImportError:
+        return {}
+    keys = Keys("/keel")
+    for h in lab.etcd_hosts:
+        client = None
+        try:
+            client = etcd3.client(host=h.address, port=2379, timeout=timeout)
+            records = {}
+            for value, _meta in client.get_prefix(keys.hosts_prefix):
+                try:
+                    d = json.loads(value)
+                    records[int(d["host_id"])] = d
+                except (ValueError, KeyError, TypeError):
+                    continue
+            owner, _ = client.get(keys.engine_owner)
+            gm, _ = client.get(keys.global_maintenance)
+            records[0] = {"owner": json.loads(owner) if owner else None,
+                          "global_maintenance": bool(gm and gm.strip() not in (b"0", b""))}
+            return records
+        except Exception:  # any etcd/grpc failure: try the next member
+            continue
+        finally:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:
+                    pass
+    return {}

@@ -1,0 +1,105 @@
+"""Driving a real lab from tests: the keel-lab CLI, waits and restore steps.
+
+Each scenario leaves the lab healthy (engine up on exactly one host, every
+host powered, nothing partitioned) for the next one. Waits poll with generous
+deadlines: this machine has 2 cores and may be loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from keel_lab import hosts, probe
+from keel_lab.layout import HEALTH_URL, LabLayout
+from keel_lab.observer import read_events, verdict
+
+KEEL_LAB = [sys.executable, "-m", "keel_lab.cli"]
+NEEDED = ("ip", "unshare", "nsenter", "sanlock", "libvirtd", "etcd", "ipmi_sim", "ipmitool",
+          "qemu-system-x86_64", "cc")
+
+
+def lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    missing = [t for t in NEEDED if shutil.which(t) is None]
+    if missing:
+        return "missing tools: " + ", ".join(missing)
+    if os.path.exists("/run/netns/lab-h1"):
+        return "another lab is running on this machine (lab-h1 exists)"
+    return None
+
+
+def wait_for(what: str, predicate, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class LabDriver:
+    def __init__(self, lab_dir: str):
+        self.dir = lab_dir
+
+    @property
+    def layout(self) -> LabLayout:
+        from keel_lab.layout import layout_from_state
+        return layout_from_state(self.dir)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        argv = list(args)
+        # --dir goes before `--` (exec's command follows it).
+        cut = argv.index("--") if "--" in argv else len(argv)
+        argv[cut:cut] = ["--dir", self.dir]
+        cp = subprocess.run(KEEL_LAB + argv, capture_output=True, text=True, timeout=timeout)
+        if check and cp.returncode != 0:
+            raise AssertionError(f"keel-lab {' '.join(args)} failed ({cp.returncode}): "
+                                 f"{cp.stderr.strip()} {cp.stdout.strip()[-500:]}")
+        return cp
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def engine_hosts(self) -> dict[str, int]:
+        return probe.engine_qemu_pids(self.layout)
+
+    def health_ok(self) -> bool:
+        return probe.http_ok(HEALTH_URL, 2.0)
+
+    def single_engine(self) -> str | None:
+        running = self.engine_hosts()
+        if len(running) == 1 and self.health_ok():
+            return next(iter(running))
+        return None
+
+    def wait_single_engine(self, timeout: float = 180) -> str:
+        return wait_for("the engine up and healthy on exactly one host", self.single_engine, timeout)
+
+    def verdict(self, since: float = 0.0) -> dict:
+        return verdict(read_events(self.dir), since)
+
+    def he(self, host: str, *args: str) -> subprocess.CompletedProcess:
+        return self.cli("exec", host, "--", "hosted-engine", *args, check=False)
+
+    def ensure_healthy(self, timeout: float = 240) -> str:
+        """Restore: every host powered and connected, maintenance off, engine up once."""
+        lab = self.layout
+        for h in lab.all_hosts():
+            self.cli("heal", h.name, check=False)
+            if not hosts.powered_on(h):
+                self.cli("power", h.name, "on")
+        wait_for("every host's broker socket", lambda: all(
+            os.path.exists(h.path("run-keel", "broker.sock")) for h in lab.all_hosts()), 120)
+        self.he("host1", "--set-maintenance", "--mode=none")
+        for h in lab.all_hosts():
+            self.he(h.name, "--set-maintenance", "--mode=none")
+        return self.wait_single_engine(timeout)
+
+

@@ -1,0 +1,356 @@
+"""Host failure handling end to end in the engine: real libvirtd hosts, real
+BMCs (ipmi_sim), a real engine database; the monitor's part (marking a host
+non_responsive and calling the status hook) is played by the test."""
+
+import os
+import shutil
+import threading
+import time
+from datetime import timedelta
+
+import libvirt
+import pytest
+from sqlalchemy import select
+
+from keel_engine import db, virt
+from keel_engine.models import Base
+from keel_engine.config import EngineConfig
+from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, FenceAgent, Host,
+                                Template, Vm, utcnow)
+from keel_engine.power import failover as fo
+from keel_engine.power import handlers
+from keel_engine.power.settings import PowerSettings
+from keel_engine.services import Context, hooks
+from keel_engine.services import hosts as host_svc
+from keel_engine.services import vms as vm_svc
+from keel_lab.bmc import BmcSimulator
+
+from .enginehosts import TestHost, load_libvirt_hosts, qemu_pids_of, wait_for
+
+LV = load_libvirt_hosts()
+pytestmark = [
+    pytest.mark.slow, pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount namespaces)"),
+    pytest.mark.skipif(LV is None, reason="tests/engine/libvirt_hosts.py not present"),
+    pytest.mark.skipif(shutil.which("ipmi_sim") is None or shutil.which("libvirtd") is None,
+                       reason="needs ipmi_sim and libvirtd"),
+]
+ADDRS = ["127.0.2.21", "127.0.2.22", "127.0.2.23"]
+MiB = 2 ** 20
+FAST = PowerSettings(grace_period=1, fence_retries=1, fence_backoff=0.5, off_deadline=8,
+                     status_deadline=8, recheck_interval=0.5, refence_interval=600)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("failover")
+    hosts = [TestHost(LV, root / f"h{i}", a, 10 + i) for i, a in enumerate(ADDRS)]
+    bmcs = []
+    try:
+        for h in hosts:
+            h.lv.start()
+        for h in hosts:
+            h.lv.wait_ready()
+            (h.root / "host.pid").write_text(str(h.lv.proc.pid))
+        for i, h in enumerate(hosts):
+            bmc = BmcSimulator(f"127.0.2.3{i + 1}", 16331 + i, "admin", "fence-pw",
+                               root / f"bmc{i}", [str(h.program)], name=f"bmc{i}")
+            bmcs.append(bmc.start())
+        yield hosts, bmcs
+    finally:
+        for b in bmcs:
+            b.stop()
+        for h in hosts:
+            h.shutdown()
+
+
+@pytest.fixture
+def engine(lab, tmp_path):
+    hosts, bmcs = lab
+    for h in hosts:
+        h.mode("normal")
+        h.ensure_up()
+        conn = libvirt.open(h.lv.uri)
+        for dom in conn.listAllDomains():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass   # already gone (killed by a previous test's power-off)
+        conn.close()
+    url = f"sqlite:///{tmp_path}/engine.db"
+    # the schema of the models under test (the engine's migrations may lag during development)
+    Base.metadata.create_all(db.make_engine(url))
+    cfg = EngineConfig(database_url=url, secret_key_file=str(tmp_path / "fence-key"),
+                       libvirt_uri_template="qemu+tcp://{address}/system", libvirt_timeout=10)
+    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url)))
+    with ctx.sessionmaker() as s:
+        dc = DataCenter(name="dc")
+        s.add(dc)
+        s.flush()
+        cl = Cluster(name="cl", data_center_id=dc.id)
+        s.add(cl)
+        s.add(Template(id=BLANK_TEMPLATE_ID, name="Blank"))
+        s.flush()
+        fernet = host_svc._fernet(cfg)
+        ids = []
+        for i, h in enumerate(hosts):
+            conn = libvirt.open(h.lv.uri)
+            free = conn.getFreeMemory()
+            conn.close()
+            row = Host(name=f"host{i + 1}", address=h.address, libvirt_uri=h.lv.uri, cluster_id=cl.id,
+                       status="up", memory_total=free, memory_free=free, last_seen=utcnow())
+            s.add(row)
+            s.flush()
+            s.add(FenceAgent(host_id=row.id, address=bmcs[i].address, port=bmcs[i].port,
+                             username="admin", order=1, options={"lanplus": "1", "cipher": "3"},
+                             password_encrypted=fernet.encrypt(b"fence-pw").decode()))
+            ids.append(row.id)
+        s.commit()
+    state = {"ctx": ctx, "hosts": hosts, "bmcs": bmcs, "host_ids": ids, "cluster_id": cl.id}
+    yield state
+    if state.get("failover"):
+        state["failover"].stop()
+    for h in hosts:
+        try:
+            os.kill(h.lv.proc.pid, 18)  # SIGCONT: leave no frozen daemon behind
+        except (ProcessLookupError, AttributeError):
+            pass
+
+
+def install(state, **kw):
+    f = fo.Failover(state["ctx"], kw.pop("settings", FAST), **kw)
+    handlers.install(failover=f)
+    state["failover"] = f
+    return f
+
+
+def start_ha_vm(state, name="ha-vm", host_index=0, ha=True):
+    ctx = state["ctx"]
+    with ctx.sessionmaker() as s:
+        vm = Vm(name=name, cluster_id=state["cluster_id"], template_id=BLANK_TEMPLATE_ID,
+                memory=64 * MiB, high_availability=ha)
+        s.add(vm)
+        s.commit()
+        vm_svc.start_vm(ctx, s, vm, host=s.get(Host, state["host_ids"][host_index]))
+        return vm.id
+
+
+def host_fails(state, index=0, freeze=True):
+    """The host stops answering; the monitor marks it non_responsive and calls the hook."""
+    if freeze:
+        state["hosts"][index].freeze()
+    ctx = state["ctx"]
+    with ctx.sessionmaker() as s:
+        host = s.get(Host, state["host_ids"][index])
+        host.last_seen = utcnow() - timedelta(seconds=5)
+        old = host_svc.set_status(s, host, "non_responsive", "test: no answer from libvirt")
+        s.commit()
+    hooks.host_status_changed(ctx, host, old, "non_responsive")
+    return host
+
+
+def events(state):
+    with state["ctx"].sessionmaker() as s:
+        return [(e.code, e.description) for e in s.scalars(select(Event).order_by(Event.id))]
+
+
+def first(evs, code, text="", after=-1):
+    for i, (c, d) in enumerate(evs):
+        if i > after and c == code and text in d:
+            return i
+    return None
+
+
+def running_on(state, vm_id, skip=()):
+    """Indexes of the hosts whose libvirt runs the VM (frozen hosts in ``skip`` are not asked:
+    a stopped libvirtd accepts the connection and never answers)."""
+    out = []
+    for i, h in enumerate(state["hosts"]):
+        if i in skip:
+            continue
+        def ask():
+            conn = libvirt.open(h.lv.uri)
+            try:
+                return conn.lookupByUUIDString(vm_id).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            except libvirt.libvirtError:
+                return False
+            finally:
+                conn.close()
+        try:
+            if virt.with_deadline(ask, 15, f"ask host {i}"):
+                out.append(i)
+        except virt.VirtError:
+            pass   # powered off: runs nothing
+    return out
+
+
+def vm_row(state, vm_id):
+    with state["ctx"].sessionmaker() as s:
+        return s.get(Vm, vm_id)
+
+
+def host_row(state, index):
+    with state["ctx"].sessionmaker() as s:
+        return s.get(Host, state["host_ids"][index])
+
+
+def test_confirmed_fence_then_ha_restart_elsewhere(engine):
+    install(engine)
+    vm_id = start_ha_vm(engine)
+    old_qemu = qemu_pids_of(engine["hosts"][0])
+    assert old_qemu, "the HA VM's qemu should run on host1"
+    t0 = time.monotonic()
+    host_fails(engine)
+    vm = wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up" and v.host_id != engine["host_ids"][0] and v,
+                  90, "the HA VM to run on another host")
+    elapsed = time.monotonic() - t0
+    assert vm.host_id in engine["host_ids"][1:]
+    assert running_on(engine, vm_id) == [engine["host_ids"].index(vm.host_id)]
+    assert not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"
+                   for p in old_qemu), "the fenced host's qemu must be dead"
+    assert host_row(engine, 0).status == "down"
+    assert host_row(engine, 0).status_detail.startswith("fenced: power-off confirmed")
+    evs = events(engine)
+    failed = first(evs, 12, "to non_responsive")
+    steps = [failed]
+    for code, text in [(fo.EV_FENCE_START, "Fencing host host1"), (fo.EV_FENCE_OK, "confirmed by its BMC"),
+                       (None, "status changed from non_responsive to down"),
+                       (fo.EV_HA_RESTART, "Restarting HA VM ha-vm"), (32, "VM ha-vm was started")]:
+        idx = (first(evs, code, text, after=steps[-1]) if code is not None else
+               next((i for i, (_c, d) in enumerate(evs) if i > steps[-1] and text in d), None))
+        assert idx is not None, f"no event {text!r} after the previous step: {evs}"
+        steps.append(idx)
+    print(f"\nhost failure -> HA VM up elsewhere: {elapsed:.1f} s; events:")
+    for c, d in evs[failed:]:
+        print(f"  {c}: {d}")
+
+
+def test_bmc_that_never_powers_off_means_no_restart(engine):
+    engine["hosts"][0].mode("stuck")
+    install(engine)
+    vm_id = start_ha_vm(engine)
+    host_fails(engine)
+    wait_for(lambda: first(events(engine), fo.EV_FENCE_FAILED) is not None, 60, "the fence-failed event")
+    time.sleep(2)  # a few more passes: nothing may move
+    vm = vm_row(engine, vm_id)
+    assert vm.host_id == engine["host_ids"][0] and host_row(engine, 0).status == "non_responsive"
+    assert first(events(engine), fo.EV_HA_RESTART) is None
+    assert running_on(engine, vm_id, skip=(0,)) == []
+    assert qemu_pids_of(engine["hosts"][0]), "the VM still runs on the host that was not fenced"
+    assert "still reports on" in events(engine)[first(events(engine), fo.EV_FENCE_AGENT, "still reports")][1]
+
+
+def test_host_still_renewing_storage_lease_is_not_fenced(engine):
+    install(engine, storage_probe=lambda host, since: True)
+    vm_id = start_ha_vm(engine)
+    host_fails(engine)
+    wait_for(lambda: first(events(engine), fo.EV_FENCE_SKIPPED, "storage lease") is not None, 30,
+             "the skip event")
+    time.sleep(1.5)
+    assert first(events(engine), fo.EV_FENCE_START) is None
+    assert vm_row(engine, vm_id).host_id == engine["host_ids"][0]
+    assert qemu_pids_of(engine["hosts"][0])
+
+
+def test_fencing_storm_is_avoided(engine):
+    install(engine)
+    vm_id = start_ha_vm(engine)
+    with engine["ctx"].sessionmaker() as s:   # host2 is non-responsive too: 2 of 3
+        host_svc.set_status(s, s.get(Host, engine["host_ids"][1]), "non_responsive", "test")
+        s.commit()
+    host_fails(engine)
+    wait_for(lambda: first(events(engine), fo.EV_FENCE_SKIPPED, "2 of 3 hosts") is not None, 30,
+             "the storm-skip event")
+    time.sleep(1.5)
+    assert first(events(engine), fo.EV_FENCE_START) is None
+    assert vm_row(engine, vm_id).host_id == engine["host_ids"][0]
+
+
+def test_manual_fence_and_returning_host_does_not_resurrect(engine):
+    f = install(engine, settings=PowerSettings(grace_period=3600, recheck_interval=0.5))
+    vm_id = start_ha_vm(engine)
+    host = host_fails(engine)   # long grace: nothing automatic happens
+    time.sleep(1)
+    assert first(events(engine), fo.EV_FENCE_START) is None
+    result = handlers.fence_host(engine["ctx"], host, "manual", [])
+    assert result["status"] == "complete"
+    vm = wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up" and v.host_id != engine["host_ids"][0] and v,
+                  60, "the HA VM to run on another host")
+    # the admin was wrong: host1 was only cut off, its copy still runs; it comes back
+    engine["hosts"][0].ensure_up()
+    assert 0 in running_on(engine, vm_id)
+    with engine["ctx"].sessionmaker() as s:
+        h = s.get(Host, engine["host_ids"][0])
+        old = host_svc.set_status(s, h, "up", "test: answers again")
+        s.commit()
+    hooks.host_status_changed(engine["ctx"], h, old, "up")
+    assert running_on(engine, vm_id) == [engine["host_ids"].index(vm.host_id)]
+    assert first(events(engine), fo.EV_STALE_VM) is not None
+    assert first(events(engine), fo.EV_MANUAL_FENCE) < first(events(engine), fo.EV_HA_RESTART)
+    f.stop()
+
+
+def test_lease_expiry_path_without_bmc(engine):
+    with engine["ctx"].sessionmaker() as s:   # host1 has no power management at all
+        for a in s.scalars(select(FenceAgent).where(FenceAgent.host_id == engine["host_ids"][0])):
+            s.delete(a)
+        s.commit()
+    expired = {"value": False}
+    install(engine, lease_probe=lambda vm, host: expired["value"])
+    vm_id = start_ha_vm(engine)
+    engine["hosts"][0].freeze()
+    # the host is dead for real: its VM is gone, but the engine cannot know that
+    for p in qemu_pids_of(engine["hosts"][0]):
+        os.kill(p, 9)
+    host_fails(engine, freeze=False)
+    wait_for(lambda: first(events(engine), fo.EV_HA_HELD) is not None, 30, "the held event")
+    time.sleep(1.5)
+    assert vm_row(engine, vm_id).host_id == engine["host_ids"][0], "no restart before the lease expired"
+    expired["value"] = True
+    wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up" and v.host_id != engine["host_ids"][0] and v,
+                  60, "the HA VM restart after its lease expired")
+    assert first(events(engine), fo.EV_FENCE_START) is None
+    assert "no fence agents" in events(engine)[first(events(engine), fo.EV_FENCE_SKIPPED)][1]
+
+
+def test_api_fence_status_stop_start(engine):
+    f = install(engine)
+    ctx = engine["ctx"]
+    with ctx.sessionmaker() as s:
+        host = s.get(Host, engine["host_ids"][2])
+        agents = host_svc.fence_agents_for_host(s, host.id, ctx.config)
+    assert handlers.fence_host(ctx, host, "status", agents)["power_management"]["status"] == "on"
+    out = handlers.fence_host(ctx, host, "stop", agents)
+    assert out["power_management"]["status"] == "off"
+    assert host_row(engine, 2).status == "down"
+    assert handlers.fence_host(ctx, host, "status", agents)["power_management"]["status"] == "off"
+    f.wait_idle(10)
+
+
+def test_the_engine_monitor_drives_the_failover(engine):
+    """No test stand-in for the monitor: the engine's own Monitor notices the frozen host."""
+    from keel_engine.monitor import Monitor
+    f = install(engine)
+    vm_id = start_ha_vm(engine, name="ha-monitored")
+    cfg = engine["ctx"].config
+    cfg.monitor_interval, cfg.libvirt_timeout = 1.0, 3.0
+    monitor = Monitor(cfg)      # its power_seam keeps the failover installed above (same database)
+    thread = threading.Thread(target=monitor.run_forever, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: host_row(engine, 0).status == "up" and vm_row(engine, vm_id).status == "up",
+                 30, "the monitor to see host1 and the VM up")
+        t0 = time.monotonic()
+        engine["hosts"][0].freeze()
+        vm = wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up"
+                      and v.host_id not in (None, engine["host_ids"][0]) and v,
+                      120, "the HA VM to run on another host")
+        print(f"\nfrozen host -> HA VM up elsewhere, monitor in the loop: {time.monotonic() - t0:.1f} s")
+        assert handlers._failover is f
+        assert host_row(engine, 0).status == "down"
+        time.sleep(3)   # a few monitor cycles: the VM stays where it was restarted
+        assert vm_row(engine, vm_id).host_id == vm.host_id
+        assert running_on(engine, vm_id, skip=(0,)) == [engine["host_ids"].index(vm.host_id)]
+    finally:
+        monitor.stopping.set()
+        thread.join(30)

@@ -1,0 +1,75 @@
+"""Reading hosts' delta leases written by the real sanlock (``sanlock direct``, no daemon)."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from keel_engine.power.sanlock_leases import LockspaceWatcher, read_delta_leases
+
+pytestmark = pytest.mark.skipif(shutil.which("sanlock") is None, reason="sanlock not installed")
+
+
+def sanlock(*args):
+    out = subprocess.run(["sanlock", "direct", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "done 0" in out.stdout, out.stdout + out.stderr
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def lockspace(tmp_path):
+    path = tmp_path / "ls.img"
+    with open(path, "wb") as f:
+        f.truncate(1024 * 1024)
+    shutil.chown(path, "sanlock", "sanlock")
+    sanlock("init", "-s", f"testls:0:{path}:0", "-o", "1")   # io timeout 1 s: acquire takes ~2 s
+    sanlock("acquire_id", "-s", f"testls:2:{path}:0", "-o", "1")
+    return str(path)
+
+
+def test_records_written_by_sanlock_are_read(lockspace):
+    leases = read_delta_leases(lockspace)
+    assert leases[2].owner_id == 2 and leases[2].generation == 1
+    assert leases[2].timestamp > 0 and leases[2].io_timeout == 1
+    assert leases[2].host_dead_seconds == 8 * 1 + 60
+    assert leases[1].timestamp == 0 and leases[1].owner_id == 0
+
+
+def test_watcher_renewing_then_expired(lockspace):
+    clock = Clock()
+    name = read_delta_leases(lockspace)[2].name
+    w = LockspaceWatcher(lockspace, clock=clock)
+    since = clock.now
+    assert w.renewed_after(since, name) is None      # one look cannot tell
+    clock.now += 1
+    sanlock("renew_id", "-s", f"testls:2:{lockspace}:0", "-o", "1")
+    assert w.renewed_after(since, name) is True
+    assert w.renewed_after(clock.now + 0.5, name) is None   # nothing since a later moment yet
+    assert w.expired(name) is False
+    clock.now += 7                               # no renewal for 3 renewal periods
+    assert w.renewed_after(since + 1.5, name) is False
+    assert w.expired(name) is False              # not yet sanlock's host-dead time
+    clock.now += 62
+    assert w.expired(name) is True
+
+
+def test_released_lease_is_free_and_unknown_host_is_not(lockspace):
+    clock = Clock()
+    w = LockspaceWatcher(lockspace, clock=clock)
+    name = read_delta_leases(lockspace)[2].name
+    assert w.expired("no-such-host") is False
+    sanlock("release_id", "-s", f"testls:2:{lockspace}:0", "-o", "1")
+    assert w.expired(name) is True
+    assert w.renewed_after(0, name) is False
+
+
+def test_unreadable_storage_is_unknown(tmp_path):
+    w = LockspaceWatcher(str(tmp_path / "missing"))
+    assert w.renewed_after(0, "h1") is None and w.expired("h1") is False
