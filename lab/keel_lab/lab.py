@@ -80,7 +80,12 @@ class Lab:
         # dirs and the shared storage below the lab dir.
         os.chmod(self.dir, 0o755)
         hostfiles.build_shim(lab)
-        img = image.build_image()
+        try:
+            img = image.build_image()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+            detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] \
+                if isinstance(e, subprocess.CalledProcessError) and e.stderr else [str(e)]
+            raise LabError(f"cannot build the engine stand-in image: {' '.join(detail)}") from None
         for h in lab.all_hosts():
             hostfiles.prepare_host(lab, h, img)
         hostfiles.prepare_shared_storage(lab, PROFILES[profile].io_timeout)
