@@ -242,8 +242,9 @@ class Failover:
             vm.status, vm.host_id, vm.busy_until = "down", None, None
             vm.stop_reason = f"lease expired on host {failed.name}; HA restart pending {pending_marker(failed.id)}"
             s.commit()
-        events.add(s, EV_HA_RESTART, f"Restarting HA VM {vm.name} (was on host {failed.name}): {action.reason}"
-                   f", requested by {AUTO}.", host_id=failed.id, **refs)
+        # the engine's scheduler picks the host (memory, spread); the VM-up event names it
+        events.add(s, EV_HA_RESTART, f"Restarting HA VM {vm.name} (priority {action.priority}, was on host "
+                   f"{failed.name}) on another host, requested by {AUTO}.", host_id=failed.id, **refs)
         s.commit()
         try:
             vm_svc.start_vm(self.ctx, s, vm)

@@ -70,6 +70,7 @@ class Action:
     reason: str
     vm_id: str | None = None
     target_host_id: str | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def place_vms(vms, candidates, failed_host_id: str) -> list[Action]:
             continue
         target = max(fitting, key=lambda hid: (free[hid], hid))
         free[target] -= vm.memory_mb
-        actions.append(Action(RESTART_VM, vm_id=vm.id, target_host_id=target,
+        actions.append(Action(RESTART_VM, vm_id=vm.id, target_host_id=target, priority=vm.priority,
                               reason=f"restart HA VM {vm.name} (priority {vm.priority}) on {names[target]}"))
     return actions
 
