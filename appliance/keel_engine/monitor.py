@@ -59,6 +59,8 @@ class Monitor:
         self.ctx = Context(config=config, sessionmaker=self.sessionmaker)
         self.failures = {}
         self.versions = {}
+        self.running_on = {}
+        self.duplicates_reported = set()
         self.stopping = threading.Event()
         from . import power_seam
         power_seam.install(self.ctx)
@@ -88,12 +90,21 @@ class Monitor:
         results = poll_all([_H(i, u) for i, u in targets], self.config.libvirt_timeout)
         changes = []
         with self.sessionmaker() as s:
+            # A host coming back (from non_responsive, or powered on after a
+            # fence) may still run VMs the engine has restarted elsewhere:
+            # its domains must not move any VM's record this cycle. The
+            # status hook that follows the commit destroys such stale copies.
+            returning = {h.id for h in hosts if h.status in ("non_responsive", "connecting")}
             seen = {}   # vm uuid -> (host id, state) for every domain found
+            running_on = {}   # vm uuid -> ids of the settled hosts where it runs
             for h_id, res in results.items():
-                if not isinstance(res, Exception):
+                if not isinstance(res, Exception) and h_id not in returning:
                     for uuid, state in res[1].items():
                         if uuid not in seen or state == "up":
                             seen[uuid] = (h_id, state)
+                        if state in ("up", "paused"):
+                            running_on.setdefault(uuid, set()).add(h_id)
+            self.running_on = running_on
             for h_id, res in results.items():
                 host = s.get(Host, h_id)
                 if host is None:
@@ -101,7 +112,7 @@ class Monitor:
                 if isinstance(res, Exception):
                     changes += self._host_failed(s, host, res)
                 else:
-                    changes += self._host_ok(s, host, res[0], res[1], seen)
+                    changes += self._host_ok(s, host, res[0], res[1], seen, h_id in returning)
             self._enforce_shutdowns(s, seen)
             try:
                 s.commit()
@@ -136,7 +147,7 @@ class Monitor:
                 self._vm_status(s, vm, "unknown", f"its host {host.name} does not respond")
         return [(host.id, old, "non_responsive")] if old else []
 
-    def _host_ok(self, s, host, facts, domains, seen):
+    def _host_ok(self, s, host, facts, domains, seen, returning=False):
         self.failures.pop(host.id, None)
         host.memory_free, host.memory_total = facts["memory_free"], facts["memory_total"]
         host.cpus, host.hostname, host.last_seen = facts["cpus"], facts["hostname"], utcnow()
@@ -150,7 +161,12 @@ class Monitor:
         for vm in s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")):
             if (vm.busy_until and aware(vm.busy_until) > now) or not self._unchanged(vm):
                 continue   # an API worker is driving this VM right now
-            where = seen.get(vm.id)
+            # Where the database places it counts first; elsewhere only if not here.
+            here = domains.get(vm.id)
+            if here in ("up", "paused"):
+                where = (host.id, here)
+            else:
+                where = None if returning else seen.get(vm.id)
             if where is None:
                 requested = vm.shutdown_deadline is not None
                 reason = ("shut down as requested" if requested else
@@ -175,6 +191,18 @@ class Monitor:
                 continue   # not ours (e.g. the hosted engine VM itself)
             if (vm.busy_until and aware(vm.busy_until) > now) or not self._unchanged(vm) \
                     or state not in ("up", "paused"):
+                continue
+            if vm.host_id in self.running_on.get(uuid, ()):
+                # Running where the engine placed it AND here: two copies of
+                # one disk. Never adopt the copy; say it loudly, once.
+                if uuid not in self.duplicates_reported:
+                    self.duplicates_reported.add(uuid)
+                    events.add(s, events.VM_STATE, f"VM {vm.name} runs on host {host.name} as well as on "
+                               f"host {s.get(Host, vm.host_id).name}, where the engine placed it; the copy on "
+                               f"{host.name} is not the engine's and must be stopped.", severity="error",
+                               vm_id=vm.id, host_id=host.id)
+                    log.error("VM %s runs on two hosts (%s and its own); not adopting the copy",
+                              vm.name, host.name)
                 continue
             vm.host_id = host.id
             events.add(s, events.VM_STATE, f"VM {vm.name} found running on host {host.name}.",

@@ -103,6 +103,20 @@ def test_fence_calls_the_registered_handler_with_plain_specs(env):
     assert r.status_code == 400
 
 
+def test_manual_fence_needs_no_agent_but_a_handler(env):
+    cfg, app, sm, client, h, host_id = env
+    calls = []
+    hooks.set_fence_handler(lambda ctx, host, action, agents: calls.append((action, agents)) or
+                            {"status": "complete"})
+    # "Confirm host has been rebooted" works without power management...
+    r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>manual</fence_type></action>")
+    assert r.status_code == 200, r.data
+    assert calls == [("manual", [])]
+    # ...but every other fence type still needs an agent.
+    r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>stop</fence_type></action>")
+    assert r.status_code == 409 and b"add a fence agent" in r.data
+
+
 def test_monitor_marks_unreachable_host_and_calls_status_hook(env):
     cfg, app, sm, client, h, host_id = env
     seen = []
@@ -182,3 +196,69 @@ def test_monitor_never_applies_an_observation_older_than_the_row(env, monkeypatc
     mon.poll_once()           # a fresh observation is applied
     with sm() as s:
         assert s.get(Vm, vm_id).status == "down"
+
+
+def _second_host(sm, host_id, name, address, status):
+    with sm() as s:
+        h2 = Host(name=name, address=address, libvirt_uri=f"qemu+tcp://{address}/system",
+                  cluster_id=s.get(Host, host_id).cluster_id, status=status)
+        s.add(h2)
+        s.commit()
+        return h2.id
+
+
+def _ha_vm(sm, host_id, name="ha1"):
+    from keel_engine.models import Template, Vm
+    with sm() as s:
+        vm = Vm(name=name, cluster_id=s.get(Host, host_id).cluster_id, template_id=s.query(Template).first().id,
+                memory=64 << 20, status="up", host_id=host_id, high_availability=True)
+        s.add(vm)
+        s.commit()
+        return vm.id
+
+
+FACTS = {"memory_free": 1 << 30, "memory_total": 2 << 30, "cpus": 2, "hostname": "h", "hvm": True}
+
+
+def test_a_returning_host_never_takes_over_a_vm_restarted_elsewhere(env, monkeypatch):
+    """hx was fenced and its HA VM restarted on hy; hx comes back still
+    running its old copy. The record must stay on hy (the status hook then
+    destroys the stale copy), never follow the copy to hx."""
+    from keel_engine import monitor as monitor_mod
+    from keel_engine.models import Vm
+    cfg, app, sm, client, h, host_id = env
+    hy = _second_host(sm, host_id, "hy", "127.0.1.18", "up")
+    vm_id = _ha_vm(sm, hy)
+    with sm() as s:
+        s.get(Host, host_id).status = "non_responsive"
+        s.commit()
+    seen_hook = []
+    hooks.on_host_status_changed(lambda ctx, host, old, new: seen_hook.append((host.name, old, new)))
+    # hx answers again and (listed last) still runs the VM; hy runs it too.
+    monkeypatch.setattr(monitor_mod, "poll_all", lambda hosts, timeout: dict(
+        [(hy, (FACTS, {vm_id: "up"})), (host_id, (FACTS, {vm_id: "up"}))]))
+    Monitor(cfg).poll_once()
+    with sm() as s:
+        v = s.get(Vm, vm_id)
+        assert (v.status, v.host_id) == ("up", hy)
+        assert s.get(Host, host_id).status == "up"
+    assert seen_hook == [("hx", "non_responsive", "up")]   # the hook that cleans the stale copy
+
+
+def test_a_vm_found_on_two_settled_hosts_is_an_alarm_not_an_adoption(env, monkeypatch):
+    from keel_engine import monitor as monitor_mod
+    from keel_engine.models import Vm
+    cfg, app, sm, client, h, host_id = env
+    hy = _second_host(sm, host_id, "hy", "127.0.1.18", "up")
+    vm_id = _ha_vm(sm, hy)
+    monkeypatch.setattr(monitor_mod, "poll_all", lambda hosts, timeout: dict(
+        [(hy, (FACTS, {vm_id: "up"})), (host_id, (FACTS, {vm_id: "up"}))]))
+    mon = Monitor(cfg)
+    mon.poll_once()
+    mon.poll_once()
+    with sm() as s:
+        assert s.get(Vm, vm_id).host_id == hy
+    events = client.get(f"{API}/events?search=severity%3Derror", headers=h).data.decode()
+    if "runs on host" not in events:   # search by severity may not be supported: list them all
+        events = client.get(f"{API}/events", headers=h).data.decode()
+    assert events.count("runs on host hx as well as on host hy") == 1

@@ -214,7 +214,9 @@ def fence(ctx, s, host, fence_type):
         raise bad_request(f"fence_type: expected one of {', '.join(FENCE_TYPES)}, got '{fence_type}'")
     handler = hooks.fence_handler()
     agents = fence_agents_for_host(s, host.id, ctx.config)
-    if handler is None or not agents:
+    # "Confirm host has been rebooted" is the admin's word, not a BMC's:
+    # it needs the handler (HA restarts follow) but no fence agent.
+    if handler is None or (not agents and fence_type != "manual"):
         raise conflict("no power management configured"
                        + (" for this host (add a fence agent)" if handler else " (no fence handler installed)"))
     events.add(s, events.HOST_FENCE, f"Fence action '{fence_type}' requested for host {host.name}.",
