@@ -294,7 +294,7 @@ def test_maintenance_migrates_vms_away_then_activate(sdk, engine, cluster_setup)
 
 
 def test_host_goes_non_responsive_and_comes_back(sdk, engine, cluster_setup, tmp_path):
-    import libvirt_hosts
+    from . import libvirt_hosts
     extra = libvirt_hosts.LibvirtHost(str(tmp_path / "h3"), "127.0.1.13", 3)
     extra.start()
     extra.wait_ready()
