@@ -2,6 +2,7 @@
 import argparse
 import getpass
 import logging
+import re
 import signal
 import sys
 
@@ -78,19 +79,94 @@ def _pairs(values, what):
     return out
 
 
+FENCE_AGENT_SYNTAX = ("HOST=TYPE,address=A,username=U,password_file=F"
+                      "[,port=P][,order=N][,lanplus=1][,cipher=3][,privlvl=operator]")
+_AGENT_KEYS = ("address", "port", "username", "password_file", "order")
+
+
+def _usage_error(msg):
+    # bad command-line input: one line, exit status 2 (argparse's convention)
+    print(f"keel-engine: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_fence_agent(value):
+    """'h1=ipmilan,address=...,password_file=F,lanplus=1' -> (host, REST-shaped agent fields).
+
+    The password is read from a file so it never shows in argv (ps, shell
+    history); anything else is validated by the power module's own rules, so
+    init-cluster accepts exactly what the fencing code can use."""
+    from .power.agents import AgentConfigError, make_spec
+    host, sep, rest = value.partition("=")
+    parts = [p.strip() for p in rest.split(",")] if sep else []
+    if not host or not parts or not parts[0] or "=" in parts[0]:
+        # a mistyped option may still carry a clear password: never echo it
+        shown = re.sub(r"(password=)[^,]*", r"\1***", value)
+        _usage_error(f"--fence-agent expects {FENCE_AGENT_SYNTAX}, got '{shown}'")
+    fields, options = {"type": parts[0]}, []
+    for part in parts[1:]:
+        key, sep, val = part.partition("=")
+        key = key.strip().lower()
+        if key == "password":
+            _usage_error(f"--fence-agent {host}: give the password as password_file=PATH, "
+                         "never on the command line")
+        if not sep or not key or not val.strip():
+            _usage_error(f"--fence-agent {host}: expected key=value, got '{part.partition('=')[0]}'")
+        if key in fields or key in dict(options):
+            _usage_error(f"--fence-agent {host}: '{key}' given twice")
+        if key in _AGENT_KEYS:
+            fields[key] = val.strip()
+        else:
+            options.append((key, val.strip()))
+    missing = [k for k in ("address", "username", "password_file") if k not in fields]
+    if missing:
+        _usage_error(f"--fence-agent {host}: missing {', '.join(missing)} ({FENCE_AGENT_SYNTAX})")
+    try:
+        with open(fields["password_file"]) as f:
+            password = f.read().strip("\r\n")
+    except OSError as e:
+        _usage_error(f"--fence-agent {host}: cannot read password_file {fields['password_file']}: "
+                     f"{e.strerror}")
+    if not password:
+        _usage_error(f"--fence-agent {host}: password_file {fields['password_file']} is empty")
+    try:
+        make_spec(address=fields["address"], username=fields["username"], password=password,
+                  port=fields.get("port", 623), type=fields["type"], order=fields.get("order", 1),
+                  options=dict(options))
+    except AgentConfigError as e:
+        _usage_error(f"--fence-agent {host}: {e}")
+    agent = {"type": fields["type"], "address": fields["address"], "username": fields["username"],
+             "password": password, "port": fields.get("port", "623"),
+             "options": {"option": [{"name": k, "value": v} for k, v in options]}}
+    if "order" in fields:
+        agent["order"] = fields["order"]
+    return host, agent
+
+
 def cmd_init_cluster(cfg, args):
+    from sqlalchemy import select
+
     from .app import bootstrap
     from .db import make_engine, make_sessionmaker
     from .errors import Fault
+    from .models import Host
     from .services import Context
-    from .services.setup import ensure_inventory
-    bootstrap(cfg)
+    from .services.setup import ensure_fence_agents, ensure_inventory
     hosts, storages = _pairs(args.host, "host"), _pairs(args.storage, "storage")
+    # every --fence-agent is checked before anything is created or changed
+    agents = [parse_fence_agent(v) for v in args.fence_agent or []]
+    bootstrap(cfg)
     sm = make_sessionmaker(make_engine(cfg.database_url))
     with sm() as s:
+        known = set(s.scalars(select(Host.name))) | {name for name, _ in hosts}
+        unknown = sorted({name for name, _ in agents} - known)
+        if unknown:
+            _usage_error(f"--fence-agent: no host named {unknown[0]} (add it with --host)")
         try:
-            for line in ensure_inventory(Context(config=cfg, sessionmaker=sm), s, args.data_center,
-                                         args.cluster, hosts, storages):
+            ctx = Context(config=cfg, sessionmaker=sm)
+            for line in ensure_inventory(ctx, s, args.data_center, args.cluster, hosts, storages):
+                print(line)
+            for line in ensure_fence_agents(ctx, s, agents):
                 print(line)
         except Fault as f:
             raise SystemExit(f"keel-engine: error: {f.detail or f.reason}")
@@ -113,6 +189,8 @@ def main(argv=None):
     ic.add_argument("--cluster", default="Default")
     ic.add_argument("--host", action="append", metavar="NAME=ADDRESS")
     ic.add_argument("--storage", action="append", metavar="NAME=PATH")
+    ic.add_argument("--fence-agent", action="append", metavar=FENCE_AGENT_SYNTAX,
+                    help="a host's fence agent (repeatable; the password is read from the file)")
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)

@@ -4,8 +4,9 @@ Until the appliance image boots in the engine VM, the lab runs the engine
 application (`keel-engine serve` and `keel-engine monitor`) in its own
 namespace `lab-engine` at http://198.51.100.5:8080, registers the Default
 data center and cluster, the hosts and the shared storage domain
-(`keel-engine init-cluster`, idempotent), and reports its API URL and admin
-credentials. When keel_engine is not installed the lab runs without it.
+(`keel-engine init-cluster`, idempotent) with every host's BMC as its fence
+agent, and reports its API URL and admin credentials. When keel_engine is
+not installed the lab runs without it.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import sys
 import time
 
 from . import net, probe, procs
-from .layout import (BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS, ENGINE_PROCESS_ADDRESS,
-                     ENGINE_PROCESS_PORT, LabError, LabLayout)
+from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS,
+                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LabError, LabLayout)
 
 log = logging.getLogger("keel_lab.engine")
 OUTER_VETH = "lab-engine-o"
@@ -78,6 +79,42 @@ interval = 2
     return path
 
 
+# Power management of the lab's engine: fencing stays on, tuned to the fast lab.
+# - grace_period 10 s: a host reset by the emulated watchdog (kill sanlock,
+#   storage cut) answers libvirt again within seconds, long before it;
+# - lockspace_path: the engine reads every host's delta lease from the shared
+#   lockspace itself (the backing directory, not a host's FUSE view), so a
+#   host cut off by `partition --net` still renews it and is not fenced;
+# - a host already powered off (`keel-lab power HOST off`) is fenced 'off'
+#   again: the BMC confirms at once, nothing else changes.
+POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "10", "recheck_interval": "2",
+                  "status_deadline": "10", "off_deadline": "20", "on_deadline": "20"}
+
+
+def _power_config(lab: LabLayout) -> str:
+    path = os.path.join(lab.dir, "engine", "power.conf")
+    with open(path, "w") as f:
+        f.write("# keel-lab: the engine's power management (KEEL_POWER_CONFIG)\n[power]\n")
+        for key, value in {**POWER_SETTINGS, "lockspace_path": lab.lockspace_file}.items():
+            f.write(f"{key} = {value}\n")
+    return path
+
+
+def _bmc_password_file(lab: LabLayout) -> str:
+    # init-cluster reads passwords from a file: never in argv (ps shows argv)
+    path = os.path.join(lab.dir, "engine", "bmc-password")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(BMC_PASSWORD + "\n")
+    return path
+
+
+def fence_agents(lab: LabLayout) -> list[dict]:
+    """Every lab host's BMC as its (only) ipmilan fence agent, as status shows them."""
+    return [{"host": h.name, "type": "ipmilan", "address": BRIDGE_ADDRESS, "port": h.bmc_port,
+             "username": BMC_USER, "options": "lanplus=1,cipher=3"} for h in lab.all_hosts()]
+
+
 def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
     """Start (or keep) the engine process; returns the state entry to record."""
     info = dict(state.get("engine_process") or {})
@@ -88,14 +125,20 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
         procs.kill(p, marker="keel-engine")
     password = info.get("admin_password") or secrets.token_urlsafe(12)
     conf = _config(lab, password)
+    power_conf = _power_config(lab)
+    pw_file = _bmc_password_file(lab)
+    agents = fence_agents(lab)
     _ensure_netns()
     exe = os.path.join(os.path.dirname(sys.executable), "keel-engine")
     logdir = os.path.join(lab.dir, "engine")
-    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python", KEEL_POWER_CONFIG=power_conf)
     for step in (["db-upgrade"],
                  ["init-cluster", "--data-center", "Default", "--cluster", "Default",
                   *[a for h in lab.all_hosts() for a in ("--host", f"{h.name}={h.address}")],
-                  "--storage", f"shared={lab.shared}"]):
+                  "--storage", f"shared={lab.shared}",
+                  *[x for a in agents for x in (
+                      "--fence-agent", f"{a['host']}={a['type']},address={a['address']},port={a['port']},"
+                                       f"username={a['username']},password_file={pw_file},{a['options']}")]]):
         cp = subprocess.run([exe, "--config", conf] + step, capture_output=True, text=True,
                             timeout=120, env=env)
         if cp.returncode != 0:
@@ -113,7 +156,8 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
         p.returncode = 0  # outlives us
         new_pids.append(p.pid)
     info = {"pids": new_pids, "api_url": BASE_URL + "/ovirt-engine/api", "admin_user": ADMIN_USER,
-            "admin_password": password, "config": conf}
+            "admin_password": password, "config": conf, "power_config": power_conf,
+            "fence_agents": agents}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if probe.http_ok(BASE_URL + "/ovirt-engine/services/health", 2):

@@ -58,7 +58,8 @@ def test_up_twice_keeps_the_first_lab(lab):
 
 def test_hosts_are_real_and_reachable(lab):
     """Host namespaces, libvirtd over TCP (as the engine reaches it), the
-    engine's health URL from another host, and every BMC over IPMI."""
+    engine's health URL from another host, every BMC over IPMI, and the
+    engine process: every host up, its BMC as its fence agent, status "on"."""
     import libvirt
     engine_host = lab.ensure_healthy()  # also repairs what a failed scenario left
     for h in lab.layout.all_hosts():
@@ -97,6 +98,27 @@ def test_hosts_are_real_and_reachable(lab):
             return sorted(h["name"] for h in found if h.get("status") == "up")
         assert wait_for("the engine to see every host up", lambda: hosts_up() == [
             "host1", "host2", "host3"], 60)
+        # Each host's BMC is its fence agent, and the engine's power management
+        # reaches it: the unmodified oVirt SDK over the engine's REST API.
+        import ovirtsdk4
+        from ovirtsdk4 import types
+        assert [(a["host"], a["port"]) for a in eng["fence_agents"]] == [
+            (h.name, h.bmc_port) for h in lab.layout.all_hosts()]
+        conn = ovirtsdk4.Connection(url=eng["api_url"], username=eng["admin_user"],
+                                    password=eng["admin_password"], timeout=60)
+        try:
+            hosts_svc = conn.system_service().hosts_service()
+            by_name = {x.name: x for x in hosts_svc.list()}
+            for h in lab.layout.all_hosts():
+                host_svc = hosts_svc.host_service(by_name[h.name].id)
+                agents = host_svc.fence_agents_service().list()
+                assert [(a.type, a.address, a.port, a.username, a.password) for a in agents] == [
+                    ("ipmilan", BRIDGE_ADDRESS, h.bmc_port, BMC_USER, None)]
+                assert {o.name: o.value for o in agents[0].options} == {"lanplus": "1", "cipher": "3"}
+                pm = host_svc.fence(fence_type="status")
+                assert pm.status == types.PowerManagementStatus.ON, h.name
+        finally:
+            conn.close()
 
 
 SECOND_ACQUIRE = """

@@ -4,7 +4,7 @@ on every start)."""
 from sqlalchemy import select
 
 from ..errors import Fault
-from ..models import Cluster, DataCenter, Host, StorageDomain
+from ..models import Cluster, DataCenter, FenceAgent, Host, StorageDomain
 from . import hosts as host_svc
 from . import inventory
 from .body import Body
@@ -48,4 +48,45 @@ def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
             "data_center": {"id": dc.id}}))
         s.commit()
         done.append(f"added storage domain {name} at {path}")
+    return done
+
+
+def ensure_fence_agents(ctx, s, agents):
+    """agents: [(host name, REST-shaped fence agent fields, password included)].
+
+    Stored through the same service calls as POST/PUT hosts/{id}/fenceagents
+    (password encrypted, events written). An agent is the same agent when
+    type, address and port match: identical -> left alone, otherwise updated
+    (a changed password or user must not leave a second, stale agent that
+    the power module would try first)."""
+    done = []
+    per_host = {}
+    for host_name, fields in agents:
+        host = s.scalar(select(Host).where(Host.name == host_name))
+        if host is None:
+            raise Fault(404, "Not Found", f"no host named {host_name}")
+        # without an explicit order, agents keep the order they were given in
+        n = per_host[host_name] = per_host.get(host_name, 0) + 1
+        fields = dict(fields, order=fields.get("order", n))
+        port = int(fields.get("port") or 623)
+        agent = s.scalar(select(FenceAgent).where(
+            FenceAgent.host_id == host.id, FenceAgent.type == fields["type"],
+            FenceAgent.address == fields["address"], FenceAgent.port == port))
+        label = f"{fields['type']} agent {fields['username']}@{fields['address']}:{port} of host {host_name}"
+        if agent is None:
+            host_svc.add_fence_agent(ctx, s, host, Body(fields))
+            s.commit()
+            done.append(f"added {label}")
+            continue
+        current = next(a for a in host_svc.fence_agents_for_host(s, host.id, ctx.config)
+                       if a["id"] == agent.id)
+        wanted_options = {o["name"]: o["value"] for o in fields["options"]["option"]}
+        if (current["username"], current["password"], current["order"], current["options"]) == \
+                (fields["username"], fields["password"], int(fields["order"]), wanted_options):
+            done.append(f"{label} already present")
+            continue
+        # fields["options"] is always present (maybe an empty list): options are replaced, not merged
+        host_svc.update_fence_agent(ctx, s, host, agent, Body(fields))
+        s.commit()
+        done.append(f"updated {label}")
     return done
