@@ -73,3 +73,23 @@ def test_released_lease_is_free_and_unknown_host_is_not(lockspace):
 def test_unreadable_storage_is_unknown(tmp_path):
     w = LockspaceWatcher(str(tmp_path / "missing"))
     assert w.renewed_after(0, "h1") is None and w.expired("h1") is False
+
+
+def test_a_change_found_after_an_idle_gap_proves_nothing_about_now(lockspace):
+    """The watcher is idle between outages; the first read of a new outage
+    finds the timestamp changed since the previous outage. That renewal may
+    be long before the host died: it must not count as 'still renewing'
+    (or a dead host would never be fenced)."""
+    clock = Clock()
+    name = read_delta_leases(lockspace)[2].name
+    w = LockspaceWatcher(lockspace, clock=clock)
+    assert w.renewed_after(clock.now, name) is None          # an earlier episode's read
+    clock.now += 500                                           # idle; the host renewed, then died
+    sanlock("renew_id", "-s", f"testls:2:{lockspace}:0", "-o", "1")
+    since = clock.now - 5                                      # it stopped answering 5 s ago
+    assert w.renewed_after(since, name) is None                # the change cannot be dated after `since`
+    clock.now += 7                                             # no renewal for 3 renewal periods
+    assert w.renewed_after(since, name) is False               # so it may be fenced
+    assert w.expired(name) is False                            # its leases are not free yet
+    clock.now += 62
+    assert w.expired(name) is True

@@ -78,6 +78,15 @@ def read_delta_leases(path: str, max_hosts: int = 250) -> dict[int, DeltaLease]:
     return out
 
 
+@dataclass
+class _Seen:
+    timestamp: int
+    lo: float | None     # the read before the one that found the last change (None: no change seen)
+    hi: float            # the read that found it (or the first read)
+    first: float         # our first read of this lease
+    last: float          # our latest read
+
+
 class LockspaceWatcher:
     """Follows each host's delta lease over time (by the host name it registered).
 
@@ -88,8 +97,12 @@ class LockspaceWatcher:
     def __init__(self, path: str, clock=time.time):
         self.path = path
         self.clock = clock
-        # name -> (timestamp, when we saw it change, when we first looked)
-        self._seen: dict[str, tuple[int, float, float]] = {}
+        # name -> _Seen: a timestamp change found by a read at time `hi`
+        # happened after the read before it (`lo`): it can be dated no more
+        # precisely than that. After a long gap between reads (the watcher
+        # is idle between outages) `lo` is old, so the change proves nothing
+        # about the present episode.
+        self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
     def _observe(self, names) -> DeltaLease | None:
@@ -103,9 +116,12 @@ class LockspaceWatcher:
             for lease in leases.values():
                 prev = self._seen.get(lease.name)
                 if prev is None:
-                    self._seen[lease.name] = (lease.timestamp, now, now)
-                elif prev[0] != lease.timestamp:
-                    self._seen[lease.name] = (lease.timestamp, now, prev[2])
+                    self._seen[lease.name] = _Seen(lease.timestamp, lo=None, hi=now, first=now, last=now)
+                elif prev.timestamp != lease.timestamp:
+                    self._seen[lease.name] = _Seen(lease.timestamp, lo=prev.last, hi=now, first=prev.first,
+                                                   last=now)
+                else:
+                    prev.last = now
                 if lease.name in names and (found is None or lease.timestamp > found.timestamp):
                     found = lease
         return found
@@ -118,10 +134,10 @@ class LockspaceWatcher:
             return None
         if lease.timestamp == 0:
             return False
-        _ts, changed, first = self._seen[lease.name]
-        start = max(first, since)
-        if changed > start:
-            return True
+        seen = self._seen[lease.name]
+        if seen.lo is not None and seen.lo >= since:
+            return True                        # changed between two reads, both after `since`
+        start = max(seen.first, since)
         # sanlock renews every 2 * io_timeout seconds; allow two missed renewals
         if self.clock() - start > 3 * 2 * max(1, lease.io_timeout):
             return False
@@ -134,5 +150,6 @@ class LockspaceWatcher:
             return False
         if lease.timestamp == 0:
             return True                        # released cleanly
-        _ts, changed, _first = self._seen[lease.name]
-        return self.clock() - changed > lease.host_dead_seconds
+        # The last renewal is dated by the read that found it (its upper
+        # bound): expiry is never declared early.
+        return self.clock() - self._seen[lease.name].hi > lease.host_dead_seconds
