@@ -21,16 +21,19 @@ demo-down:
 	.venv/bin/keel-lab down
 
 # Fast tests first (pure logic, scenarios, CLI), then the slow ones (real
-# daemons, real VMs, the multi-host lab). All of them run in CI.
+# daemons, real VMs), then the multi-host lab in a pytest run of its own, so
+# that no other test's daemons are still up beside it. All of them run in CI.
 test: setup
 	$(PYTEST) -q -m "not slow"
-	$(PYTEST) -q -m "slow" --durations=15
+	$(PYTEST) -q -m "slow and not lab" --durations=10
+	$(PYTEST) -q -m "lab" --durations=10
 
 test-fast: setup
 	$(PYTEST) -q -m "not slow"
 
 test-slow: setup
-	$(PYTEST) -q -m "slow" --durations=15
+	$(PYTEST) -q -m "slow and not lab" --durations=10
+	$(PYTEST) -q -m "lab" --durations=10
 
 bench: setup
 	$(PY) bench/failover.py

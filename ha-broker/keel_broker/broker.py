@@ -18,8 +18,7 @@ from keel_common.sdnotify import notify
 
 from . import __version__
 from .etcdsession import EtcdSession, EtcdUnavailable
-from .monitors import (CpuLoadMonitor, EngineHealthMonitor, GatewayMonitor, MemoryMonitor,
-                       MgmtNetworkMonitor, Monitor, Result, StorageMonitor)
+from .monitors import Monitor, Result
 
 log = logging.getLogger("keel.broker")
 

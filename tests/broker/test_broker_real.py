@@ -1,5 +1,4 @@
 """The broker against real etcd and real sanlock daemons."""
-import os
 import threading
 import time
 

@@ -10,7 +10,8 @@ import importlib.util
 import os
 import signal
 import sys
-import time
+
+from harness.wait import wait_for  # noqa: F401  (the power tests import it from here)
 from pathlib import Path
 
 POWER_PROGRAM = """#!{python}
@@ -149,11 +150,3 @@ def qemu_pids_of(host: "TestHost"):
     return out
 
 
-def wait_for(pred, timeout, what, interval=0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

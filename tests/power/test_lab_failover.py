@@ -14,6 +14,8 @@ import time
 import pytest
 from sqlalchemy import select
 
+from harness.wait import wait_for
+
 from keel_engine import db
 from keel_engine.config import EngineConfig
 from keel_engine.models import (BLANK_TEMPLATE_ID, Base, Cluster, DataCenter, Event, FenceAgent,
@@ -42,14 +44,6 @@ def lab_unavailable():
     return None
 
 
-def wait_for(pred, timeout, what, interval=0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
