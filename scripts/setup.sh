@@ -41,5 +41,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 echo "setup: building the lab's engine VM image (cached)"
+cache="${KEEL_LAB_CACHE:-/var/cache/keel-lab}"
+if [ ! -d "$cache/kernel" ] && ! apt-cache depends linux-image-cloud-amd64 2>/dev/null | grep -q "Depends: linux-image-"; then
+  apt-get update -q >/dev/null   # the image needs the cloud kernel package's name
+fi
 .venv/bin/python -m keel_lab.image >/dev/null
 echo "setup: done"

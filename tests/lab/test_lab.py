@@ -81,8 +81,18 @@ def test_hosts_are_real_and_reachable(lab):
                              f"--password={BMC_PASSWORD}", "-o", "status"],
                             capture_output=True, text=True, timeout=30)
         assert "Status: ON" in cp.stdout, cp.stdout + cp.stderr
-    out = lab.cli("exec", "host1", "--", "hosted-engine", "--vm-status", "--json").stdout
-    assert json.loads(out)
+    # As an oVirt user checks it: every host live, the engine up on exactly one.
+    def vm_status():
+        data = json.loads(lab.cli("exec", "host1", "--", "hosted-engine", "--vm-status", "--json").stdout)
+        hosts_ = {k: v for k, v in data.items() if k != "global_maintenance"}
+        live = sorted(v["hostname"] for v in hosts_.values() if v["live-data"])
+        up = [v["hostname"] for v in hosts_.values() if v["engine-status"]["vm"] == "up"]
+        return data if live == ["host1", "host2", "host3"] and len(up) == 1 else None
+    data = wait_for("every host live and the engine up on one in --vm-status --json", vm_status, 60)
+    assert data["global_maintenance"] is False
+    running = [v for k, v in data.items() if k != "global_maintenance" and v["engine-status"]["vm"] == "up"]
+    assert running[0]["hostname"] == lab.single_engine()
+    assert running[0]["engine-status"]["health"] == "good"
     from keel_lab import engineproc
     if engineproc.available():
         # The engine process on the lab network manages the three hosts over libvirt TCP.
