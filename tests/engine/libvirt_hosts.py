@@ -52,8 +52,9 @@ class LibvirtHost:
             f.write(
                 'stdio_handler = "file"\nsecurity_driver = "none"\n'
                 'cgroup_controllers = [ ]\nuser = "root"\ngroup = "root"\n'
+                # No migration_host: the engine must aim the memory stream at the
+                # address it knows the host by, as on hosts whose hostname does not resolve.
                 f'migration_address = "{self.address}"\n'
-                f'migration_host = "{self.address}"\n'
                 f'migration_port_min = {port0}\nmigration_port_max = {port0 + 19}\n'
             )
 

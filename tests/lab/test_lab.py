@@ -8,8 +8,10 @@ The scenarios run in file order and each restores a healthy lab.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -129,6 +131,21 @@ def test_hosts_are_real_and_reachable(lab):
                 assert pm.status == types.PowerManagementStatus.ON, h.name
         finally:
             conn.close()
+        # The README's SDK script against the lab: a VM from a template,
+        # started on a lab host, live-migrated to another, stopped, removed.
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".pw") as pw:
+            pw.write(eng["admin_password"])
+            pw.flush()
+            demo = os.path.join(os.path.dirname(__file__), "..", "..", "appliance", "examples", "sdk_demo.py")
+            cp = subprocess.run([sys.executable, demo, "--url", eng["api_url"], "--user", eng["admin_user"],
+                                 "--password-file", pw.name, "--name", "lab-sdk-demo"],
+                                capture_output=True, text=True, timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        started = re.search(r"started on host (\S+)", cp.stdout).group(1)
+        migrated = re.search(r"migrated to host (\S+)", cp.stdout).group(1)
+        assert started != migrated and {started, migrated} <= {"host1", "host2", "host3"}
+        assert "removed" in cp.stdout
 
 
 SECOND_ACQUIRE = """

@@ -249,6 +249,16 @@ def reboot_vm(ctx, s, vm):
     return vm
 
 
+def migration_params(dest):
+    """Send the memory stream to the address the engine knows the destination
+    by. Left alone, libvirt uses the destination's own hostname, which need
+    not resolve from the source (it did not in the lab)."""
+    if "://" in dest.address:   # a full libvirt URI as address: no plain host to aim at
+        return {}
+    host = f"[{dest.address}]" if ":" in dest.address else dest.address   # IPv6 literal
+    return {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{host}"}
+
+
 def migrate_vm(ctx, s, vm, host=None, reason="requested by user"):
     if vm.status != "up":
         raise conflict(f"VM {vm.name} is {vm.status}; only an up VM can be migrated")
@@ -268,7 +278,7 @@ def migrate_vm(ctx, s, vm, host=None, reason="requested by user"):
         try:
             dom = conn.lookupByUUIDString(vm.id)
             try:
-                virt.with_deadline(lambda: dom.migrateToURI3(dest.libvirt_uri, {}, flags),
+                virt.with_deadline(lambda: dom.migrateToURI3(dest.libvirt_uri, migration_params(dest), flags),
                                    ctx.config.migration_timeout, f"migrate {vm.name}")
             except virt.VirtError:
                 try:
