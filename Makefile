@@ -11,11 +11,8 @@ setup:
 demo: setup
 	.venv/bin/keel-lab up
 	@echo
-	@echo "Try next:  .venv/bin/keel-lab status"
-	@echo "           .venv/bin/keel-lab exec host1 -- hosted-engine --vm-status"
-	@echo "           .venv/bin/keel-lab power host1 off   (if host1 runs the engine, watch it move)"
-	@echo "           .venv/bin/keel-lab check             (invariants: never two engines)"
-	@echo "           .venv/bin/keel-lab down              (removes everything)"
+	@echo "keel-lab and hosted-engine live in .venv/bin (e.g. .venv/bin/keel-lab status)."
+	@echo "The oVirt SDK against the engine: see README, 'The demo'. Stop with: make demo-down"
 
 demo-down:
 	.venv/bin/keel-lab down
