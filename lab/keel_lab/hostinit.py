@@ -355,6 +355,11 @@ def main(argv: list[str] | None = None) -> None:
     if os.getpid() != 1:
         sys.exit("keel_lab.hostinit must run as PID 1 of a new PID namespace (the lab starts it)")
     lab = layout_from_state(args.dir)
+    # Everything on this host (libvirt's sanlock lock driver above all) must
+    # talk to this host's sanlock daemon, whatever the environment `keel-lab`
+    # was started from: a stray SANLOCK_RUN_DIR once sent libvirtd to a
+    # daemon that was gone, and no engine VM could start.
+    os.environ["SANLOCK_RUN_DIR"] = "/run/sanlock"
     HostInit(lab, lab.host(args.host)).run()
 
 

@@ -2,6 +2,7 @@
 lab_helpers.LabDriver). Each scenario leaves the lab healthy for the next."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +20,10 @@ def lab():
     lab_dir = tempfile.mkdtemp(prefix="keel-lab-test-")
     driver = LabDriver(lab_dir)
     try:
-        driver.cli("up", "--hosts", "3", "--timeout", "300", timeout=420)
+        # Started from a shell whose SANLOCK_RUN_DIR points elsewhere (other
+        # tests, other tools): every host must still use its own sanlock.
+        stray = dict(os.environ, SANLOCK_RUN_DIR="/nonexistent/keel-stray-sanlock-dir")
+        driver.cli("up", "--hosts", "3", "--timeout", "300", timeout=420, env=stray)
         yield driver
     finally:
         subprocess.run(KEEL_LAB + ["down", "--dir", lab_dir], capture_output=True, timeout=120)

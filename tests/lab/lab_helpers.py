@@ -53,12 +53,13 @@ class LabDriver:
         from keel_lab.layout import layout_from_state
         return layout_from_state(self.dir)
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True, timeout: float = 120,
+            env: dict | None = None) -> subprocess.CompletedProcess:
         argv = list(args)
         # --dir goes before `--` (exec's command follows it).
         cut = argv.index("--") if "--" in argv else len(argv)
         argv[cut:cut] = ["--dir", self.dir]
-        cp = subprocess.run(KEEL_LAB + argv, capture_output=True, text=True, timeout=timeout)
+        cp = subprocess.run(KEEL_LAB + argv, capture_output=True, text=True, timeout=timeout, env=env)
         if check and cp.returncode != 0:
             raise AssertionError(f"keel-lab {' '.join(args)} failed ({cp.returncode}): "
                                  f"{cp.stderr.strip()} {cp.stdout.strip()[-500:]}")
