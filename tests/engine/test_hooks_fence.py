@@ -5,9 +5,8 @@ real (refused) libvirt connection."""
 import pytest
 from sqlalchemy import text
 
-from keel_engine.app import create_app
-from keel_engine.config import EngineConfig
-from keel_engine.models import Cluster, DataCenter, Host
+from harness.engineapp import engine_app_with_host
+from keel_engine.models import Host
 from keel_engine.monitor import Monitor
 from keel_engine.services import hooks
 from keel_engine.services.hosts import fence_agents_for_host
@@ -23,23 +22,8 @@ def env(tmp_path, monkeypatch):
     saved = (list(hooks._status_handlers), hooks._fence_handler)
     hooks._status_handlers[:] = []
     hooks.set_fence_handler(None)
-    cfg = EngineConfig(database_url=f"sqlite:///{tmp_path}/e.db", admin_password="pw12345",
-                       secret_key_file=str(tmp_path / "fence.key"), libvirt_timeout=3)
-    app = create_app(cfg)
-    sm = app.config["KEEL_CTX"].sessionmaker
-    with sm() as s:
-        dc = DataCenter(name="Default")
-        s.add(dc)
-        s.flush()
-        cl = Cluster(name="Default", data_center_id=dc.id)
-        s.add(cl)
-        s.flush()
-        # 127.0.1.19: nothing listens there, so libvirt refuses at once
-        host = Host(name="hx", address="127.0.1.19", libvirt_uri="qemu+tcp://127.0.1.19/system",
-                    cluster_id=cl.id, status="up")
-        s.add(host)
-        s.commit()
-        host_id = host.id
+    # 127.0.1.19: nothing listens there, so libvirt refuses at once
+    cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.1.19")
     client = app.test_client()
     tok = client.post("/ovirt-engine/sso/oauth/token", data={"grant_type": "password", "username": "admin@internal",
                                                               "password": "pw12345"}).get_json()["access_token"]

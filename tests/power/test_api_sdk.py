@@ -6,9 +6,8 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from keel_engine.app import create_app
-from keel_engine.config import EngineConfig
-from keel_engine.models import Cluster, DataCenter, Event, Host
+from harness.engineapp import engine_app_with_host
+from keel_engine.models import Event
 
 from .conftest import needs_ipmi_sim
 
@@ -20,23 +19,8 @@ pytestmark = [needs_ipmi_sim, pytest.mark.slow]
 @pytest.fixture
 def api(tmp_path, bmc1):
     bmc, chassis = bmc1
-    cfg = EngineConfig(database_url=f"sqlite:///{tmp_path}/e.db", admin_password="pw12345",
-                       secret_key_file=str(tmp_path / "fence.key"), libvirt_timeout=3)
-    app = create_app(cfg)
-    sm = app.config["KEEL_CTX"].sessionmaker
-    with sm() as s:
-        dc = DataCenter(name="Default")
-        s.add(dc)
-        s.flush()
-        cl = Cluster(name="Default", data_center_id=dc.id)
-        s.add(cl)
-        s.flush()
-        # nothing listens at 127.0.2.41: the host itself is unreachable, its BMC is not
-        host = Host(name="hx", address="127.0.2.41", libvirt_uri="qemu+tcp://127.0.2.41/system",
-                    cluster_id=cl.id, status="up")
-        s.add(host)
-        s.commit()
-        host_id = host.id
+    # nothing listens at 127.0.2.41: the host itself is unreachable, its BMC is not
+    cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.2.41")
     server = make_server("127.0.2.40", 16340, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,0 +1,29 @@
+"""An in-process engine app on a temporary SQLite file, with the Default data
+center and cluster and one host whose libvirt nobody answers."""
+from __future__ import annotations
+
+from keel_engine.app import create_app
+from keel_engine.config import EngineConfig
+from keel_engine.models import Cluster, DataCenter, Host
+
+ADMIN_PASSWORD = "pw12345"
+
+
+def engine_app_with_host(tmp_path, address: str):
+    """(config, app, sessionmaker, host id) for host `hx` at `address`."""
+    cfg = EngineConfig(database_url=f"sqlite:///{tmp_path}/e.db", admin_password=ADMIN_PASSWORD,
+                       secret_key_file=str(tmp_path / "fence.key"), libvirt_timeout=3)
+    app = create_app(cfg)
+    sm = app.config["KEEL_CTX"].sessionmaker
+    with sm() as s:
+        dc = DataCenter(name="Default")
+        s.add(dc)
+        s.flush()
+        cl = Cluster(name="Default", data_center_id=dc.id)
+        s.add(cl)
+        s.flush()
+        host = Host(name="hx", address=address, libvirt_uri=f"qemu+tcp://{address}/system",
+                    cluster_id=cl.id, status="up")
+        s.add(host)
+        s.commit()
+        return cfg, app, sm, host.id
