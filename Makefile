@@ -34,6 +34,7 @@ test-slow: setup
 
 bench: setup
 	$(PY) bench/failover.py
+	$(PY) bench/ha_vm_failover.py
 
 clean:
 	-.venv/bin/keel-lab down 2>/dev/null

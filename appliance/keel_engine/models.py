@@ -172,6 +172,11 @@ class Vm(Base):
     cpus: Mapped[int] = mapped_column(Integer, default=1)
     os_type: Mapped[str] = mapped_column(String(64), default="other")
     high_availability: Mapped[bool] = mapped_column(Boolean, default=False)
+    # restart order after a host failure: higher first (oVirt: 1 low, 50 medium, 100 high)
+    ha_priority: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # where the VM's own sanlock lease lives (None: no lease); HA VMs get one
+    # when VM leases are enabled, so no two hosts can ever run the VM at once
+    lease_storage_domain_id: Mapped[str | None] = mapped_column(ForeignKey("storage_domains.id"))
     # observed state
     status: Mapped[str] = mapped_column(String(32), default="down")
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"))

@@ -21,6 +21,17 @@ from .timeutil import aware
 log = logging.getLogger("keel.engine.monitor")
 FAILURES_BEFORE_NON_RESPONSIVE = 2
 POLLED = ("up", "non_responsive", "preparing_for_maintenance", "connecting")
+# A host the engine fenced is 'down' with this detail (power/failover.py's FENCED).
+# An admin may power it on by hand; it then comes back to 'up' by itself, as in
+# oVirt. Hosts down for any other reason are not polled.
+FENCED_DETAIL = "fenced: "
+# Fenced hosts are polled every few cycles only: they are normally powered off,
+# and a powered-off machine does not refuse a connection, it lets it run into
+# the libvirt deadline, which stretches the whole cycle (hosts are polled in
+# parallel and the cycle waits for the slowest) and so delays noticing a
+# failure of an 'up' host. Booting takes minutes anyway: a few cycles late
+# costs nothing.
+FENCED_POLL_EVERY = 4
 
 
 def poll_host(uri, timeout):
@@ -61,6 +72,9 @@ class Monitor:
         self.versions = {}
         self.running_on = {}
         self.duplicates_reported = set()
+        self.cycles = 0
+        self.fenced_poll_every = FENCED_POLL_EVERY
+        self.fenced_announced = set()   # fenced hosts whose polling was logged
         self.stopping = threading.Event()
         from . import power_seam
         power_seam.install(self.ctx)
@@ -81,7 +95,12 @@ class Monitor:
 
     def poll_once(self):
         with self.sessionmaker() as s:
-            hosts = s.scalars(select(Host).where(Host.status.in_(POLLED))).all()
+            polled = Host.status.in_(POLLED)
+            if self.cycles % self.fenced_poll_every == 0:
+                polled = polled | ((Host.status == "down") & Host.status_detail.startswith(FENCED_DETAIL))
+            self.cycles += 1
+            hosts = s.scalars(select(Host).where(polled)).all()
+            self._announce_fenced(hosts)
             targets = [(h.id, h.libvirt_uri) for h in hosts]
             # Observations may only correct rows they are newer than: a VM
             # whose row changes while we poll (an API stop, start, migrate)
@@ -94,7 +113,7 @@ class Monitor:
             # fence) may still run VMs the engine has restarted elsewhere:
             # its domains must not move any VM's record this cycle. The
             # status hook that follows the commit destroys such stale copies.
-            returning = {h.id for h in hosts if h.status in ("non_responsive", "connecting")}
+            returning = {h.id for h in hosts if h.status in ("non_responsive", "connecting") or _fenced(h)}
             seen = {}   # vm uuid -> (host id, state) for every domain found
             running_on = {}   # vm uuid -> ids of the settled hosts where it runs
             for h_id, res in results.items():
@@ -110,6 +129,11 @@ class Monitor:
                 if host is None:
                     continue
                 if isinstance(res, Exception):
+                    if _fenced(host):
+                        # still off (or cut off): it stays down, quietly. Counting
+                        # failures would make it non_responsive and fence it again.
+                        self.failures.pop(host.id, None)
+                        continue
                     changes += self._host_failed(s, host, res)
                 else:
                     changes += self._host_ok(s, host, res[0], res[1], seen, h_id in returning)
@@ -128,6 +152,16 @@ class Monitor:
                 if host is not None:
                     hooks.host_status_changed(self.ctx, host, old, new)
         self._maintenance()
+
+    def _announce_fenced(self, hosts):
+        """Log once per fenced episode that the host is watched for its return."""
+        for h in hosts:
+            if not _fenced(h):
+                self.fenced_announced.discard(h.id)   # back: a later fence is a new episode
+            elif h.id not in self.fenced_announced:
+                self.fenced_announced.add(h.id)
+                log.info("host %s is down (%s); polling it every %d cycles until libvirt answers",
+                         h.name, h.status_detail, self.fenced_poll_every)
 
     def _purge_tokens(self):
         from .services import auth
@@ -152,8 +186,13 @@ class Monitor:
         host.memory_free, host.memory_total = facts["memory_free"], facts["memory_total"]
         host.cpus, host.hostname, host.last_seen = facts["cpus"], facts["hostname"], utcnow()
         changes = []
-        if host.status in ("non_responsive", "connecting"):
-            old = host_svc.set_status(s, host, "up", "libvirt answers again")
+        if host.status in ("non_responsive", "connecting") or _fenced(host):
+            reason = "libvirt answers again"
+            if _fenced(host):
+                # powered on outside the engine (or never really off): the status
+                # hook destroys stale copies of VMs the engine restarted elsewhere
+                reason = f"libvirt answers again after the host was {host.status_detail}"
+            old = host_svc.set_status(s, host, "up", reason)
             if old:
                 changes.append((host.id, old, "up"))
         now = utcnow()
@@ -279,6 +318,10 @@ class Monitor:
                     s.commit()
                     if old:
                         hooks.host_status_changed(self.ctx, host, old, "maintenance")
+
+
+def _fenced(host):
+    return host.status == "down" and (host.status_detail or "").startswith(FENCED_DETAIL)
 
 
 class _H:

@@ -127,8 +127,10 @@ def delete_volume(pool, name):
             raise
 
 
-def domain_xml(vm, disks, nics, bridge_for):
-    """disks: [(path, interface, bootable)], nics: [(mac, model, network name or None)]."""
+def domain_xml(vm, disks, nics, bridge_for, lease=None):
+    """disks: [(path, interface, bootable)], nics: [(mac, model, network name or None)];
+    lease: (lockspace, key, path, offset) of a sanlock lease the domain holds while it
+    runs (libvirt's sanlock lock driver acquires it before qemu starts) or None."""
     parts = [
         "<domain type='qemu'>",
         f"<name>{escape(vm.name)}</name><uuid>{vm.id}</uuid>",
@@ -160,6 +162,10 @@ def domain_xml(vm, disks, nics, bridge_for):
                          f"<mac address='{mac}'/><model type='{model}'/></interface>")
         else:
             parts.append(f"<interface type='user'><mac address='{mac}'/><model type='{model}'/></interface>")
+    if lease is not None:
+        lockspace, key, path, offset = lease
+        parts.append(f"<lease><lockspace>{escape(lockspace)}</lockspace><key>{escape(key)}</key>"
+                     f"<target path={quoteattr(path)} offset='{int(offset)}'/></lease>")
     parts.append("<serial type='pty'/><console type='pty'/>"
                  "<graphics type='vnc' autoport='yes' listen='127.0.0.1'/>"
                  "<memballoon model='none'/></devices></domain>")

@@ -21,7 +21,7 @@ import time
 
 from . import net, probe, procs
 from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS,
-                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LabError, LabLayout)
+                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LOCKSPACE, LabError, LabLayout)
 
 log = logging.getLogger("keel_lab.engine")
 OUTER_VETH = "lab-engine-o"
@@ -85,6 +85,8 @@ interval = 2
 # - lockspace_path: the engine reads every host's delta lease from the shared
 #   lockspace itself (the backing directory, not a host's FUSE view), so a
 #   host cut off by `partition --net` still renews it and is not fenced;
+# - vm_lease_lockspace: HA VMs hold their own lease in the lockspace every
+#   lab host joins (the hosted engine's), on the shared storage domain;
 # - a host already powered off (`keel-lab power HOST off`) is fenced 'off'
 #   again: the BMC confirms at once, nothing else changes.
 POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "10", "recheck_interval": "2",
@@ -95,7 +97,8 @@ def _power_config(lab: LabLayout) -> str:
     path = os.path.join(lab.dir, "engine", "power.conf")
     with open(path, "w") as f:
         f.write("# keel-lab: the engine's power management (KEEL_POWER_CONFIG)\n[power]\n")
-        for key, value in {**POWER_SETTINGS, "lockspace_path": lab.lockspace_file}.items():
+        for key, value in {**POWER_SETTINGS, "lockspace_path": lab.lockspace_file,
+                           "vm_lease_lockspace": LOCKSPACE}.items():
             f.write(f"{key} = {value}\n")
     return path
 

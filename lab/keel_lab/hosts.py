@@ -71,11 +71,37 @@ def boot(lab: LabLayout, host: HostLayout) -> int:
     return child
 
 
+def _freeze_namespace(init: int) -> None:
+    """SIGSTOP every process in the PID namespace of ``init`` (the host's init)."""
+    try:
+        ns = os.readlink(f"/proc/{init}/ns/pid")
+    except OSError:
+        return
+    if ns == os.readlink("/proc/self/ns/pid"):
+        return            # not a namespace of its own: never stop anything outside the host
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == init:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                os.kill(int(entry), signal.SIGSTOP)
+        except OSError:
+            continue      # gone meanwhile
+    try:
+        os.kill(init, signal.SIGSTOP)
+    except OSError:
+        pass
+
+
 def power_off(host: HostLayout, reason: str = "power off") -> bool:
     """Pull the plug. True if the host was on."""
     pid = init_pid(host)
     if pid is None:
         return False
+    # Everything stops at the same instant, as on a real power loss: frozen first,
+    # then killed. Killed one by one, a host's sanlock could outlive its qemu for a
+    # moment and release the VM's lease cleanly, which no real power loss does.
+    _freeze_namespace(pid)
     procs.kill(pid, signal.SIGKILL, INIT_MODULE)
     if not procs.wait_gone(pid, 10):
         raise LabError(f"{host.name}: init pid {pid} survived SIGKILL")

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from harness.wait import wait_for  # noqa: F401  (the power tests import it from here)
+from contextlib import contextmanager
 from pathlib import Path
 
 POWER_PROGRAM = """#!{python}
@@ -150,3 +151,102 @@ def qemu_pids_of(host: "TestHost"):
     return out
 
 
+
+
+@contextmanager
+def running_hosts(lv, root: Path, addresses, first_index: int):
+    """libvirtd test hosts on ``addresses``; ``first_index`` keeps their migration
+    and display ports apart from other modules' hosts."""
+    hosts = [TestHost(lv, root / f"h{i}", a, first_index + i) for i, a in enumerate(addresses)]
+    try:
+        for h in hosts:
+            h.lv.start()
+        for h in hosts:
+            h.lv.wait_ready()
+            (h.root / "host.pid").write_text(str(h.lv.proc.pid))
+        yield hosts
+    finally:
+        for h in hosts:
+            h.shutdown()
+
+
+def reset_hosts(hosts) -> None:
+    """Every host up, answering, and running no domain (a previous test may have
+    frozen or powered one off)."""
+    import libvirt
+    for h in hosts:
+        h.mode("normal")
+        h.ensure_up()
+        conn = libvirt.open(h.lv.uri)
+        for dom in conn.listAllDomains():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass   # already gone (killed by a previous test's power-off)
+        conn.close()
+
+
+def engine_state(tmp_path: Path, hosts, bmc_for, **config):
+    """An engine database with one data center, cluster and Blank template, the
+    hosts up, and a fence agent (password ``fence-pw``) for each host index that
+    ``bmc_for(index)`` gives a BMC. Returns the state dict the power tests share."""
+    from keel_engine import db
+    from keel_engine.config import EngineConfig
+    from keel_engine.models import (BLANK_TEMPLATE_ID, Base, Cluster, DataCenter, FenceAgent, Host,
+                                    Template, utcnow)
+    from keel_engine.services import Context
+    from keel_engine.services import hosts as host_svc
+    import libvirt
+    url = f"sqlite:///{tmp_path}/engine.db"
+    Base.metadata.create_all(db.make_engine(url))
+    cfg = EngineConfig(database_url=url, secret_key_file=str(tmp_path / "fence-key"),
+                       libvirt_uri_template="qemu+tcp://{address}/system", **config)
+    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url)))
+    with ctx.sessionmaker() as s:
+        dc = DataCenter(name="dc")
+        s.add(dc)
+        s.flush()
+        cl = Cluster(name="cl", data_center_id=dc.id)
+        s.add(cl)
+        s.add(Template(id=BLANK_TEMPLATE_ID, name="Blank"))
+        s.flush()
+        fernet = host_svc._fernet(cfg)
+        ids = []
+        for i, h in enumerate(hosts):
+            conn = libvirt.open(h.lv.uri)
+            free = conn.getFreeMemory()
+            conn.close()
+            row = Host(name=f"host{i + 1}", address=h.address, libvirt_uri=h.lv.uri, cluster_id=cl.id,
+                       status="up", memory_total=free, memory_free=free, last_seen=utcnow())
+            s.add(row)
+            s.flush()
+            bmc = bmc_for(i)
+            if bmc is not None:
+                s.add(FenceAgent(host_id=row.id, address=bmc.address, port=bmc.port, username="admin",
+                                 order=1, options={"lanplus": "1", "cipher": "3"},
+                                 password_encrypted=fernet.encrypt(b"fence-pw").decode()))
+            ids.append(row.id)
+        s.commit()
+    return {"ctx": ctx, "hosts": hosts, "host_ids": ids, "cluster_id": cl.id}
+
+
+def release_state(state) -> None:
+    """End the test's failover and leave no frozen libvirtd behind."""
+    if state.get("failover"):
+        state["failover"].stop()
+    for h in state["hosts"]:
+        try:
+            os.kill(h.lv.proc.pid, signal.SIGCONT)
+        except (ProcessLookupError, AttributeError):
+            pass
+
+
+def host_test_marks(lv) -> list:
+    """pytest marks of a module that runs libvirtd hosts and BMCs."""
+    import shutil
+    import pytest
+    return [pytest.mark.slow, pytest.mark.root,
+            pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount namespaces)"),
+            pytest.mark.skipif(lv is None, reason="tests/engine/libvirt_hosts.py not present"),
+            pytest.mark.skipif(shutil.which("ipmi_sim") is None or shutil.which("libvirtd") is None,
+                               reason="needs ipmi_sim and libvirtd")]

@@ -3,7 +3,6 @@ BMCs (ipmi_sim), a real engine database; the monitor's part (marking a host
 non_responsive and calling the status hook) is played by the test."""
 
 import os
-import shutil
 import threading
 import time
 from datetime import timedelta
@@ -12,29 +11,21 @@ import libvirt
 import pytest
 from sqlalchemy import select
 
-from keel_engine import db, virt
-from keel_engine.models import Base
-from keel_engine.config import EngineConfig
-from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, FenceAgent, Host,
-                                Template, Vm, utcnow)
+from keel_engine import virt
+from keel_engine.models import BLANK_TEMPLATE_ID, Event, FenceAgent, Host, Vm, utcnow
 from keel_engine.power import failover as fo
 from keel_engine.power import handlers
 from keel_engine.power.settings import PowerSettings
-from keel_engine.services import Context, hooks
+from keel_engine.services import hooks
 from keel_engine.services import hosts as host_svc
 from keel_engine.services import vms as vm_svc
 from keel_lab.bmc import BmcSimulator
 
-from .enginehosts import TestHost, load_libvirt_hosts, qemu_pids_of, wait_for
+from .enginehosts import (engine_state, host_test_marks, load_libvirt_hosts, qemu_pids_of, release_state, reset_hosts,
+                          running_hosts, wait_for)
 
 LV = load_libvirt_hosts()
-pytestmark = [
-    pytest.mark.slow, pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount namespaces)"),
-    pytest.mark.skipif(LV is None, reason="tests/engine/libvirt_hosts.py not present"),
-    pytest.mark.skipif(shutil.which("ipmi_sim") is None or shutil.which("libvirtd") is None,
-                       reason="needs ipmi_sim and libvirtd"),
-]
+pytestmark = host_test_marks(LV)
 ADDRS = ["127.0.2.21", "127.0.2.22", "127.0.2.23"]
 MiB = 2 ** 20
 FAST = PowerSettings(grace_period=1, fence_retries=1, fence_backoff=0.5, off_deadline=8,
@@ -44,77 +35,27 @@ FAST = PowerSettings(grace_period=1, fence_retries=1, fence_backoff=0.5, off_dea
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("failover")
-    hosts = [TestHost(LV, root / f"h{i}", a, 10 + i) for i, a in enumerate(ADDRS)]
-    bmcs = []
-    try:
-        for h in hosts:
-            h.lv.start()
-        for h in hosts:
-            h.lv.wait_ready()
-            (h.root / "host.pid").write_text(str(h.lv.proc.pid))
-        for i, h in enumerate(hosts):
-            bmc = BmcSimulator(f"127.0.2.3{i + 1}", 16331 + i, "admin", "fence-pw",
-                               root / f"bmc{i}", [str(h.program)], name=f"bmc{i}")
-            bmcs.append(bmc.start())
-        yield hosts, bmcs
-    finally:
-        for b in bmcs:
-            b.stop()
-        for h in hosts:
-            h.shutdown()
+    with running_hosts(LV, root, ADDRS, 10) as hosts:
+        bmcs = []
+        try:
+            for i, h in enumerate(hosts):
+                bmc = BmcSimulator(f"127.0.2.3{i + 1}", 16331 + i, "admin", "fence-pw",
+                                   root / f"bmc{i}", [str(h.program)], name=f"bmc{i}")
+                bmcs.append(bmc.start())
+            yield hosts, bmcs
+        finally:
+            for b in bmcs:
+                b.stop()
 
 
 @pytest.fixture
 def engine(lab, tmp_path):
     hosts, bmcs = lab
-    for h in hosts:
-        h.mode("normal")
-        h.ensure_up()
-        conn = libvirt.open(h.lv.uri)
-        for dom in conn.listAllDomains():
-            try:
-                dom.destroy()
-            except libvirt.libvirtError:
-                pass   # already gone (killed by a previous test's power-off)
-        conn.close()
-    url = f"sqlite:///{tmp_path}/engine.db"
-    # the schema of the models under test (the engine's migrations may lag during development)
-    Base.metadata.create_all(db.make_engine(url))
-    cfg = EngineConfig(database_url=url, secret_key_file=str(tmp_path / "fence-key"),
-                       libvirt_uri_template="qemu+tcp://{address}/system", libvirt_timeout=10)
-    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url)))
-    with ctx.sessionmaker() as s:
-        dc = DataCenter(name="dc")
-        s.add(dc)
-        s.flush()
-        cl = Cluster(name="cl", data_center_id=dc.id)
-        s.add(cl)
-        s.add(Template(id=BLANK_TEMPLATE_ID, name="Blank"))
-        s.flush()
-        fernet = host_svc._fernet(cfg)
-        ids = []
-        for i, h in enumerate(hosts):
-            conn = libvirt.open(h.lv.uri)
-            free = conn.getFreeMemory()
-            conn.close()
-            row = Host(name=f"host{i + 1}", address=h.address, libvirt_uri=h.lv.uri, cluster_id=cl.id,
-                       status="up", memory_total=free, memory_free=free, last_seen=utcnow())
-            s.add(row)
-            s.flush()
-            s.add(FenceAgent(host_id=row.id, address=bmcs[i].address, port=bmcs[i].port,
-                             username="admin", order=1, options={"lanplus": "1", "cipher": "3"},
-                             password_encrypted=fernet.encrypt(b"fence-pw").decode()))
-            ids.append(row.id)
-        s.commit()
-    state = {"ctx": ctx, "hosts": hosts, "bmcs": bmcs, "host_ids": ids, "cluster_id": cl.id}
+    reset_hosts(hosts)
+    state = engine_state(tmp_path, hosts, lambda i: bmcs[i], libvirt_timeout=10)
+    state["bmcs"] = bmcs
     yield state
-    if state.get("failover"):
-        state["failover"].stop()
-    for h in hosts:
-        try:
-            os.kill(h.lv.proc.pid, 18)  # SIGCONT: leave no frozen daemon behind
-        except (ProcessLookupError, AttributeError):
-            pass
+    release_state(state)
 
 
 def install(state, **kw):
@@ -124,11 +65,11 @@ def install(state, **kw):
     return f
 
 
-def start_ha_vm(state, name="ha-vm", host_index=0, ha=True):
+def start_ha_vm(state, name="ha-vm", host_index=0, ha=True, priority=1):
     ctx = state["ctx"]
     with ctx.sessionmaker() as s:
         vm = Vm(name=name, cluster_id=state["cluster_id"], template_id=BLANK_TEMPLATE_ID,
-                memory=64 * MiB, high_availability=ha)
+                memory=64 * MiB, high_availability=ha, ha_priority=priority)
         s.add(vm)
         s.commit()
         vm_svc.start_vm(ctx, s, vm, host=s.get(Host, state["host_ids"][host_index]))
@@ -223,6 +164,18 @@ def test_confirmed_fence_then_ha_restart_elsewhere(engine):
     print(f"\nhost failure -> HA VM up elsewhere: {elapsed:.1f} s; events:")
     for c, d in evs[failed:]:
         print(f"  {c}: {d}")
+
+
+def test_ha_vms_restart_in_priority_order(engine):
+    install(engine)
+    ids = {p: start_ha_vm(engine, name=f"prio-{p}", priority=p) for p in (1, 100, 50)}
+    host_fails(engine)
+    failed = engine["host_ids"][0]
+    for vm_id in ids.values():
+        wait_for(lambda v=vm_id: (r := vm_row(engine, v)).status == "up" and r.host_id != failed, 90,
+                 "every HA VM up on another host")
+    order = [d for c, d in events(engine) if c == fo.EV_HA_RESTART]
+    assert [next(p for p in ids if f"prio-{p} " in d) for d in order] == [100, 50, 1], order
 
 
 def test_bmc_that_never_powers_off_means_no_restart(engine):

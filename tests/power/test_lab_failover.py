@@ -11,20 +11,24 @@ import tempfile
 import threading
 import time
 
+import libvirt
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from harness.wait import wait_for
 
 from keel_engine import db
 from keel_engine.config import EngineConfig
+from keel_engine.errors import Fault
 from keel_engine.models import (BLANK_TEMPLATE_ID, Base, Cluster, DataCenter, Event, FenceAgent,
-                                Host, Template, Vm, utcnow)
+                                Host, StorageDomain, Template, Vm, utcnow)
 from keel_engine.power import failover as fo
 from keel_engine.power import handlers
 from keel_engine.power.sanlock_leases import LockspaceWatcher
 from keel_engine.power.settings import PowerSettings
-from keel_engine.services import Context
+from keel_engine.power.vm_leases import VmLeases, lease_path, read_owner
+from keel_engine.services import Context, hooks
 from keel_engine.services import hosts as host_svc
 from keel_engine.services import vms as vm_svc
 
@@ -54,7 +58,10 @@ def lab():
     from keel_lab.layout import layout_from_state
     lab_dir = tempfile.mkdtemp(prefix="keel-power-lab-")
     try:
-        subprocess.run(KEEL_LAB + ["up", "--hosts", "3", "--dir", lab_dir, "--timeout", "300"],
+        # --no-engine-process: this test's engine must be the only one managing the
+        # hosts (the lab's own engine would fence them too, and free their leases)
+        subprocess.run(KEEL_LAB + ["up", "--hosts", "3", "--dir", lab_dir, "--timeout", "300",
+                                   "--no-engine-process"],
                        check=True, capture_output=True, timeout=480)
         yield layout_from_state(lab_dir)
     finally:
@@ -78,7 +85,9 @@ def engine(lab, tmp_path_factory):
         s.add(dc)
         s.flush()
         cl = Cluster(name="lab", data_center_id=dc.id)
-        s.add_all([cl, Template(id=BLANK_TEMPLATE_ID, name="Blank")])
+        # the shared dir as the data center's storage domain: HA VMs get their lease there
+        s.add_all([cl, Template(id=BLANK_TEMPLATE_ID, name="Blank"),
+                   StorageDomain(name="shared", path=lab.shared, data_center_id=dc.id, status="active")])
         s.flush()
         fernet = host_svc._fernet(cfg)
         for h in lab.all_hosts():
@@ -92,15 +101,20 @@ def engine(lab, tmp_path_factory):
                              order=1, options={"lanplus": "1", "cipher": "3"}))
             ids[h.name] = row.id
         s.commit()
+    from keel_lab.layout import LOCKSPACE
     watcher = LockspaceWatcher(lab.lockspace_file)
+    leases = VmLeases(LOCKSPACE, watcher)       # the lockspace every lab host joins
     failover = fo.Failover(ctx, PowerSettings(grace_period=2, recheck_interval=1, off_deadline=20),
                            storage_probe=lambda host, since: watcher.renewed_after(since, host.name),
-                           lease_probe=lambda vm, host: watcher.expired(host.name))
+                           lease_probe=lambda vm, host: leases.is_free(vm, object_session(vm)),
+                           release_leases=lambda host: leases.release_fenced_host(host.name))
     handlers.install(failover=failover)
+    hooks.set_vm_lease_handler(leases)
     monitor = Monitor(cfg)
     thread = threading.Thread(target=monitor.run_forever, daemon=True)
     thread.start()
     yield {"ctx": ctx, "ids": ids, "lab": lab, "failover": failover}
+    hooks.set_vm_lease_handler(None)
     monitor.stopping.set()
     failover.stop()
     thread.join(30)
@@ -115,6 +129,18 @@ def start_vm(engine, name, host_name):
         s.commit()
         vm_svc.start_vm(ctx, s, vm, host=s.get(Host, engine["ids"][host_name]))
         return vm.id
+
+
+def lease_holder(engine, vm_id):
+    """(host id in the lockspace, free?) of the VM's own lease, read from storage."""
+    owner = read_owner(lease_path(engine["lab"].shared, vm_id))
+    return owner.owner_id, owner.free
+
+
+def sanlock_resources(engine, host_name):
+    cp = subprocess.run(KEEL_LAB + ["exec", host_name, "--dir", engine["lab"].dir, "--",
+                                    "sanlock", "client", "status"], capture_output=True, text=True, timeout=60)
+    return cp.stdout
 
 
 def elsewhere(engine, vm_id, failed):
@@ -137,18 +163,55 @@ def last_event_id(engine):
         return s.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0
 
 
+def test_vm_lease_refuses_a_second_copy_on_another_host(engine):
+    """Whatever the engine believes, sanlock lets only one host run a leased VM:
+    the same domain, lease included, started by hand on a second host fails."""
+    from keel_lab.layout import LOCKSPACE
+    lab = engine["lab"]
+    vm_id = start_vm(engine, "ha-lab-3", "host3")
+    ctx = engine["ctx"]
+    with ctx.sessionmaker() as s:
+        vm = s.get(Vm, vm_id)
+        # the engine itself refuses: the lease is held
+        with pytest.raises(Fault, match="is held by host id 3 \\(host3\\)"):
+            hooks.vm_lease(ctx, s, vm)
+        # what the engine would have sent, lease included
+        xml = vm_svc.build_domain_xml(ctx, s, vm, lease=(LOCKSPACE, vm_id, lease_path(lab.shared, vm_id), 0))
+    assert "<lease>" in xml
+    conn = libvirt.open(lab.host("host1").libvirt_uri)
+    try:
+        with pytest.raises(libvirt.libvirtError) as exc:
+            conn.createXML(xml, 0)
+        print(f"\nsecond copy refused: {exc.value.get_error_message()}")
+        assert "Lease is held by another host" in exc.value.get_error_message()
+        assert vm_id not in [d.UUIDString() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+    assert lease_holder(engine, vm_id) == (lab.host("host3").index, False)
+    with ctx.sessionmaker() as s:       # a clean stop releases the lease on storage
+        vm_svc.stop_vm(ctx, s, s.get(Vm, vm_id))
+        s.commit()
+    wait_for(lambda: lease_holder(engine, vm_id)[1], 30, "the lease released after a clean stop")
+
+
 def test_power_loss_with_bmc(engine):
     from keel_lab import hosts
     lab = engine["lab"]
     vm_id = start_vm(engine, "ha-lab-1", "host1")
+    # the VM holds its own lease: on host1's sanlock, under qemu's pid
+    assert lease_holder(engine, vm_id) == (lab.host("host1").index, False)
+    assert f"{vm_id}:{lease_path(lab.shared, vm_id)}:0" in sanlock_resources(engine, "host1")
     mark = last_event_id(engine)
     t0 = time.monotonic()
     hosts.power_off(lab.host("host1"), "test: power loss")
     vm = wait_for(lambda: elsewhere(engine, vm_id, "host1"), 180, "the HA VM on another host")
     evs = report(engine, mark, "with BMC", time.monotonic() - t0)
     codes = [c for c, _ in evs]
-    assert codes.index(fo.EV_FENCE_START) < codes.index(fo.EV_FENCE_OK) < codes.index(fo.EV_HA_RESTART)
+    assert (codes.index(fo.EV_FENCE_START) < codes.index(fo.EV_FENCE_OK) < codes.index(fo.EV_LEASES_RELEASED)
+            < codes.index(fo.EV_HA_RESTART))
     assert vm.host_id in (engine["ids"]["host2"], engine["ids"]["host3"])
+    new_host = next(h for h in lab.all_hosts() if engine["ids"][h.name] == vm.host_id)
+    assert lease_holder(engine, vm_id) == (new_host.index, False)
     subprocess.run(KEEL_LAB + ["power", "host1", "on", "--dir", lab.dir], capture_output=True, timeout=60)
 
 
@@ -164,11 +227,17 @@ def test_power_loss_without_bmc_waits_for_the_lease(engine):
     t0 = time.monotonic()
     hosts.power_off(lab.host("host2"), "test: power loss")
     time.sleep(30)   # well inside sanlock's host-dead time (8 * T + 60 s)
-    assert not elsewhere(engine, vm_id, "host2"), "restarted before the host's lease expired"
+    early = elsewhere(engine, vm_id, "host2")
+    if early:
+        report(engine, mark, "restarted too early", time.monotonic() - t0)
+    assert not early, f"restarted before the host's lease expired: {read_owner(lease_path(lab.shared, vm_id))}"
     vm = wait_for(lambda: elsewhere(engine, vm_id, "host2"), 300, "the HA VM on another host")
     elapsed = time.monotonic() - t0
     evs = report(engine, mark, "without BMC", elapsed)
     assert fo.EV_FENCE_START not in [c for c, _ in evs]
     assert elapsed > 60
     assert vm.host_id in (engine["ids"]["host1"], engine["ids"]["host3"])
+    new_host = next(h for h in lab.all_hosts() if engine["ids"][h.name] == vm.host_id)
+    assert lease_holder(engine, vm_id) == (new_host.index, False)
     subprocess.run(KEEL_LAB + ["power", "host2", "on", "--dir", lab.dir], capture_output=True, timeout=60)
+

@@ -1,8 +1,9 @@
 """Hosts, their maintenance actions, fence agents and the fence action."""
 from sqlalchemy import select
 
-from ..errors import not_found
+from ..errors import conflict, not_found
 from ..models import Cluster, FenceAgent, Host
+from ..services import hooks
 from ..services import hosts as host_svc
 from . import views
 from .common import action_body, action_done, get, listing, removed
@@ -128,3 +129,18 @@ def fence_agent_remove(ident, agent):
     host = get(Host, ident, "host")
     host_svc.remove_fence_agent(ctx(), s, host, _agent(host.id, agent))
     return removed()
+
+
+@route("/hosts/<ident>/fenceagents/<agent>/test", ["POST"],
+       "Test a fence agent: the power status its BMC reports (status 'failed' with a fault if it cannot)")
+def fence_agent_test(ident, agent):
+    """oVirt UI's "Test" button. A BMC that refuses or does not answer is a
+    normal answer (action status 'failed' with the reason), not an error."""
+    action_body()
+    s = session()
+    host = get(Host, ident, "host")
+    row = _agent(host.id, agent)
+    tester = hooks.agent_tester()
+    if tester is None:
+        raise conflict("no power management configured (no fence handler installed)")
+    return render("action", tester(ctx(), s, host, row.id))

@@ -22,7 +22,7 @@ def document():
                             "409": {"description": "Wrong state (fault)"}}}
         if params:
             op["parameters"] = params
-        if method == "POST" and not path.endswith(tuple(ACTIONS)):
+        if method == "POST" and path.rpartition("/")[2] not in ACTIONS:
             op["responses"]["201"] = {"description": "Created"}
         paths.setdefault(oa_path, {})[method.lower()] = op
     paths["/ovirt-engine/sso/oauth/token"] = {"post": {
@@ -39,7 +39,8 @@ def document():
             "paths": paths}
 
 
-ACTIONS = ("start", "stop", "shutdown", "reboot", "migrate", "deactivate", "activate", "fence", "restore")
+ACTIONS = ("start", "stop", "shutdown", "reboot", "migrate", "deactivate", "activate", "fence", "restore",
+           "test")
 
 
 @openapi_bp.route("/ovirt-engine/api-docs/openapi.json", methods=["GET"])

@@ -94,7 +94,9 @@ def vm(s, v, follow=()):
            "memory": v.memory, "cpu": topology(v.cpus), "os": {"type": v.os_type},
            "cluster": ref("clusters", v.cluster_id), "template": ref("templates", v.template_id),
            "host": ref("hosts", v.host_id) if v.host_id else None,
-           "high_availability": {"enabled": v.high_availability, "priority": 1},
+           "high_availability": {"enabled": v.high_availability, "priority": v.ha_priority},
+           "lease": ({"storage_domain": ref("storagedomains", v.lease_storage_domain_id)}
+                     if v.lease_storage_domain_id else None),
            "stop_reason": v.stop_reason or None, "start_time": v.start_time,
            "creation_time": v.created, "type": "server", "origin": "keel",
            "memory_policy": {"guaranteed": v.memory, "max": v.memory},

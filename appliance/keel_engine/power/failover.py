@@ -31,7 +31,8 @@ FENCED = "fenced: "
 EV_FENCE_SKIPPED, EV_FENCE_START, EV_FENCE_OK, EV_FENCE_FAILED = 9010, 9011, 9012, 9013
 EV_FENCE_AGENT, EV_HOST_DOWN, EV_MANUAL_FENCE, EV_WAIT = 9014, 9015, 9016, 9017
 EV_HA_RESTART, EV_HA_RESTART_FAILED, EV_HA_HELD, EV_STALE_VM = 9020, 9021, 9022, 9023
-EV_POWER_ON = 9018
+EV_POWER_ON, EV_AGENT_TEST = 9018, 9019
+EV_LEASES_RELEASED, EV_LEASE_WAIT = 9025, 9026
 AUTO = "the engine (host monitor)"
 
 
@@ -43,7 +44,7 @@ class Failover:
     """Failure handling for one engine process; thread-safe per host."""
 
     def __init__(self, ctx, settings: PowerSettings | None = None, storage_probe=None,
-                 lease_probe=None, run=ipmi.run_operation, sleep=time.sleep):
+                 lease_probe=None, release_leases=None, run=ipmi.run_operation, sleep=time.sleep):
         self.ctx = ctx
         self.settings = settings or PowerSettings()
         self.cfg = policy.PolicyConfig(grace_period=self.settings.grace_period,
@@ -53,8 +54,12 @@ class Failover:
         # lease after ``since`` (wall clock, when we saw it stop answering)?
         self.watch_storage = storage_probe is not None
         self.storage_probe = storage_probe or (lambda host, since: None)
-        # lease_probe(vm, host) -> bool: has the VM's sanlock lease expired (is it free)?
-        self.lease_probe = lease_probe or (lambda vm, host: False)
+        # lease_probe(vm, host) -> bool | None: is the VM's own sanlock lease free
+        # (released, or its owner's host-id lease expired)? None: it has no lease
+        self.lease_probe = lease_probe or (lambda vm, host: None)
+        # release_leases(host) -> host id | None: free a host's sanlock leases on its
+        # behalf; called only after its BMC confirmed it is off
+        self.release_leases = release_leases
         self.run, self.sleep = run, sleep
         self._stopping = threading.Event()
         self._locks: dict[str, threading.Lock] = {}
@@ -166,13 +171,17 @@ class Failover:
         snap = policy.Snapshot(
             now=time.time(), host=me,
             cluster_hosts=(me,) + tuple(self._view(s, h) for h in others),
-            ha_vms=tuple(policy.HaVm(id=vm.id, name=vm.name, memory_mb=vm.memory // MiB,
-                                     priority=int(getattr(vm, "ha_priority", None) or 1),
-                                     released=vm.host_id != host.id,
-                                     lease_expired=vm.host_id == host.id and bool(self.lease_probe(vm, host)))
-                         for vm in vms.values()),
+            ha_vms=tuple(self._ha_vm(vm, host) for vm in vms.values()),
             fence_state=self.fence_state(host))
         return policy.decide(snap, self.cfg), vms
+
+    def _ha_vm(self, vm, host) -> policy.HaVm:
+        on_host = vm.host_id == host.id
+        free = self.lease_probe(vm, host) if on_host else None
+        return policy.HaVm(id=vm.id, name=vm.name, memory_mb=vm.memory // MiB,
+                           priority=vm.ha_priority if vm.ha_priority is not None else 1,
+                           released=not on_host, has_lease=not on_host or free is not None,
+                           lease_expired=bool(free))
 
     def _act(self, s, host, agents, vms, action) -> bool:
         """Carry out one action; False stops the pass (later actions depend on it)."""
@@ -218,8 +227,26 @@ class Failover:
         events.add(s, EV_FENCE_OK, f"Host {host.name} is powered off, confirmed by its BMC "
                    f"({outcome.agent}).", **refs)
         self._mark_down(s, host, f"{FENCED}power-off confirmed by BMC {outcome.agent}")
+        self._release_leases(s, host, refs)
         s.commit()
         return True
+
+    def _release_leases(self, s, host, refs):
+        """The host is off: its VMs' leases can be freed now rather than after
+        sanlock's host-dead time (minutes), so its HA VMs restart at once."""
+        if self.release_leases is None:
+            return
+        try:
+            host_id = self.release_leases(host)
+        except Exception as exc:   # restarts then wait for the lease to expire: slower, still safe
+            log.warning("could not release the sanlock leases of fenced host %s: %s", host.name, exc)
+            events.add(s, EV_LEASES_RELEASED, f"The sanlock leases of fenced host {host.name} could not be "
+                       f"released ({exc}); its HA VMs restart once they expire.", "warning", **refs)
+            return
+        if host_id is not None:
+            events.add(s, EV_LEASES_RELEASED, f"Host {host.name}'s sanlock host-id lease (id {host_id}) was "
+                       f"released by {AUTO} on its behalf, as the host is confirmed off: the leases of its "
+                       "VMs are free.", **refs)
 
     def _mark_down(self, s, host, detail):
         # set_status writes the host's status-change event (with this detail)
@@ -237,6 +264,14 @@ class Failover:
 
     def _restart(self, s, failed, vm, action):
         refs = {"vm_id": vm.id, "cluster_id": vm.cluster_id}
+        if vm.host_id != failed.id and self.lease_probe(vm, failed) is False:
+            # confirmed down, but its lease is still held (a manual fence, or the
+            # release failed): starting it now would stall the target's libvirtd
+            self._event(s, EV_LEASE_WAIT, f"HA VM {vm.name} waits for its lease, still held by host "
+                        f"{failed.name}, to expire before it is restarted.", "warning",
+                        once_key=("leasewait", vm.id), host_id=failed.id, **refs)
+            s.commit()
+            return
         if vm.host_id == failed.id:
             # lease-expiry path: the host is not confirmed off, the VM's lease is free
             vm.status, vm.host_id, vm.busy_until = "down", None, None

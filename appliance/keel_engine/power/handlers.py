@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.orm import object_session
 
 from .. import virt
 from ..errors import bad_request, conflict
@@ -19,6 +20,7 @@ from . import ipmi
 from .agents import AgentConfigError, spec_from_record
 from .fencing import fence_through_agents
 from .sanlock_leases import LockspaceWatcher
+from .vm_leases import VmLeases
 from .settings import load as load_settings
 
 log = logging.getLogger("keel.engine.power")
@@ -33,13 +35,15 @@ def get_failover(ctx) -> fo.Failover:
     if _failover is None:
         settings = load_settings()
         probes = {}
-        if settings.lockspace_path:
-            watcher = LockspaceWatcher(settings.lockspace_path)
-
+        watcher = LockspaceWatcher(settings.lockspace_path) if settings.lockspace_path else None
+        leases = VmLeases(settings.vm_lease_lockspace, watcher)
+        hooks.set_vm_lease_handler(leases)
+        if watcher is not None:
             def names(host):
                 return tuple(n for n in (host.name, host.hostname) if n)
             probes = {"storage_probe": lambda host, since: watcher.renewed_after(since, *names(host)),
-                      "lease_probe": lambda vm, host: watcher.expired(*names(host))}
+                      "lease_probe": lambda vm, host: leases.is_free(vm, object_session(vm)),
+                      "release_leases": lambda host: leases.release_fenced_host(*names(host))}
         _failover = fo.Failover(ctx, settings, **probes)
     return _failover
 
@@ -54,6 +58,7 @@ def install(ctx=None, failover: fo.Failover | None = None) -> fo.Failover | None
     if host_status_changed not in hooks._status_handlers:
         hooks.on_host_status_changed(host_status_changed)
     hooks.set_fence_handler(fence_host)
+    hooks.set_agent_tester(test_fence_agent)
     return _failover
 
 
@@ -189,14 +194,40 @@ def _manual(ctx, s, failover, host, who, refs):
             "detail": f"host {host.name} confirmed rebooted by {who}"}
 
 
+def test_fence_agent(ctx, s, host, agent_id) -> dict:
+    """POST /hosts/{id}/fenceagents/{id}/test: ask the BMC, write an event, answer
+    as an oVirt action (status 'failed' with a fault when the BMC cannot answer)."""
+    record = next(r for r in hosts_svc.fence_agents_for_host(s, host.id, ctx.config) if r["id"] == agent_id)
+    label = f"{record['type']}:{record['username']}@{record['address']}:{record['port']}"
+    who = _who(ctx, s) if getattr(ctx, "user_id", None) else "an unknown user"
+    host_name, refs = host.name, {"host_id": host.id, "cluster_id": host.cluster_id, "user_id": ctx.user_id}
+    deadline = get_failover(ctx).settings.status_deadline
+    s.commit()      # no transaction stays open while the BMC is asked (up to the deadline)
+    result = test_agent_record(record, deadline)
+    detail = result["detail"]   # names the agent's address, never its credentials
+    ok = result["status"] == "complete"
+    events.add(s, fo.EV_AGENT_TEST, f"Fence agent {label} of host {host_name} tested by {who}: {detail}.",
+               "normal" if ok else "warning", **refs)
+    s.commit()
+    if ok:
+        return {"status": "complete", "power_management": result["power_management"], "description": detail}
+    return {"status": "failed", "power_management": {"status": "unknown"},
+            "fault": {"reason": "Operation Failed", "detail": detail}}
+
+
 def test_agent_record(record, deadline: float = 15.0) -> dict:
     """oVirt UI's 'Test' for one fence agent record (plain spec with the password)."""
     try:
         spec = spec_from_record(record)
     except AgentConfigError as exc:
-        return {"status": "failed", "detail": str(exc)}
+        return {"status": "failed", "kind": "config", "detail": f"Test failed: {exc}"}
     result = ipmi.test_agent(spec, deadline)
     if result.ok:
         return {"status": "complete", "power_management": {"status": result.power},
                 "detail": f"Test succeeded, the BMC at {spec.address}:{spec.port} reports power {result.power}"}
-    return {"status": "failed", "detail": f"Test failed ({result.kind}): {result.message}"}
+    what = {ipmi.AUTH: "rejected the user name, password or privilege level",
+            ipmi.TIMEOUT: "did not answer in time", ipmi.UNREACHABLE: "cannot be reached",
+            ipmi.BMC_ERROR: "answered with an error"}.get(result.kind, "failed")
+    return {"status": "failed", "kind": result.kind,
+            "detail": f"Test failed, the BMC at {spec.address}:{spec.port} {what} "
+                      f"({result.kind}: {result.message})"}

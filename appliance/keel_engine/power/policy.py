@@ -49,6 +49,7 @@ class HaVm:
     priority: int = 1                 # higher first (oVirt: low=1, medium=50, high=100)
     lease_expired: bool = False       # its sanlock VM lease is provably free
     released: bool = False            # marked down after its host was confirmed off
+    has_lease: bool = True            # holds a VM lease at all (False: only a fence frees it)
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,12 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> list[Action]:
     # Without a confirmed fence, only VMs whose own lease has expired may move.
     for vm in snap.ha_vms:
         if vm not in free_to_move:
+            why = ("the VM's lease has not expired" if vm.has_lease else
+                   "the VM has no lease of its own (only a fence, or an admin confirming the host "
+                   "was rebooted, can free it)")
             actions.append(Action(HOLD_VM, vm_id=vm.id,
                                   reason=f"HA VM {vm.name} is not restarted: host {host.name} is not "
-                                         "confirmed off and the VM's lease has not expired"))
+                                         f"confirmed off and {why}"))
     return actions + place_vms(free_to_move, snap.cluster_hosts, host.id)
 
 

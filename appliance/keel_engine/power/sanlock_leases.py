@@ -153,3 +153,17 @@ class LockspaceWatcher:
         # The last renewal is dated by the read that found it (its upper
         # bound): expiry is never declared early.
         return self.clock() - self._seen[lease.name].hi > lease.host_dead_seconds
+
+    def host_lease_expired(self, host_id: int, generation: int) -> bool:
+        """Has the holder of a resource lease, (host id, generation), lost its
+        host-id lease, so that sanlock lets another host take the resource?"""
+        try:
+            leases = read_delta_leases(self.path)
+        except OSError:
+            return False
+        lease = leases.get(host_id)
+        if lease is None:
+            return False
+        if generation and lease.generation > generation:
+            return True                        # the host joined again since: its old leases are void
+        return self.expired(lease.name)

@@ -34,6 +34,9 @@ class PowerSettings:
     # the hosts' sanlock lockspace file on shared storage ('' = not watched):
     # liveness of a cut-off host, and lease expiry without a BMC
     lockspace_path: str = ""
+    # the sanlock lockspace (its name) the hosts join in that file: HA VMs hold
+    # their own lease in it ('' = VMs hold no lease; see power/vm_leases.py)
+    vm_lease_lockspace: str = ""
 
     def deadline(self, op: str) -> float:
         return {"off": self.off_deadline, "on": self.on_deadline,
@@ -76,6 +79,12 @@ def settings_from_mapping(values: dict, source: str = "[power]") -> PowerSetting
     settings = PowerSettings(**kwargs)
     if not 0 < settings.max_unresponsive_share <= 1:
         raise PowerConfigError(f"{source}: max_unresponsive_share must be above 0 and at most 1")
+    if settings.vm_lease_lockspace and not settings.lockspace_path:
+        raise PowerConfigError(f"{source}: vm_lease_lockspace needs lockspace_path (the file of that "
+                               "lockspace, to tell when a failed host's leases expire)")
+    if len(settings.vm_lease_lockspace.encode()) > 48 or ":" in settings.vm_lease_lockspace:
+        raise PowerConfigError(f"{source}: vm_lease_lockspace must be a sanlock lockspace name "
+                               "(at most 48 bytes, no ':')")
     for key in ("status_deadline", "off_deadline", "on_deadline", "recheck_interval"):
         if getattr(settings, key) <= 0:
             raise PowerConfigError(f"{source}: {key} must be above 0")

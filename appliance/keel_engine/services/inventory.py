@@ -167,6 +167,10 @@ def attach_storage_domain(ctx, s, dc, sd):
 def remove_storage_domain(ctx, s, sd):
     if s.scalar(select(func.count()).select_from(Disk).where(Disk.storage_domain_id == sd.id)):
         raise conflict(f"storage domain {sd.name} still holds disks")
+    leased = s.scalars(select(Vm.name).where(Vm.lease_storage_domain_id == sd.id)).all()
+    if leased:
+        raise conflict(f"storage domain {sd.name} still holds the lease of VM {', '.join(sorted(leased))}; "
+                       "move or remove those leases first")
     s.delete(sd)
     events.add(s, events.OBJECT_REMOVED, f"Storage domain {sd.name} was removed.", user_id=ctx.user_id)
 

@@ -9,12 +9,13 @@ from datetime import timedelta
 
 import libvirt
 from sqlalchemy import select, update
+from sqlalchemy.orm.exc import StaleDataError
 
 from .. import virt
 from ..errors import Fault, bad_request, conflict
 from ..models import BLANK_TEMPLATE_ID, Cluster, Disk, Host, Network, Nic, StorageDomain, Template, Vm, utcnow
 from . import disks as disk_svc
-from . import events, jobs, lookup, scheduler
+from . import events, hooks, jobs, lookup, scheduler
 
 log = logging.getLogger("keel.engine.vms")
 MiB = 2 ** 20
@@ -35,6 +36,24 @@ def _cpus(body, default):
     return n
 
 
+def _priority(body, default):
+    # oVirt's scale: 1 low, 50 medium, 100 high
+    return body.sub("high_availability").int("priority", default=default, minimum=0, maximum=100)
+
+
+def _set_lease(s, vm, body):
+    """<lease><storage_domain id=.../></lease> sets the VM's lease; an empty <lease/> removes it."""
+    ref = body.sub("lease").ref("storage_domain")
+    if ref is None:
+        if body.has("lease"):
+            raise bad_request("lease.storage_domain: give the storage domain (id or name) for the VM's lease, "
+                              "or an empty <lease/> to remove it")
+        vm.lease_storage_domain_id = None
+        return
+    vm.lease_storage_domain_id = lookup.resolve(s, StorageDomain, ref, "storage domain",
+                                                "lease.storage_domain").id
+
+
 def add_vm(ctx, s, body):
     name = body.name()
     lookup.unique_name(s, Vm, name, "VM")
@@ -45,7 +64,9 @@ def add_vm(ctx, s, body):
             memory=body.int("memory", default=template.memory, minimum=16 * MiB, maximum=2 ** 40),
             cpus=_cpus(body, template.cpus),
             os_type=body.sub("os").str("type", default=template.os_type, maxlen=64),
-            high_availability=body.sub("high_availability").bool("enabled", default=False))
+            high_availability=body.sub("high_availability").bool("enabled", default=False),
+            ha_priority=_priority(body, 1))
+    _set_lease(s, vm, body)
     s.add(vm)
     s.flush()
     # thin copies: each template disk becomes a qcow2 overlay on the template's volume
@@ -75,6 +96,11 @@ def update_vm(ctx, s, vm, body):
         vm.os_type = body.sub("os").str("type", maxlen=64)
     if body.sub("high_availability").has("enabled"):
         vm.high_availability = body.sub("high_availability").bool("enabled")
+    vm.ha_priority = _priority(body, vm.ha_priority)
+    if "lease" in body.data:
+        if vm.status != "down":
+            raise conflict(f"VM {vm.name} is {vm.status}; change its lease while it is down")
+        _set_lease(s, vm, body)
     if body.has("cluster"):
         cl = lookup.resolve(s, Cluster, body.ref("cluster"), "cluster", "cluster")
         if cl.id != vm.cluster_id and vm.status != "down":
@@ -91,6 +117,7 @@ def remove_vm(ctx, s, vm):
         raise conflict(f"VM {vm.name} is {vm.status}; stop it before removing it")
     for _att, disk, _sd in disk_svc.vm_disks(s, vm.id):
         disk_svc.delete_disk(ctx, s, disk)
+    hooks.vm_removed(ctx, s, vm)
     s.delete(vm)
     events.add(s, events.VM_REMOVED, f"VM {vm.name} was removed.", user_id=ctx.user_id)
 
@@ -123,14 +150,14 @@ def _bridge_for(ctx, s):
     return bridge
 
 
-def build_domain_xml(ctx, s, vm):
+def build_domain_xml(ctx, s, vm, lease=None):
     disk_specs = [(disk_svc.volume_path(sd, disk.active_volume), att.interface, att.bootable)
                   for att, disk, sd in disk_svc.vm_disks(s, vm.id) if att.active]
     nic_specs = []
     for nic in s.scalars(select(Nic).where(Nic.vm_id == vm.id).order_by(Nic.name)):
         net = s.get(Network, nic.network_id) if nic.network_id else None
         nic_specs.append((nic.mac, NIC_MODELS.get(nic.interface, "virtio"), net.name if net else None))
-    return virt.domain_xml(vm, disk_specs, nic_specs, _bridge_for(ctx, s))
+    return virt.domain_xml(vm, disk_specs, nic_specs, _bridge_for(ctx, s), lease=lease)
 
 
 def _ensure_pools(ctx, s, conn, vm):
@@ -138,15 +165,58 @@ def _ensure_pools(ctx, s, conn, vm):
         virt.ensure_pool(conn, s.get(StorageDomain, sd_id))
 
 
+# libvirt's sanlock lock driver reports sanlock's errno; say what it means here
+LOCK_ERRORS = {
+    "No space left on device": "the host has not joined the sanlock lockspace of VM leases yet "
+                               "(its broker joins it at boot)",
+    "Lease is held by another host": "the VM's lease is held by another host: a copy of it runs there",
+}
+NOT_IN_LOCKSPACE = "Failed to acquire lock: No space left on device"
+
+
+class _HostCannotLease(Exception):
+    """The target cannot take VM leases yet: another host may."""
+
+
+def _explain(err) -> str:
+    text = str(err)
+    for needle, meaning in LOCK_ERRORS.items():
+        if f"Failed to acquire lock: {needle}" in text:
+            return f"{meaning} ({text})"
+    return text
+
+
 def start_vm(ctx, s, vm, host=None):
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; only a down VM can be started")
-    target = scheduler.pick(s, vm, required=host)
+    # the lease is made ready on storage before the VM is claimed: a failure here
+    # (storage unwritable, no lockspace configured, lease held) leaves the VM down, untouched
+    lease = hooks.vm_lease(ctx, s, vm)
+    tried, last = set(), None
+    while True:
+        try:
+            target = scheduler.pick(s, vm, exclude=tried, required=host)
+        except Fault:
+            if last is None:
+                raise
+            raise conflict(f"failed to start VM {vm.name}: {last}") from None
+        try:
+            return _start_on(ctx, s, vm, target, lease)
+        except _HostCannotLease as exc:
+            if host is not None:
+                raise conflict(f"failed to start VM {vm.name} on host {target.name}: {exc}") from None
+            # a host just back from a power cycle answers libvirt before it has
+            # joined the lockspace: the next best host may
+            tried.add(target.id)
+            last = f"host {target.name}: {exc}"
+
+
+def _start_on(ctx, s, vm, target, lease):
     _claim(s, vm, ("down",), "wait_for_launch", ctx.config.libvirt_timeout * 6, host_id=target.id,
            stop_reason="", verb="start")
     job = jobs.start(s, f"Starting VM {vm.name} on host {target.name}", ctx.user_id)
     s.commit()
-    xml = build_domain_xml(ctx, s, vm)
+    xml = build_domain_xml(ctx, s, vm, lease=lease)
     try:
         conn = _conn(ctx, target)
         try:
@@ -156,13 +226,27 @@ def start_vm(ctx, s, vm, host=None):
         finally:
             conn.close()
     except (virt.VirtError, Fault) as e:
+        why = _explain(e)
         vm.status, vm.host_id, vm.busy_until = "down", None, None
         jobs.finish(job, ok=False)
-        events.add(s, events.VM_DOWN, f"Failed to start VM {vm.name} on host {target.name}: {e}.",
+        events.add(s, events.VM_DOWN, f"Failed to start VM {vm.name} on host {target.name}: {why}.",
                    severity="error", vm_id=vm.id, host_id=target.id, user_id=ctx.user_id)
         s.commit()
-        raise conflict(f"failed to start VM {vm.name} on host {target.name}: {e}")
+        if NOT_IN_LOCKSPACE in str(e):
+            raise _HostCannotLease(why) from None
+        raise conflict(f"failed to start VM {vm.name} on host {target.name}: {why}")
     vm.status, vm.busy_until, vm.start_time = "up", None, utcnow()
+    try:
+        s.flush()
+    except StaleDataError:
+        # the start outlived its claim and the monitor already recorded the VM
+        # (found running on the target): that record stands
+        s.rollback()
+        s.refresh(vm)
+        if not (vm.host_id == target.id and vm.status in RUNNING):
+            jobs.finish(job, ok=False)
+            s.commit()
+            raise conflict(f"VM {vm.name} changed while it was being started; it is now {vm.status}")
     jobs.finish(job)
     events.add(s, events.VM_UP, f"VM {vm.name} was started on host {target.name}.",
                vm_id=vm.id, host_id=target.id, cluster_id=vm.cluster_id, user_id=ctx.user_id)

@@ -1,0 +1,271 @@
+"""VM leases: each HA VM holds its own sanlock lease while it runs.
+
+The lease is a sanlock resource (key = the VM's id) in the lockspace every
+host joins (the hosts' ``[storage] lockspace``, ``hosted-engine`` by
+default), kept in ``<storage domain>/.keel-leases/<vm id>.lease``. libvirt's
+sanlock lock driver acquires it before qemu starts and sanlock holds it for
+qemu's lifetime, so:
+
+- no second host can start the VM while the first one's copy runs: its
+  acquire fails while the owner renews its host-id lease;
+- a host cut off from the storage cannot renew, and its sanlock kills the
+  VM before the lease can pass to another host;
+- without a confirmed fence the engine restarts the VM elsewhere only once
+  the lease is free: released, or its owner's host-id lease expired.
+
+The engine initialises lease files itself (``sanlock direct init``, no
+daemon needed), so it needs the storage domain's path; the lab's engine sees
+it directly. (The engine appliance mounting NFS domains comes later.)
+
+Paxos leader record of a resource (sanlock 3.x ``struct leader_record``,
+little endian, first sector): magic u32 @0 (0x06152010), owner_id u64 @32,
+owner_generation u64 @40, lver u64 @48, space_name @56, resource_name @104,
+timestamp u64 @152. Sector 1 is the request record; host id N's ballot
+(``struct paxos_dblock``) is sector N + 1: mbal, bal, inp (owner id), inp2
+(generation), inp3 (timestamp), lver (u64 each), checksum u32 @48, flags u32
+@52 with 0x1 = released (a clean release marks the owner's ballot, not the
+leader).
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import struct
+import subprocess
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ..errors import conflict
+from ..models import Cluster, Disk, DiskAttachment, StorageDomain
+from ..services import events
+from .sanlock_leases import _read, read_delta_leases
+
+log = logging.getLogger("keel.engine.power")
+PAXOS_MAGIC = 0x06152010
+LEASE_DIR = ".keel-leases"
+LEASE_SIZE = 1024 * 1024          # one sanlock lease at the default 1 MiB alignment
+EV_VM_LEASE = 9024
+
+
+class VmLeaseError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class VmLeaseSpec:
+    lockspace: str
+    key: str
+    path: str
+    offset: int = 0
+
+    def as_tuple(self):
+        return (self.lockspace, self.key, self.path, self.offset)
+
+
+DBLOCK_RELEASED = 0x1
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    owner_id: int          # the owner's host id in the lockspace (0: never acquired)
+    generation: int
+    timestamp: int         # 0: released (older sanlock)
+    released: bool = False # the owner's ballot says it released this very acquisition
+
+    @property
+    def free(self) -> bool:
+        return self.owner_id == 0 or self.timestamp == 0 or self.released
+
+
+def lease_path(sd_path: str, vm_id: str) -> str:
+    return os.path.join(sd_path, LEASE_DIR, f"{vm_id}.lease")
+
+
+def init_lease(lockspace: str, key: str, path: str, timeout: float = 30.0) -> None:
+    """Create and initialise the lease file (idempotent: an existing one is kept)."""
+    if os.path.exists(path):
+        return
+    for name, value in (("lockspace", lockspace), ("lease key", key), ("lease path", path)):
+        if ":" in value:   # sanlock's resource syntax separates fields with ':'
+            raise VmLeaseError(f"{name} {value!r} must not contain ':'")
+    if len(lockspace.encode()) > 48 or len(key.encode()) > 48:
+        raise VmLeaseError("sanlock names are at most 48 bytes")
+    directory = os.path.dirname(path)
+    tmp = f"{path}.init-{os.getpid()}"
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.truncate(LEASE_SIZE)
+        cp = subprocess.run(["sanlock", "direct", "init", "-r", f"{lockspace}:{key}:{tmp}:0"],
+                            capture_output=True, text=True, timeout=timeout)
+        if cp.returncode != 0 or "init done 0" not in cp.stdout:
+            raise VmLeaseError("sanlock direct init failed: "
+                               + (cp.stderr.strip() or cp.stdout.strip() or f"exit {cp.returncode}")[:200])
+        _give_to_sanlock(directory, tmp)
+        os.rename(tmp, path)        # a lease file exists only once it is initialised
+    except FileNotFoundError as exc:
+        raise VmLeaseError("the sanlock command is not installed" if exc.filename == "sanlock"
+                           else f"{exc.filename}: no such file or directory") from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VmLeaseError(f"cannot create {path}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _give_to_sanlock(directory: str, path: str) -> None:
+    """sanlock daemons open lease files as user sanlock (the hosts' libvirt config)."""
+    try:
+        uid, gid = pwd.getpwnam("sanlock").pw_uid, grp.getgrnam("sanlock").gr_gid
+    except KeyError:
+        return                      # no sanlock user here: the hosts' admins own it
+    for p, mode in ((directory, 0o775), (path, 0o660)):
+        if os.geteuid() == 0:
+            os.chown(p, uid, gid)
+        os.chmod(p, mode)
+
+
+def read_owner(path: str) -> LeaseOwner | None:
+    """The lease's current owner from its leader record; None if unreadable or not a lease."""
+    try:
+        data = _read(path, 512 * 2)
+    except OSError:
+        return None
+    if len(data) < 1024 or struct.unpack_from("<I", data, 0)[0] != PAXOS_MAGIC:
+        return None
+    owner, gen = struct.unpack_from("<QQ", data, 32)
+    ts, = struct.unpack_from("<Q", data, 152)
+    released = False
+    if 0 < owner <= 2000:
+        try:
+            ballot = _read_sector(path, owner + 1)
+        except OSError:
+            ballot = b""
+        if len(ballot) >= 56:
+            inp, inp2, inp3 = struct.unpack_from("<QQQ", ballot, 16)
+            flags, = struct.unpack_from("<I", ballot, 52)
+            # only a release of this very acquisition (same owner, generation, time) counts
+            released = bool(flags & DBLOCK_RELEASED) and (inp, inp2, inp3) == (owner, gen, ts)
+    return LeaseOwner(owner, gen, ts, released)
+
+
+def _read_sector(path: str, index: int) -> bytes:
+    return _read(path, 512 * (index + 1))[512 * index:]
+
+
+class VmLeases:
+    """The engine's VM lease handler (registered with services.hooks)."""
+
+    def __init__(self, lockspace: str, watcher=None):
+        self.lockspace = lockspace       # '' = VM leases disabled
+        self.watcher = watcher           # LockspaceWatcher of that lockspace, or None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.lockspace)
+
+    # ---- hooks ----------------------------------------------------------
+    def lease_for(self, ctx, s, vm) -> tuple | None:
+        if not vm.lease_storage_domain_id and vm.high_availability and self.enabled:
+            sd = self._default_domain(s, vm)
+            if sd is not None:
+                vm.lease_storage_domain_id = sd.id
+                events.add(s, EV_VM_LEASE, f"HA VM {vm.name} gets its own lease on storage domain {sd.name}: "
+                           "no two hosts can run it at once.", vm_id=vm.id, storage_domain_id=sd.id)
+                s.commit()
+        if not vm.lease_storage_domain_id:
+            return None
+        sd = s.get(StorageDomain, vm.lease_storage_domain_id)
+        if not self.enabled:
+            raise conflict(f"VM {vm.name} has a lease on storage domain {sd.name}, but VM leases are not "
+                           "enabled in this engine (vm_lease_lockspace in the [power] config)")
+        spec = VmLeaseSpec(self.lockspace, vm.id, lease_path(sd.path, vm.id))
+        try:
+            init_lease(spec.lockspace, spec.key, spec.path)
+        except VmLeaseError as exc:
+            raise conflict(f"cannot prepare the lease of VM {vm.name} on storage domain {sd.name}: {exc}") from None
+        # A lease still held by a host that stopped renewing would make the target's
+        # sanlock wait, inside libvirtd, for that host's death (minutes), and the
+        # target would stop answering meanwhile: refuse now, with the reason.
+        if not self.is_free(vm, s):
+            owner = read_owner(spec.path)
+            holder = f"host id {owner.owner_id}" if owner else "an unknown host"
+            name = self.host_name(owner.owner_id) if owner else None
+            raise conflict(f"the lease of VM {vm.name} is held by {holder}"
+                           f"{f' ({name})' if name else ''}: the VM runs there, or that host has not been "
+                           "confirmed off and its sanlock lease has not expired yet")
+        return spec.as_tuple()
+
+    def remove(self, ctx, s, vm) -> None:
+        sd = s.get(StorageDomain, vm.lease_storage_domain_id)
+        if sd is None:
+            return
+        try:
+            os.unlink(lease_path(sd.path, vm.id))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove the lease file of VM %s: %s", vm.name, exc)
+
+    @staticmethod
+    def _default_domain(s, vm):
+        """The storage domain of the VM's first disk, else its data center's first one."""
+        row = s.execute(select(StorageDomain).join(Disk, Disk.storage_domain_id == StorageDomain.id)
+                        .join(DiskAttachment, DiskAttachment.disk_id == Disk.id)
+                        .where(DiskAttachment.vm_id == vm.id)
+                        .order_by(DiskAttachment.bootable.desc(), DiskAttachment.position)).scalars().first()
+        if row is not None:
+            return row
+        cluster = s.get(Cluster, vm.cluster_id)
+        return s.scalars(select(StorageDomain).where(StorageDomain.data_center_id == cluster.data_center_id,
+                                                     StorageDomain.status == "active")
+                         .order_by(StorageDomain.name)).first()
+
+    # ---- failover -------------------------------------------------------
+    def host_name(self, host_id: int) -> str | None:
+        if self.watcher is None:
+            return None
+        try:
+            lease = read_delta_leases(self.watcher.path).get(host_id)
+        except OSError:
+            return None
+        return lease.name if lease else None
+
+    def release_fenced_host(self, *names: str) -> int | None:
+        """Release a host's host-id lease on its behalf, ONLY once its BMC confirmed it
+        is off: its sanlock is dead, so nothing renews or holds anything any more, and
+        the leases it held (its VMs') are free at once instead of after sanlock's
+        host-dead time. Returns the host id released, None if there was nothing to do."""
+        if not self.enabled or self.watcher is None:
+            return None
+        leases = read_delta_leases(self.watcher.path)
+        found = [lease for lease in leases.values() if lease.name in names and lease.timestamp != 0]
+        if not found:
+            return None
+        lease = max(found, key=lambda d: d.timestamp)
+        cp = subprocess.run(["sanlock", "direct", "release_id", "-s",
+                             f"{self.lockspace}:{lease.host_id}:{self.watcher.path}:0"],
+                            capture_output=True, text=True, timeout=60)
+        if cp.returncode != 0 or "done 0" not in cp.stdout:
+            raise VmLeaseError("sanlock direct release_id failed: "
+                               + (cp.stderr.strip() or cp.stdout.strip() or f"exit {cp.returncode}")[:200])
+        return lease.host_id
+
+    def is_free(self, vm, s) -> bool | None:
+        """Is the VM's own lease free, so that another host may take it?
+        None: the VM has no lease (the caller falls back to the host's lease)."""
+        if not (self.enabled and vm.lease_storage_domain_id):
+            return None
+        sd = s.get(StorageDomain, vm.lease_storage_domain_id)
+        owner = read_owner(lease_path(sd.path, vm.id)) if sd is not None else None
+        if owner is None:
+            return False          # unreadable: never guess that it is free
+        if owner.free:
+            return True           # released (or never held)
+        if self.watcher is None:
+            return False
+        return self.watcher.host_lease_expired(owner.owner_id, owner.generation)
