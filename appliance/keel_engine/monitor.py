@@ -75,6 +75,7 @@ class Monitor:
         self.cycles = 0
         self.fenced_poll_every = FENCED_POLL_EVERY
         self.fenced_announced = set()   # fenced hosts whose polling was logged
+        self.ha_down = []
         self.stopping = threading.Event()
         from . import power_seam
         power_seam.install(self.ctx)
@@ -108,6 +109,7 @@ class Monitor:
             self.versions = dict(s.execute(select(Vm.id, Vm.version)).all())
         results = poll_all([_H(i, u) for i, u in targets], self.config.libvirt_timeout)
         changes = []
+        self.ha_down = []     # (vm id, host id): HA VMs that went down without being asked to
         with self.sessionmaker() as s:
             # A host coming back (from non_responsive, or powered on after a
             # fence) may still run VMs the engine has restarted elsewhere:
@@ -151,6 +153,8 @@ class Monitor:
                 host = s.get(Host, host_id)
                 if host is not None:
                     hooks.host_status_changed(self.ctx, host, old, new)
+        for vm_id, host_id in self.ha_down:
+            hooks.ha_vm_down(self.ctx, vm_id, host_id)
         self._maintenance()
 
     def _announce_fenced(self, hosts):
@@ -212,6 +216,8 @@ class Monitor:
                           f"not running on host {host.name} any more (shut down from inside the guest, "
                           "crashed, or stopped outside Keel)")
                 self._vm_down(s, vm, reason, severity="normal" if requested else "warning")
+                if vm.high_availability and not requested:
+                    self.ha_down.append((vm.id, host.id))
             elif where[0] != host.id:
                 other = s.get(Host, where[0])
                 vm.host_id = where[0]

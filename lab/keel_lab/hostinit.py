@@ -233,7 +233,7 @@ class HostInit:
         # hardware watchdog would fire 60 s after that at the latest. Fire well
         # before another host could take the lease (8T + 60 s after the last
         # good renewal), so give holders 20 s to go.
-        if now - self.renewal_failed_since > 20 and engine_holders_alive():
+        if now - self.renewal_failed_since > 20 and lease_holders_alive():
             self.reset_reason = ("lockspace renewal failed and lease holders are still alive "
                                  "(emulated watchdog fires)")
 
@@ -332,8 +332,26 @@ def lockspace_renewal_failing() -> bool:
     return False
 
 
-def engine_holders_alive() -> bool:
-    """Any qemu process left in this host (the only lease holders here)."""
+def lease_holders_alive() -> bool:
+    """Any process still holding a lease of the lockspace: what wdmd's watchdog
+    checks. A qemu without a lease (a VM with no sanlock lease) does not count."""
+    try:
+        cp = subprocess.run(["sanlock", "client", "status"], capture_output=True, text=True, timeout=5,
+                            env=dict(os.environ, SANLOCK_RUN_DIR="/run/sanlock"))
+    except (OSError, subprocess.TimeoutExpired):
+        cp = None
+    if cp is None or cp.returncode != 0:
+        return any_qemu_alive()          # sanlock cannot tell: assume the worst
+    for line in cp.stdout.splitlines():
+        # "r LOCKSPACE:RESOURCE:PATH:OFFSET:LVER p PID"
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] == "r" and parts[1].startswith(f"{LOCKSPACE}:") and parts[-2] == "p":
+            if parts[-1].isdigit() and os.path.exists(f"/proc/{parts[-1]}"):
+                return True
+    return False
+
+
+def any_qemu_alive() -> bool:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:

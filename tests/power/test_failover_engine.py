@@ -3,6 +3,7 @@ BMCs (ipmi_sim), a real engine database; the monitor's part (marking a host
 non_responsive and calling the status hook) is played by the test."""
 
 import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -304,6 +305,55 @@ def test_the_engine_monitor_drives_the_failover(engine):
         time.sleep(3)   # a few monitor cycles: the VM stays where it was restarted
         assert vm_row(engine, vm_id).host_id == vm.host_id
         assert running_on(engine, vm_id, skip=(0,)) == [engine["host_ids"].index(vm.host_id)]
+    finally:
+        monitor.stopping.set()
+        thread.join(30)
+
+
+def qemu_pid(host, vm_name):
+    pidfile = host.root / "libvirt" / "run" / "qemu" / f"{vm_name}.pid"
+    return int(pidfile.read_text())
+
+
+def test_ha_vm_that_dies_is_restarted_unless_stopped_through_the_engine(engine, monkeypatch):
+    """Proxmox-style: an HA VM that goes down without the engine asking is started
+    again; one stopped through the engine, or not HA, stays down; one that keeps
+    dying is given up on after MAX_RESTARTS."""
+    from keel_engine.monitor import Monitor
+    install(engine)
+    monkeypatch.setattr(handlers, "MAX_RESTARTS", 1)
+    handlers._unexpected_downs.clear()
+    ids = {name: start_ha_vm(engine, name=name, ha=name != "plain") for name in ("crashy", "plain", "stopped")}
+    cfg = engine["ctx"].config
+    cfg.monitor_interval, cfg.libvirt_timeout = 1.0, 8.0
+    monitor = Monitor(cfg)
+    thread = threading.Thread(target=monitor.run_forever, daemon=True)
+    thread.start()
+    ctx, host1 = engine["ctx"], engine["hosts"][0]
+    try:
+        wait_for(lambda: all(vm_row(engine, i).status == "up" for i in ids.values()), 30, "every VM up")
+        with ctx.sessionmaker() as s:
+            vm_svc.stop_vm(ctx, s, s.get(Vm, ids["stopped"]))
+            s.commit()
+        for name in ("crashy", "plain"):
+            os.kill(qemu_pid(host1, name), signal.SIGKILL)
+        down = wait_for(lambda: first(events(engine), fo.EV_HA_DOWN, "HA VM crashy went down"), 30,
+                        "the monitor to see the HA VM die")
+        wait_for(lambda: first(events(engine), fo.EV_HA_RESTART, "HA VM crashy", after=down), 60,
+                 "the HA VM's restart")
+        vm = wait_for(lambda: (v := vm_row(engine, ids["crashy"])).status == "up" and v, 60,
+                      "the HA VM up again")
+        time.sleep(3)     # a few monitor cycles
+        assert vm_row(engine, ids["plain"]).status == "down"
+        assert vm_row(engine, ids["stopped"]).status == "down"
+        assert first(events(engine), fo.EV_HA_DOWN, "HA VM stopped") is None
+        # it dies again at once: given up, with an error
+        host = engine["hosts"][engine["host_ids"].index(vm.host_id)]
+        os.kill(qemu_pid(host, "crashy"), signal.SIGKILL)
+        wait_for(lambda: first(events(engine), fo.EV_HA_RESTART_FAILED, "went down 2 times") is not None, 30,
+                 "the engine to give up on the VM")
+        time.sleep(3)
+        assert vm_row(engine, ids["crashy"]).status == "down"
     finally:
         monitor.stopping.set()
         thread.join(30)

@@ -146,3 +146,17 @@ def test_no_fence_while_the_storage_lease_cannot_be_judged_yet():
                        unresponsive_since=NOW - 120, has_fence_agents=True, liveness_pending=True)
     actions = decide(snap(failed=pending), CFG)
     assert kinds(actions) == [WAIT] and "storage lease" in actions[0].reason
+
+
+def test_an_ha_vm_that_died_on_an_up_host_may_restart_there():
+    """A single-host cluster: the host answers, the VM died there; no other host."""
+    died = HaVm("v", "v", 512, released=True)
+    up = host("h1", "up")
+    actions = decide(Snapshot(now=NOW, host=up, cluster_hosts=(up,), ha_vms=(died,),
+                              fence_state=FENCE_NONE), CFG)
+    assert kinds(actions) == [RESTART_VM] and actions[0].target_host_id == "h1"
+    # a failed host is never a target for its own VMs
+    down = host("h1", "down")
+    actions = decide(Snapshot(now=NOW, host=down, cluster_hosts=(down,), ha_vms=(died,),
+                              fence_state=FENCE_NONE), CFG)
+    assert kinds(actions) == [NO_TARGET]

@@ -32,7 +32,7 @@ EV_FENCE_SKIPPED, EV_FENCE_START, EV_FENCE_OK, EV_FENCE_FAILED = 9010, 9011, 901
 EV_FENCE_AGENT, EV_HOST_DOWN, EV_MANUAL_FENCE, EV_WAIT = 9014, 9015, 9016, 9017
 EV_HA_RESTART, EV_HA_RESTART_FAILED, EV_HA_HELD, EV_STALE_VM = 9020, 9021, 9022, 9023
 EV_POWER_ON, EV_AGENT_TEST = 9018, 9019
-EV_LEASES_RELEASED, EV_LEASE_WAIT = 9025, 9026
+EV_LEASES_RELEASED, EV_LEASE_WAIT, EV_HA_DOWN = 9025, 9026, 9027
 AUTO = "the engine (host monitor)"
 
 
@@ -177,7 +177,9 @@ class Failover:
 
     def _ha_vm(self, vm, host) -> policy.HaVm:
         on_host = vm.host_id == host.id
-        free = self.lease_probe(vm, host) if on_host else None
+        # only a VM on a failed host may move on its lease's word; on a host that
+        # answers, its VMs stay where the monitor sees them
+        free = self.lease_probe(vm, host) if on_host and host.status == "non_responsive" else None
         return policy.HaVm(id=vm.id, name=vm.name, memory_mb=vm.memory // MiB,
                            priority=vm.ha_priority if vm.ha_priority is not None else 1,
                            released=not on_host, has_lease=not on_host or free is not None,
@@ -285,8 +287,10 @@ class Failover:
             vm_svc.start_vm(self.ctx, s, vm)
         except Fault as exc:
             s.rollback()
-            events.add(s, EV_HA_RESTART_FAILED, f"Restart of HA VM {vm.name} failed: {exc.detail}; "
-                       "retrying.", "error", host_id=failed.id, **refs)
+            # once per distinct reason: the watch retries every recheck_interval
+            self._event(s, EV_HA_RESTART_FAILED, f"Restart of HA VM {vm.name} failed: {exc.detail}; "
+                        "retrying.", "error", once_key=("restartfail", vm.id, exc.detail),
+                        host_id=failed.id, **refs)
             s.commit()
 
     # ---- entry points -------------------------------------------------

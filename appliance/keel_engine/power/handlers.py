@@ -7,6 +7,7 @@ engine calls it once per process (API workers and the monitor).
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy.orm import object_session
 
@@ -57,6 +58,8 @@ def install(ctx=None, failover: fo.Failover | None = None) -> fo.Failover | None
         get_failover(ctx)
     if host_status_changed not in hooks._status_handlers:
         hooks.on_host_status_changed(host_status_changed)
+    if ha_vm_down not in hooks._ha_down_handlers:
+        hooks.on_ha_vm_down(ha_vm_down)
     hooks.set_fence_handler(fence_host)
     hooks.set_agent_tester(test_fence_agent)
     return _failover
@@ -77,6 +80,41 @@ def host_status_changed(ctx, host, old, new):
         failover.start_watch(host.id)
     elif new == "up" and old in ("non_responsive", "down", "connecting"):
         destroy_stale_vms(ctx, host.id)
+
+
+# An HA VM that keeps going down is not restarted for ever (Proxmox: max_restart):
+# after this many unexpected downs within the window it is left down, with an error.
+MAX_RESTARTS, RESTART_WINDOW = 3, 600.0
+_unexpected_downs: dict[str, list[float]] = {}
+
+
+def ha_vm_down(ctx, vm_id, host_id):
+    """An HA VM went down without the engine asking: restart it, as Proxmox's HA
+    stack does (stop an HA VM through the engine, or turn HA off, to keep it down).
+    The failover watch restarts it once its lease is free; a host that killed it
+    because it lost its storage frees the lease only when sanlock says so."""
+    now = time.monotonic()
+    with ctx.sessionmaker() as s:
+        vm, host = s.get(Vm, vm_id), s.get(Host, host_id)
+        if vm is None or host is None or vm.status != "down" or vm.host_id is not None \
+                or not vm.high_availability:
+            return
+        recent = [t for t in _unexpected_downs.get(vm_id, []) if now - t < RESTART_WINDOW] + [now]
+        _unexpected_downs[vm_id] = recent
+        refs = {"vm_id": vm.id, "host_id": host.id, "cluster_id": vm.cluster_id}
+        if len(recent) > MAX_RESTARTS:
+            events.add(s, fo.EV_HA_RESTART_FAILED, f"HA VM {vm.name} went down {len(recent)} times in "
+                       f"{RESTART_WINDOW / 60:.0f} minutes; {fo.AUTO} does not restart it again (start it "
+                       "by hand once the cause is fixed).", "error", **refs)
+            s.commit()
+            return
+        vm.stop_reason = f"{vm.stop_reason}; HA restart pending {fo.pending_marker(host.id)}"
+        events.add(s, fo.EV_HA_DOWN, f"HA VM {vm.name} went down on host {host.name} without being asked "
+                   f"to; {fo.AUTO} restarts it once its lease is free.", "warning", **refs)
+        s.commit()
+    failover = get_failover(ctx)
+    failover._told.pop(host_id, None)
+    failover.start_watch(host_id)
 
 
 def destroy_stale_vms(ctx, host_id) -> list[str]:

@@ -108,7 +108,7 @@ def fencing_skip_reason(snap: Snapshot, cfg: PolicyConfig) -> str | None:
     return None
 
 
-def place_vms(vms, candidates, failed_host_id: str) -> list[Action]:
+def place_vms(vms, candidates, failed_host_id: str | None) -> list[Action]:
     """Greedy placement: highest priority first, each on the up host with most free memory."""
     free = {h.id: h.free_memory_mb for h in candidates
             if h.status == "up" and h.id != failed_host_id}
@@ -138,7 +138,8 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> list[Action]:
     # VMs released by an earlier confirmed fence, or whose own lease expired, may move
     free_to_move = [vm for vm in snap.ha_vms if vm.released or vm.lease_expired]
     if host.status != "non_responsive":
-        return place_vms(free_to_move, snap.cluster_hosts, host.id)
+        # a host that answers (an HA VM died there) may run it again itself
+        return place_vms(free_to_move, snap.cluster_hosts, None if host.status == "up" else host.id)
     grace = cfg.grace_period if host.grace_period is None else host.grace_period
     waited = snap.now - host.unresponsive_since if host.unresponsive_since is not None else 0.0
     if waited < grace:

@@ -13,6 +13,7 @@ import logging
 log = logging.getLogger("keel.engine.hooks")
 
 _status_handlers = []
+_ha_down_handlers = []
 _fence_handler = None
 _vm_lease_handler = None
 _agent_tester = None
@@ -30,6 +31,22 @@ def host_status_changed(ctx, host, old, new):
             handler(ctx, host, old, new)
         except Exception:   # a broken handler must not stop host monitoring
             log.exception("host status handler %r failed for %s %s->%s", handler, host.name, old, new)
+
+
+def on_ha_vm_down(handler):
+    """handler(ctx, vm_id, host_id): an HA VM went down on a host without the
+    engine asking (crash, killed, shut down from inside the guest)."""
+    _ha_down_handlers.append(handler)
+    return handler
+
+
+def ha_vm_down(ctx, vm_id, host_id):
+    """Called by the monitor after the VM's 'down' is committed."""
+    for handler in list(_ha_down_handlers):
+        try:
+            handler(ctx, vm_id, host_id)
+        except Exception:   # a broken handler must not stop monitoring
+            log.exception("HA VM down handler %r failed for VM %s", handler, vm_id)
 
 
 def set_fence_handler(handler):
