@@ -244,6 +244,26 @@ def test_manual_fence_and_returning_host_does_not_resurrect(engine):
     f.stop()
 
 
+def test_manual_fence_waits_for_a_held_vm_lease(engine):
+    """'Confirm host has been rebooted' marks the VMs down, but a VM whose lease is
+    still held is started elsewhere only once the lease is free: starting it into
+    the lease would stall the target host inside sanlock."""
+    free = {"value": False}
+    f = install(engine, settings=PowerSettings(grace_period=3600, recheck_interval=0.5),
+                lease_probe=lambda vm, host: free["value"])
+    vm_id = start_ha_vm(engine)
+    host = host_fails(engine)
+    handlers.fence_host(engine["ctx"], host, "manual", [])
+    wait_for(lambda: first(events(engine), fo.EV_LEASE_WAIT) is not None, 30, "the lease wait event")
+    time.sleep(1.5)
+    assert vm_row(engine, vm_id).status == "down", "restarted while its lease was held"
+    assert first(events(engine), fo.EV_HA_RESTART) is None
+    free["value"] = True
+    wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up" and v.host_id != engine["host_ids"][0] and v,
+             60, "the HA VM restart once its lease is free")
+    f.stop()
+
+
 def test_lease_expiry_path_without_bmc(engine):
     with engine["ctx"].sessionmaker() as s:   # host1 has no power management at all
         for a in s.scalars(select(FenceAgent).where(FenceAgent.host_id == engine["host_ids"][0])):

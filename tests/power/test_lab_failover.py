@@ -164,6 +164,12 @@ def report(engine, since_id, title, elapsed):
     return [(e.code, e.description) for e in evs]
 
 
+def new_events(engine, since_id):
+    with engine["ctx"].sessionmaker() as s:
+        return [(e.code, e.description) for e in
+                s.scalars(select(Event).where(Event.id > since_id).order_by(Event.id))]
+
+
 def last_event_id(engine):
     with engine["ctx"].sessionmaker() as s:
         return s.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0
@@ -273,6 +279,7 @@ def test_host_cut_off_from_storage_loses_its_leased_vm(engine):
     vm_id = start_vm(engine, "ha-lab-4", "host3")
     assert domain_running(lab.host("host3"), vm_id)
     resets = host_resets(lab, "host3")
+    mark = last_event_id(engine)
     t0 = time.monotonic()
     subprocess.run(KEEL_LAB + ["partition", "host3", "--storage", "--dir", lab.dir], check=True,
                    capture_output=True, timeout=60)
@@ -293,8 +300,14 @@ def test_host_cut_off_from_storage_loses_its_leased_vm(engine):
     # storage path; the VM lease file does not, so host3's sanlock releases the lease
     # after killing qemu and the restart follows at once. On real shared storage the
     # lease stays held until host3 joins again or passes sanlock's host-dead time.)
-    vm = wait_for(lambda: running(engine, vm_id), 180, "the HA VM running again")
+    wait_for(lambda: any(code == fo.EV_HA_DOWN and "ha-lab-4" in text for code, text in new_events(engine, mark)),
+             60, "the engine to see the HA VM go down")
+
+    def restarted():
+        vm = running(engine, vm_id)
+        where = [h.name for h in lab.all_hosts() if domain_running(h, vm_id)] if vm else []
+        return vm and where and (vm, where)
+    vm, where = wait_for(restarted, 180, "the HA VM running again", ignore=(libvirt.libvirtError,))
     print(f"storage cut: the HA VM ran again {time.monotonic() - t0:.1f} s after the cut")
-    where = [h.name for h in lab.all_hosts() if domain_running(h, vm_id)]
     assert len(where) == 1 and engine["ids"][where[0]] == vm.host_id
     assert lease_holder(engine, vm_id) == (lab.host(where[0]).index, False)
