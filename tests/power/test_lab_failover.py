@@ -200,6 +200,13 @@ def test_vm_lease_refuses_a_second_copy_on_another_host(engine):
     finally:
         conn.close()
     assert lease_holder(engine, vm_id) == (lab.host("host3").index, False)
+    # live migration hands the lease over: libvirt releases it on the source and
+    # the destination's sanlock acquires it
+    with ctx.sessionmaker() as s:
+        vm_svc.migrate_vm(ctx, s, s.get(Vm, vm_id), host=s.get(Host, engine["ids"]["host2"]))
+        s.commit()
+    assert lease_holder(engine, vm_id) == (lab.host("host2").index, False)
+    assert [h.name for h in lab.all_hosts() if domain_running(h, vm_id)] == ["host2"]
     with ctx.sessionmaker() as s:       # a clean stop releases the lease on storage
         vm_svc.stop_vm(ctx, s, s.get(Vm, vm_id))
         s.commit()
