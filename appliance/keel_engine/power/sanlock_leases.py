@@ -105,13 +105,13 @@ class LockspaceWatcher:
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
-    def _observe(self, names) -> DeltaLease | None:
+    def _observe(self) -> dict[int, DeltaLease] | None:
+        """Read every host's delta lease once and note the changes; None: unreadable."""
         try:
             leases = read_delta_leases(self.path)
         except OSError:
             return None                       # storage unreadable from here: unknown
         now = self.clock()
-        found = None
         with self._lock:
             for lease in leases.values():
                 prev = self._seen.get(lease.name)
@@ -122,14 +122,18 @@ class LockspaceWatcher:
                                                    last=now)
                 else:
                     prev.last = now
-                if lease.name in names and (found is None or lease.timestamp > found.timestamp):
-                    found = lease
-        return found
+        return leases
+
+    def _named(self, names) -> DeltaLease | None:
+        """The newest lease registered under one of ``names``, after a fresh read."""
+        leases = self._observe()
+        found = [lease for lease in (leases or {}).values() if lease.name in names]
+        return max(found, key=lambda lease: lease.timestamp, default=None)
 
     def renewed_after(self, since: float, *names: str) -> bool | None:
         """True: the host renewed its lease after ``since`` (it reaches storage, it is alive);
         False: no renewal for three renewal periods since then; None: too early to tell."""
-        lease = self._observe(names)
+        lease = self._named(names)
         if lease is None:
             return None
         if lease.timestamp == 0:
@@ -145,7 +149,17 @@ class LockspaceWatcher:
 
     def expired(self, *names: str) -> bool:
         """True once sanlock itself would let another host take this host's leases."""
-        lease = self._observe(names)
+        return self._expired(self._named(names))
+
+    def host_lease_expired(self, host_id: int, generation: int) -> bool:
+        """Has the holder of a resource lease, (host id, generation), lost its
+        host-id lease, so that sanlock lets another host take the resource?"""
+        lease = (self._observe() or {}).get(host_id)
+        if lease is not None and generation and lease.generation > generation:
+            return True                        # the host joined again since: its old leases are void
+        return self._expired(lease)
+
+    def _expired(self, lease: DeltaLease | None) -> bool:
         if lease is None:
             return False
         if lease.timestamp == 0:
@@ -153,17 +167,3 @@ class LockspaceWatcher:
         # The last renewal is dated by the read that found it (its upper
         # bound): expiry is never declared early.
         return self.clock() - self._seen[lease.name].hi > lease.host_dead_seconds
-
-    def host_lease_expired(self, host_id: int, generation: int) -> bool:
-        """Has the holder of a resource lease, (host id, generation), lost its
-        host-id lease, so that sanlock lets another host take the resource?"""
-        try:
-            leases = read_delta_leases(self.path)
-        except OSError:
-            return False
-        lease = leases.get(host_id)
-        if lease is None:
-            return False
-        if generation and lease.generation > generation:
-            return True                        # the host joined again since: its old leases are void
-        return self.expired(lease.name)
