@@ -250,3 +250,15 @@ def host_test_marks(lv) -> list:
             pytest.mark.skipif(lv is None, reason="tests/engine/libvirt_hosts.py not present"),
             pytest.mark.skipif(shutil.which("ipmi_sim") is None or shutil.which("libvirtd") is None,
                                reason="needs ipmi_sim and libvirtd")]
+
+
+def domain_running(uri: str, vm_id: str) -> bool:
+    """Does the libvirt at ``uri`` run the VM right now?"""
+    import libvirt
+    conn = libvirt.open(uri)
+    try:
+        return conn.lookupByUUIDString(vm_id).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()

@@ -8,7 +8,6 @@ import threading
 import time
 from datetime import timedelta
 
-import libvirt
 import pytest
 from sqlalchemy import select
 
@@ -22,7 +21,7 @@ from keel_engine.services import hosts as host_svc
 from keel_engine.services import vms as vm_svc
 from keel_lab.bmc import BmcSimulator
 
-from .enginehosts import (engine_state, host_test_marks, load_libvirt_hosts, qemu_pids_of, release_state, reset_hosts,
+from .enginehosts import (domain_running, engine_state, host_test_marks, load_libvirt_hosts, qemu_pids_of, release_state, reset_hosts,
                           running_hosts, wait_for)
 
 LV = load_libvirt_hosts()
@@ -110,16 +109,8 @@ def running_on(state, vm_id, skip=()):
     for i, h in enumerate(state["hosts"]):
         if i in skip:
             continue
-        def ask():
-            conn = libvirt.open(h.lv.uri)
-            try:
-                return conn.lookupByUUIDString(vm_id).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-            except libvirt.libvirtError:
-                return False
-            finally:
-                conn.close()
         try:
-            if virt.with_deadline(ask, 15, f"ask host {i}"):
+            if virt.with_deadline(lambda uri=h.lv.uri: domain_running(uri, vm_id), 15, f"ask host {i}"):
                 out.append(i)
         except virt.VirtError:
             pass   # powered off: runs nothing

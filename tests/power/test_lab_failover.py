@@ -18,6 +18,8 @@ from sqlalchemy.orm import object_session
 
 from harness.wait import wait_for
 
+from .enginehosts import domain_running
+
 from keel_engine import db
 from keel_engine.config import EngineConfig
 from keel_engine.errors import Fault
@@ -155,19 +157,17 @@ def elsewhere(engine, vm_id, failed):
         return vm.status == "up" and vm.host_id not in (None, engine["ids"][failed]) and vm
 
 
-def report(engine, since_id, title, elapsed):
+def events_after(engine, since_id):
     with engine["ctx"].sessionmaker() as s:
-        evs = s.scalars(select(Event).where(Event.id > since_id).order_by(Event.id)).all()
+        return s.scalars(select(Event).where(Event.id > since_id).order_by(Event.id)).all()
+
+
+def report(engine, since_id, title, elapsed):
+    evs = events_after(engine, since_id)
     print(f"\n{title}: HA VM running elsewhere {elapsed:.1f} s after the power loss; events:")
     for e in evs:
         print(f"  {e.time:%H:%M:%S} {e.code}: {e.description}")
     return [(e.code, e.description) for e in evs]
-
-
-def new_events(engine, since_id):
-    with engine["ctx"].sessionmaker() as s:
-        return [(e.code, e.description) for e in
-                s.scalars(select(Event).where(Event.id > since_id).order_by(Event.id))]
 
 
 def last_event_id(engine):
@@ -206,7 +206,7 @@ def test_vm_lease_refuses_a_second_copy_on_another_host(engine):
         vm_svc.migrate_vm(ctx, s, s.get(Vm, vm_id), host=s.get(Host, engine["ids"]["host2"]))
         s.commit()
     assert lease_holder(engine, vm_id) == (lab.host("host2").index, False)
-    assert [h.name for h in lab.all_hosts() if domain_running(h, vm_id)] == ["host2"]
+    assert [h.name for h in lab.all_hosts() if domain_running(h.libvirt_uri, vm_id)] == ["host2"]
     with ctx.sessionmaker() as s:       # a clean stop releases the lease on storage
         vm_svc.stop_vm(ctx, s, s.get(Vm, vm_id))
         s.commit()
@@ -262,16 +262,6 @@ def test_power_loss_without_bmc_waits_for_the_lease(engine):
 
 
 
-def domain_running(host, vm_id) -> bool:
-    conn = libvirt.open(host.libvirt_uri)
-    try:
-        return conn.lookupByUUIDString(vm_id).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    except libvirt.libvirtError:
-        return False
-    finally:
-        conn.close()
-
-
 def host_resets(lab, name) -> int:
     import json
     with open(lab.host(name).daemons_file) as f:
@@ -284,14 +274,14 @@ def test_host_cut_off_from_storage_loses_its_leased_vm(engine):
     That is sanlock itself, not the emulated watchdog: the host is not reset."""
     lab = engine["lab"]
     vm_id = start_vm(engine, "ha-lab-4", "host3")
-    assert domain_running(lab.host("host3"), vm_id)
+    assert domain_running(lab.host("host3").libvirt_uri, vm_id)
     resets = host_resets(lab, "host3")
     mark = last_event_id(engine)
     t0 = time.monotonic()
     subprocess.run(KEEL_LAB + ["partition", "host3", "--storage", "--dir", lab.dir], check=True,
                    capture_output=True, timeout=60)
     try:
-        wait_for(lambda: not domain_running(lab.host("host3"), vm_id), 60,
+        wait_for(lambda: not domain_running(lab.host("host3").libvirt_uri, vm_id), 60,
                  "host3's sanlock to kill the VM whose lease it can no longer keep",
                  ignore=(libvirt.libvirtError,))
         killed = time.monotonic() - t0
@@ -307,12 +297,13 @@ def test_host_cut_off_from_storage_loses_its_leased_vm(engine):
     # storage path; the VM lease file does not, so host3's sanlock releases the lease
     # after killing qemu and the restart follows at once. On real shared storage the
     # lease stays held until host3 joins again or passes sanlock's host-dead time.)
-    wait_for(lambda: any(code == fo.EV_HA_DOWN and "ha-lab-4" in text for code, text in new_events(engine, mark)),
+    wait_for(lambda: any(e.code == fo.EV_HA_DOWN and "ha-lab-4" in e.description
+                         for e in events_after(engine, mark)),
              60, "the engine to see the HA VM go down")
 
     def restarted():
         vm = running(engine, vm_id)
-        where = [h.name for h in lab.all_hosts() if domain_running(h, vm_id)] if vm else []
+        where = [h.name for h in lab.all_hosts() if domain_running(h.libvirt_uri, vm_id)] if vm else []
         return vm and where and (vm, where)
     vm, where = wait_for(restarted, 180, "the HA VM running again", ignore=(libvirt.libvirtError,))
     print(f"storage cut: the HA VM ran again {time.monotonic() - t0:.1f} s after the cut")
