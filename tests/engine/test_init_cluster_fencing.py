@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from keel_engine import config, db
-from keel_engine.models import Cluster, DataCenter, FenceAgent, Host
+from keel_engine.models import DataCenter, FenceAgent, Host
 from keel_engine.services import hosts as host_svc
+
+from harness.engineapp import add_default_cluster
 
 CLI = os.path.join(os.path.dirname(sys.executable), "keel-engine")
 PASSWORD = "bmc-Secret-42"
@@ -25,16 +27,7 @@ def env(tmp_path):
     assert run(conf, "db-upgrade").returncode == 0
     cfg = config.load(str(conf))
     with db.make_sessionmaker(db.make_engine(cfg.database_url))() as s:
-        dc = DataCenter(name="Default")
-        s.add(dc)
-        s.flush()
-        cl = Cluster(name="Default", data_center_id=dc.id)
-        s.add(cl)
-        s.flush()
-        for n in (1, 2):
-            s.add(Host(name=f"h{n}", address=f"192.0.2.{n}", libvirt_uri=f"qemu+tcp://192.0.2.{n}/system",
-                       cluster_id=cl.id, status="up"))
-        s.commit()
+        add_default_cluster(s, {f"h{n}": f"127.0.9.{n}" for n in (1, 2)})
     pw = tmp_path / "bmc-password"
     pw.write_text(PASSWORD + "\n")
     return {"conf": conf, "cfg": cfg, "pw": pw, "db": tmp_path / "e.db"}

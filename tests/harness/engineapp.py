@@ -9,6 +9,22 @@ from keel_engine.models import Cluster, DataCenter, Host
 ADMIN_PASSWORD = "pw12345"
 
 
+def add_default_cluster(s, hosts: dict[str, str]) -> list[Host]:
+    """The Default data center and cluster, and an 'up' host per name -> address
+    (libvirt over TCP at that address); committed."""
+    dc = DataCenter(name="Default")
+    s.add(dc)
+    s.flush()
+    cl = Cluster(name="Default", data_center_id=dc.id)
+    s.add(cl)
+    s.flush()
+    rows = [Host(name=name, address=address, libvirt_uri=f"qemu+tcp://{address}/system",
+                 cluster_id=cl.id, status="up") for name, address in hosts.items()]
+    s.add_all(rows)
+    s.commit()
+    return rows
+
+
 def engine_app_with_host(tmp_path, address: str):
     """(config, app, sessionmaker, host id) for host `hx` at `address`."""
     cfg = EngineConfig(database_url=f"sqlite:///{tmp_path}/e.db", admin_password=ADMIN_PASSWORD,
@@ -16,14 +32,5 @@ def engine_app_with_host(tmp_path, address: str):
     app = create_app(cfg)
     sm = app.config["KEEL_CTX"].sessionmaker
     with sm() as s:
-        dc = DataCenter(name="Default")
-        s.add(dc)
-        s.flush()
-        cl = Cluster(name="Default", data_center_id=dc.id)
-        s.add(cl)
-        s.flush()
-        host = Host(name="hx", address=address, libvirt_uri=f"qemu+tcp://{address}/system",
-                    cluster_id=cl.id, status="up")
-        s.add(host)
-        s.commit()
+        host, = add_default_cluster(s, {"hx": address})
         return cfg, app, sm, host.id

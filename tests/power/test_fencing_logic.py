@@ -6,8 +6,8 @@ from keel_engine.power import ipmi
 from keel_engine.power.agents import AgentConfigError, make_spec, parse_options
 from keel_engine.power.fencing import fence_through_agents
 
-A1 = make_spec("192.0.2.10", "admin", "pw1", order=1)
-A2 = make_spec("192.0.2.11", "admin", "pw2", order=2)
+A1 = make_spec("127.0.9.10", "admin", "pw1", order=1)
+A2 = make_spec("127.0.9.11", "admin", "pw2", order=2)
 
 
 class ScriptedBmcs:
@@ -34,31 +34,31 @@ def run(script, agents=(A2, A1), retries=2):
 
 
 def test_first_agent_in_order_wins():
-    out, calls, sleeps, _ = run({"192.0.2.10": ["ok"], "192.0.2.11": ["ok"]})
+    out, calls, sleeps, _ = run({"127.0.9.10": ["ok"], "127.0.9.11": ["ok"]})
     assert out.confirmed_off and out.agent == A1.label
-    assert calls == [("192.0.2.10", "off")] and sleeps == []
+    assert calls == [("127.0.9.10", "off")] and sleeps == []
 
 
 def test_unreachable_is_retried_with_backoff_then_next_agent():
-    out, calls, sleeps, events = run({"192.0.2.10": ["unreachable", "timeout", "unreachable"],
-                                      "192.0.2.11": ["ok"]})
+    out, calls, sleeps, events = run({"127.0.9.10": ["unreachable", "timeout", "unreachable"],
+                                      "127.0.9.11": ["ok"]})
     assert out.confirmed_off and out.agent == A2.label
-    assert [c[0] for c in calls] == ["192.0.2.10"] * 3 + ["192.0.2.11"]
+    assert [c[0] for c in calls] == ["127.0.9.10"] * 3 + ["127.0.9.11"]
     assert sleeps == [1.0, 2.0]
     assert any("giving up on this agent" in m for _, m in events)
 
 
 def test_wrong_credentials_are_not_retried():
-    out, calls, sleeps, events = run({"192.0.2.10": ["auth"], "192.0.2.11": ["auth"]})
+    out, calls, sleeps, events = run({"127.0.9.10": ["auth"], "127.0.9.11": ["auth"]})
     assert not out.ok and len(out.config_errors) == 2
-    assert calls == [("192.0.2.10", "off"), ("192.0.2.11", "off")] and sleeps == []
+    assert calls == [("127.0.9.10", "off"), ("127.0.9.11", "off")] and sleeps == []
     assert [sev for sev, _ in events] == ["error", "error"]
     assert all("configuration error" in m for _, m in events)
 
 
 def test_off_not_confirmed_is_a_failed_fence():
-    out, calls, _, _ = run({"192.0.2.10": ["not_confirmed"]}, agents=(A1,))
-    assert not out.ok and not out.confirmed_off and calls == [("192.0.2.10", "off")]
+    out, calls, _, _ = run({"127.0.9.10": ["not_confirmed"]}, agents=(A1,))
+    assert not out.ok and not out.confirmed_off and calls == [("127.0.9.10", "off")]
 
 
 def test_no_agents():
@@ -67,7 +67,7 @@ def test_no_agents():
 
 
 def test_passwords_never_in_reprs_or_labels():
-    spec = make_spec("192.0.2.10", "admin", "s3cr3t-pw")
+    spec = make_spec("127.0.9.10", "admin", "s3cr3t-pw")
     assert "s3cr3t-pw" not in repr(spec) and "s3cr3t-pw" not in spec.label
 
 
@@ -84,7 +84,7 @@ def test_passwords_never_in_reprs_or_labels():
     (dict(options="power_wait=4"), "unknown fence agent option"),
 ])
 def test_bad_agent_config_gives_one_line_error(kwargs, message):
-    args = dict(address="192.0.2.10", username="admin", password="pw")
+    args = dict(address="127.0.9.10", username="admin", password="pw")
     args.update(kwargs)
     with pytest.raises(AgentConfigError) as err:
         make_spec(**args)
