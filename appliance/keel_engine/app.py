@@ -1,7 +1,9 @@
-"""Flask application factory."""
+"""Flask application factory: the web side of the engine (API, SSO, health).
+It records and reads; the engine worker does everything that talks to a
+host or a BMC."""
 import logging
 
-from flask import Flask, g
+from flask import Flask, g, request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
@@ -33,6 +35,7 @@ def bootstrap(config):
         auth.ensure_builtin(s, config.admin_password)
         s.commit()
     engine.dispose()
+    db.protect_files(config)
 
 
 def create_app(config=None, migrate=True):
@@ -41,12 +44,9 @@ def create_app(config=None, migrate=True):
         bootstrap(config)
     engine = db.make_engine(config.database_url)
     app = Flask("keel_engine")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # bodies are read (and bounded, chunked ones too) by api.framework.read_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = None
     app.config["KEEL_CTX"] = AppContext(config, db.make_sessionmaker(engine), engine)
-
-    from . import power_seam
-    from .services import Context
-    power_seam.install(Context(config=config, sessionmaker=app.config["KEEL_CTX"].sessionmaker))
 
     from .api import audit, framework, health, hosts, inventory, openapi, root, sso, vms  # noqa: F401  (routes)
     app.register_blueprint(sso.sso_bp)
@@ -60,16 +60,17 @@ def create_app(config=None, migrate=True):
 
     @app.after_request
     def commit(response):
-        # No acknowledgement before the change is durable: commit, and answer
-        # with a fault instead if the commit fails.
+        # The one place a request's transaction ends. No acknowledgement
+        # before the change is durable: commit, and answer with a fault
+        # instead if the commit fails.
         s = g.pop("session", None)
         if s is None:
             return response
         try:
-            if response.status_code < 400:
-                s.commit()
-            else:
+            if request.method in ("GET", "HEAD", "OPTIONS") or response.status_code >= 400:
                 s.rollback()
+            else:
+                s.commit()
         except StaleDataError:
             s.rollback()
             response = framework.fault_response(409, "Operation Failed",
@@ -77,7 +78,7 @@ def create_app(config=None, migrate=True):
         except SQLAlchemyError as e:
             s.rollback()
             log.error("commit failed: %s", e)
-            response = framework.fault_response(500, "Operation Failed", "the database refused the change")
+            response = framework.fault_response(503, "Operation Failed", "the database refused the change")
         finally:
             s.close()
         return response
@@ -93,18 +94,25 @@ def create_app(config=None, migrate=True):
     def on_fault(f):
         if f.status >= 500:
             log.error("fault %s: %s", f.status, f)
-        return framework.fault_response(f.status, f.reason, f.detail)
+        response = framework.fault_response(f.status, f.reason, f.detail)
+        if getattr(f, "retry_after", None):
+            response.headers["Retry-After"] = str(f.retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def on_http(e):
         detail = {404: "no such resource or collection", 405: "method not allowed on this resource",
-                  413: f"the request body is larger than {config.max_body_bytes} bytes"}.get(e.code, e.description)
-        return framework.fault_response(e.code, e.name, detail)
+                  413: "the request body is too large"}.get(e.code, e.description)
+        response = framework.fault_response(e.code, e.name, detail)
+        for name, value in e.get_headers():
+            if name == "Allow":
+                response.headers["Allow"] = value
+        return response
 
     @app.errorhandler(StaleDataError)
     def on_stale(e):
         return framework.fault_response(409, "Operation Failed",
-                                        "the object was changed concurrently (by the monitor or another "
+                                        "the object was changed concurrently (by the worker or another "
                                         "request); read it again and retry")
 
     @app.errorhandler(SQLAlchemyError)

@@ -1,7 +1,10 @@
-"""`keel-engine`: serve (gunicorn), monitor, db-upgrade, create-admin."""
+"""`keel-engine`: serve (gunicorn, the web workers), worker (the engine
+worker: monitoring, power management, jobs), db-upgrade, create-admin,
+init-cluster."""
 import argparse
 import getpass
 import logging
+import os
 import re
 import signal
 import sys
@@ -14,6 +17,11 @@ def _setup_logging(level):
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+# The access log never shows query strings: oVirt clients put tokens in some
+# (sso-logout?token=...). Method, path, status, size, time, address.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
 def cmd_serve(cfg, args):
     from gunicorn.app.base import BaseApplication
 
@@ -24,25 +32,35 @@ def cmd_serve(cfg, args):
         def load_config(self):
             self.cfg.set("bind", args.bind or cfg.listen)
             self.cfg.set("workers", cfg.workers)
-            self.cfg.set("threads", 4)
-            # a migrate request may run as long as the migration timeout
-            self.cfg.set("timeout", int(cfg.migration_timeout) + 60)
+            self.cfg.set("threads", cfg.threads)
+            self.cfg.set("worker_class", "gthread")
+            # requests never wait for a host or a BMC (the engine worker does), so the
+            # default timeout fits; a request waiting for its job is bounded by request_wait
+            self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("access_log_format", ACCESS_LOG_FORMAT)
             self.cfg.set("proc_name", "keel-engine")
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):
-            return create_app(cfg, migrate=False)
+            from . import virt
+            from .power import ipmi
+            app = create_app(cfg, migrate=False)
+            reason = "web workers never talk to hosts or BMCs; the engine worker does"
+            virt.forbid(reason)
+            ipmi.forbid(reason)
+            return app
 
     Server().run()
 
 
-def cmd_monitor(cfg, args):
+def cmd_worker(cfg, args):
     from .app import bootstrap
-    from .monitor import Monitor
+    from .worker.main import Worker
     bootstrap(cfg)
-    mon = Monitor(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: mon.stopping.set())
-    mon.run_forever()
+    worker = Worker(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    worker.run_forever()
 
 
 def cmd_db_upgrade(cfg, args):
@@ -91,7 +109,7 @@ def _usage_error(msg):
 
 
 def parse_fence_agent(value):
-    """'h1=ipmilan,address=...,password_file=F,lanplus=1' -> (host, REST-shaped agent fields).
+    """'h1=ipmilan,address=...,password_file=F,lanplus=1' -> (host, FenceAgentSpec).
 
     The password is read from a file so it never shows in argv (ps, shell
     history); anything else is validated by the power module's own rules, so
@@ -135,11 +153,10 @@ def parse_fence_agent(value):
                   options=dict(options))
     except AgentConfigError as e:
         _usage_error(f"--fence-agent {host}: {e}")
-    agent = {"type": fields["type"], "address": fields["address"], "username": fields["username"],
-             "password": password, "port": fields.get("port", "623"),
-             "options": {"option": [{"name": k, "value": v} for k, v in options]}}
-    if "order" in fields:
-        agent["order"] = fields["order"]
+    from .services.hosts import FenceAgentSpec
+    agent = FenceAgentSpec(type=fields["type"], address=fields["address"], username=fields["username"],
+                           password=password, port=int(fields.get("port", 623)), options=dict(options),
+                           order=int(fields["order"]) if "order" in fields else None)
     return host, agent
 
 
@@ -178,7 +195,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("serve", help="run the API under gunicorn")
     sp.add_argument("--bind", help="HOST:PORT (overrides [engine] listen)")
-    sub.add_parser("monitor", help="run the background host/VM monitor")
+    sub.add_parser("worker", help="run the engine worker (host monitoring, power management, jobs)")
+    sub.add_parser("monitor", help="the same as worker (its former name)")
     sub.add_parser("db-upgrade", help="run database migrations forward")
     ca = sub.add_parser("create-admin", help="create a user or set its password")
     ca.add_argument("--user", default="admin@internal")
@@ -198,8 +216,9 @@ def main(argv=None):
         print(f"keel-engine: error: {e}", file=sys.stderr)
         return 2
     _setup_logging(cfg.log_level)
+    os.umask(0o077)   # whatever the engine creates (database, key, logs) is private
     try:
-        {"serve": cmd_serve, "monitor": cmd_monitor, "db-upgrade": cmd_db_upgrade,
+        {"serve": cmd_serve, "worker": cmd_worker, "monitor": cmd_worker, "db-upgrade": cmd_db_upgrade,
          "create-admin": cmd_create_admin, "init-cluster": cmd_init_cluster}[args.command](cfg, args)
     except KeyboardInterrupt:
         return 130

@@ -1,18 +1,23 @@
-"""Engine configuration: one INI file (default /etc/keel/engine.conf).
+"""Engine configuration: one INI file (default /etc/keel/engine.conf), read
+with the loader every Keel part shares (keel_common.ini).
 
-Every key has a default so an empty file is a valid configuration; a bad
+Every key has a default, so an empty file is a valid configuration; a bad
 value raises ConfigError with a one-line message naming file, key and what
 was expected.
 """
-import configparser
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
+
+from keel_common import ini
+from keel_common.ini import ConfigError  # noqa: F401  (re-exported)
+
+from .power.settings import PowerSettings
 
 DEFAULT_PATH = "/etc/keel/engine.conf"
-
-
-class ConfigError(Exception):
-    pass
+# libvirt transports a host connection may use: never ext (runs a program),
+# never unix (a local socket) or any other.
+TRANSPORTS = ("tls", "ssh", "tcp")
 
 
 @dataclass
@@ -21,13 +26,19 @@ class EngineConfig:
     database_url: str = "sqlite:////var/lib/keel/engine.db"
     listen: str = "127.0.0.1:8080"
     workers: int = 2
+    threads: int = 4
     admin_password: str | None = None
     token_lifetime: int = 3600
     max_body_bytes: int = 1024 * 1024
     secret_key_file: str = "/var/lib/keel/fence-key"
-    libvirt_uri_template: str = "qemu+tcp://{address}/system"
+    # how long a request that started a job waits for it before answering 202
+    request_wait: float = 300.0
+    # TLS in production; the lab and the tests set qemu+tcp with transports = tcp
+    libvirt_uri_template: str = "qemu+tls://{address}/system"
+    libvirt_transports: tuple = ("tls", "ssh")
     libvirt_timeout: float = 10.0
     monitor_interval: float = 5.0
+    job_threads: int = 8
     shutdown_timeout: float = 120.0
     migration_timeout: float = 300.0
     bridge_map: dict = field(default_factory=dict)
@@ -37,26 +48,32 @@ class EngineConfig:
     # this set, which passes VIR_MIGRATE_UNSAFE: only when the storage IS shared.
     storage_shared_unrecognised: bool = False
     log_level: str = "INFO"
+    # sign-in throttling: after this many failures in a row (per user and per
+    # source address) each further attempt must wait, doubling up to the cap
+    login_failures_allowed: int = 5
+    login_delay_cap: float = 300.0
+    power: PowerSettings = field(default_factory=PowerSettings)
+
+    def libvirt_uri(self, address: str) -> str:
+        """The only way a host's address becomes a libvirt URI (the address is
+        validated as a host name or IP address before it gets here)."""
+        if not ini.is_host_address(address):
+            raise ValueError(f"not a host name or IP address: {address!r}")
+        host = f"[{address}]" if ":" in address else address
+        return self.libvirt_uri_template.format(address=host)
 
 
-# key -> (section, attribute, parser, expected text)
-def _positive_int(v):
-    n = int(v)
-    if n <= 0:
-        raise ValueError
-    return n
-
-
-def _positive_float(v):
-    n = float(v)
-    if n <= 0:
-        raise ValueError
-    return n
+def _transports(v):
+    out = tuple(t.strip() for t in v.split(",") if t.strip())
+    if not out or any(t not in TRANSPORTS for t in out):
+        raise ValueError(v)
+    return out
 
 
 def _uri_template(v):
-    if "{address}" not in v or "://" not in v:
-        raise ValueError
+    m = re.fullmatch(r"qemu(\+(tls|ssh|tcp))?://([^/?#]*)/system(\?[^#]*)?", v)
+    if not m or "{address}" not in m.group(3) or v.count("{") != 1 or v.count("}") != 1:
+        raise ValueError(v)
     return v
 
 
@@ -73,17 +90,9 @@ def _bridge_map(v):
     return out
 
 
-def _bool(v):
-    if v.lower() in ("true", "yes", "1", "on"):
-        return True
-    if v.lower() in ("false", "no", "0", "off"):
-        return False
-    raise ValueError
-
-
 def _listen(v):
     host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise ValueError
     return v
 
@@ -95,23 +104,41 @@ def _level(v):
     return v
 
 
+def _db_url(v):
+    if not re.match(r"(sqlite|postgresql)(\+\w+)?://", v):
+        raise ValueError(v)
+    return v
+
+
+SECONDS = "seconds, a positive number"
+# (section, key) -> (attribute, parser, what is expected)
 KEYS = {
-    ("database", "url"): ("database_url", str, "an SQLAlchemy URL (sqlite:///PATH or postgresql://...)"),
+    ("database", "url"): ("database_url", _db_url, "an SQLAlchemy URL (sqlite:///PATH or postgresql://...)"),
     ("engine", "listen"): ("listen", _listen, "HOST:PORT"),
-    ("engine", "workers"): ("workers", _positive_int, "a positive integer"),
+    ("engine", "workers"): ("workers", ini.positive_int, "a positive integer"),
+    ("engine", "threads"): ("threads", ini.positive_int, "a positive integer"),
     ("engine", "admin_password"): ("admin_password", str, "a string"),
-    ("engine", "token_lifetime"): ("token_lifetime", _positive_int, "seconds, a positive integer"),
-    ("engine", "max_body_bytes"): ("max_body_bytes", _positive_int, "a positive integer"),
-    ("engine", "secret_key_file"): ("secret_key_file", str, "a file path"),
+    ("engine", "token_lifetime"): ("token_lifetime", ini.positive_int, "seconds, a positive integer"),
+    ("engine", "max_body_bytes"): ("max_body_bytes", ini.positive_int, "a positive integer"),
+    ("engine", "secret_key_file"): ("secret_key_file", ini.abs_path, "an absolute file path"),
+    ("engine", "request_wait"): ("request_wait", ini.positive_float, SECONDS),
     ("engine", "log_level"): ("log_level", _level, "DEBUG, INFO, WARNING or ERROR"),
-    ("libvirt", "uri_template"): ("libvirt_uri_template", _uri_template, "a URI containing {address}, e.g. qemu+tcp://{address}/system"),
-    ("libvirt", "timeout"): ("libvirt_timeout", _positive_float, "seconds, a positive number"),
+    ("engine", "login_failures_allowed"): ("login_failures_allowed", ini.positive_int, "a positive integer"),
+    ("engine", "login_delay_cap"): ("login_delay_cap", ini.positive_float, SECONDS),
+    ("libvirt", "uri_template"): ("libvirt_uri_template", _uri_template,
+                                  "qemu+TRANSPORT://{address}/system, e.g. qemu+tls://{address}/system"),
+    ("libvirt", "transports"): ("libvirt_transports", _transports,
+                                "a comma-separated list of: " + ", ".join(TRANSPORTS)),
+    ("libvirt", "timeout"): ("libvirt_timeout", ini.positive_float, SECONDS),
     ("libvirt", "bridge_map"): ("bridge_map", _bridge_map, "NETWORK:BRIDGE[,NETWORK:BRIDGE...]"),
-    ("libvirt", "storage_shared_unrecognised"): ("storage_shared_unrecognised", _bool, "true or false"),
-    ("monitor", "interval"): ("monitor_interval", _positive_float, "seconds, a positive number"),
-    ("vms", "shutdown_timeout"): ("shutdown_timeout", _positive_float, "seconds, a positive number"),
-    ("vms", "migration_timeout"): ("migration_timeout", _positive_float, "seconds, a positive number"),
+    ("libvirt", "storage_shared_unrecognised"): ("storage_shared_unrecognised", ini.boolean, "true or false"),
+    ("monitor", "interval"): ("monitor_interval", ini.positive_float, SECONDS),
+    ("monitor", "job_threads"): ("job_threads", ini.positive_int, "a positive integer"),
+    ("vms", "shutdown_timeout"): ("shutdown_timeout", ini.positive_float, SECONDS),
+    ("vms", "migration_timeout"): ("migration_timeout", ini.positive_float, SECONDS),
 }
+POWER_PARSERS = {"bool": (ini.boolean, "true or false"), "int": (ini.non_negative_int, "a whole number >= 0"),
+                 "float": (ini.non_negative_float, "a number >= 0"), "str": (str, "a value")}
 
 
 def load(path=None):
@@ -123,26 +150,24 @@ def load(path=None):
         if explicit:
             raise ConfigError(f"{path}: no such config file")
         return cfg
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path) as f:
-            parser.read_file(f)
-    except (OSError, configparser.Error) as e:
-        raise ConfigError(f"{path}: cannot parse: {str(e).splitlines()[0]}")
-    for section in parser.sections():
-        for key, raw in parser.items(section):
-            spec = KEYS.get((section, key))
-            if spec is None:
-                known = ", ".join(sorted(f"{s}.{k}" for s, k in KEYS))
-                raise ConfigError(f"{path}: unknown key [{section}] {key} (known: {known})")
-            attr, conv, expected = spec
-            try:
-                value = conv(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{path}: [{section}] {key} = {raw!r}: expected {expected}")
-            setattr(cfg, attr, value)
+    f = ini.IniFile.load(path, "the engine configuration")
+    for (section, key), (attr, parse, expected) in KEYS.items():
+        setattr(cfg, attr, f.get(section, key, parse, expected, default=getattr(cfg, attr)))
+    power = {}
+    for fld in fields(PowerSettings):
+        parse, expected = POWER_PARSERS[fld.type]
+        power[fld.name] = f.get("power", fld.name, parse, expected, default=getattr(cfg.power, fld.name))
+    cfg.power = PowerSettings(**power)
+    problem = cfg.power.problem()
+    if problem:
+        raise f.error("power", problem[0], problem[1])
+    transport = re.match(r"qemu(?:\+([a-z]+))?:", cfg.libvirt_uri_template).group(1) or "tls"
+    if transport not in cfg.libvirt_transports:
+        raise f.error("libvirt", "uri_template", f"uses transport {transport!r}, which [libvirt] transports "
+                      f"does not allow (allowed: {', '.join(cfg.libvirt_transports)})")
+    f.finish()
     pw_file = os.environ.get("KEEL_ADMIN_PASSWORD_FILE")
     if pw_file and not cfg.admin_password:
-        with open(pw_file) as f:
-            cfg.admin_password = f.read().strip()
+        with open(pw_file) as fh:
+            cfg.admin_password = fh.read().strip()
     return cfg

@@ -1,21 +1,33 @@
-"""Database engine, sessions and migrations (Alembic, run forward on start)."""
+"""Database engine, sessions and migrations (Alembic, run forward on start),
+and the engine's files kept private (0600: the database holds password
+hashes and encrypted fence passwords; the key file decrypts them)."""
 import logging
 import os
+import stat
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event
+from sqlalchemy import String, Text, create_engine, event
 from sqlalchemy.orm import sessionmaker
+
+from . import text as text_policy
 
 log = logging.getLogger("keel.engine.db")
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
 
+def sqlite_path(url):
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
 def make_engine(url):
+    path = sqlite_path(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         eng = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(eng, "connect")
@@ -30,8 +42,29 @@ def make_engine(url):
     return create_engine(url, pool_pre_ping=True)
 
 
+def _text_columns(obj):
+    for col in obj.__table__.columns:
+        if isinstance(col.type, (String, Text)):
+            yield col.key
+
+
+def _clean_text(session, _ctx, _instances):
+    """Input is checked (a 400 naming the field); text that reaches the database
+    any other way (a hostname libvirt reported, a BMC's error) is cleaned of
+    characters XML cannot carry, so no answer is ever malformed."""
+    for obj in list(session.new) + list(session.dirty):
+        if not hasattr(obj, "__table__"):
+            continue
+        for key in _text_columns(obj):
+            value = obj.__dict__.get(key)
+            if isinstance(value, str) and text_policy.INVALID.search(value):
+                setattr(obj, key, text_policy.clean(value))
+
+
 def make_sessionmaker(engine):
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    sm = sessionmaker(bind=engine, expire_on_commit=False)
+    event.listen(sm, "before_flush", _clean_text)
+    return sm
 
 
 def alembic_config(url):
@@ -43,5 +76,25 @@ def alembic_config(url):
 
 def upgrade(url):
     """Run every migration forward; safe to call on every start."""
-    command.upgrade(alembic_config(url), "head")
+    old = os.umask(0o077)     # a new database file (and its WAL) is private from the first byte
+    try:
+        command.upgrade(alembic_config(url), "head")
+    finally:
+        os.umask(old)
     log.info("database schema is at the newest revision")
+
+
+def protect_files(config):
+    """The database (with its WAL and shared-memory files) and the key file: 0600."""
+    paths = [config.secret_key_file]
+    db_path = sqlite_path(config.database_url)
+    if db_path:
+        paths += [db_path, db_path + "-wal", db_path + "-shm"]
+    for path in paths:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.info("made %s private (it was %o)", path, mode)

@@ -4,7 +4,7 @@ observed state (written by the monitor)."""
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
                         String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -103,7 +103,31 @@ class Host(Base):
     memory_total: Mapped[int | None] = mapped_column(BigInteger)
     memory_free: Mapped[int | None] = mapped_column(BigInteger)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the administrator put the host into maintenance: only activating it ends
+    # that, whatever happens to it meanwhile (a fence, a power cycle)
+    maintenance_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # the confirmed fence that holds the host down (None: not fenced); cleared
+    # when the host answers again
+    fence_id: Mapped[str | None] = mapped_column(String(36))
     created: Mapped[datetime] = _created()
+
+
+class Fence(Base):
+    """One fence of a host (a power-off through its BMC, or an administrator's
+    word that it was rebooted): what was done, by whom, why, and how it ended.
+    Failover decides on `state`; `outcome` is for people."""
+    __tablename__ = "fences"
+    id: Mapped[str] = _id()
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(String(16))          # bmc | manual
+    action: Mapped[str] = mapped_column(String(16), default="off")   # off | restart | manual
+    state: Mapped[str] = mapped_column(String(16), default="running")   # running | confirmed | failed
+    agent: Mapped[str | None] = mapped_column(String(255))  # the fence agent that confirmed it
+    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    started: Mapped[datetime] = _created()
+    ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class FenceAgent(Base):
@@ -186,6 +210,8 @@ class Vm(Base):
     # leaves the VM alone until then, and takes over if the worker died
     busy_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stop_reason: Mapped[str] = mapped_column(Text, default="")
+    # an HA VM waiting to be restarted after this host failed (None: no restart pending)
+    ha_restart_host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
     start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created: Mapped[datetime] = _created()
     # optimistic locking: the monitor and API workers both write VM rows; a
@@ -272,13 +298,58 @@ class Event(Base):
 
 
 class Job(Base):
+    """A long operation (oVirt's job): recorded by the request that asks for
+    it, carried out by the engine worker, visible while it runs."""
     __tablename__ = "jobs"
     id: Mapped[str] = _id()
     description: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="started")
+    status: Mapped[str] = mapped_column(String(16), default="started")   # started | finished | failed | aborted
     start_time: Mapped[datetime] = _created()
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_updated: Mapped[datetime] = _created()
     auto_cleared: Mapped[bool] = mapped_column(Boolean, default=True)
     external: Mapped[bool] = mapped_column(Boolean, default=False)
     owner_id: Mapped[str | None] = mapped_column(String(36))
+    # what the worker runs (None: a record of work done elsewhere) and with what
+    kind: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict | None] = mapped_column(JSON, default=dict)
+    result: Mapped[dict | None] = mapped_column(JSON, default=dict)
+    # how a failed job failed, as the API would have answered
+    fault_status: Mapped[int | None] = mapped_column(Integer)
+    fault_reason: Mapped[str | None] = mapped_column(Text)
+    fault_detail: Mapped[str | None] = mapped_column(Text)
+    # the worker that took it (None: waiting for one)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index("ix_jobs_queue", "status", "claimed_by"),)
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    id: Mapped[str] = _id()
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(16), default="executing")   # oVirt: validating, executing, ...
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="started")
+    start_time: Mapped[datetime] = _created()
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailure(Base):
+    """Failed sign-ins in a row, per user name and per source address: the
+    throttle that makes guessing passwords slow (shared by every web worker)."""
+    __tablename__ = "login_failures"
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)   # user:NAME@DOMAIN or addr:IP
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[datetime] = _created()
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerLease(Base):
+    """Exactly one engine worker acts at a time: it holds this row's lease and
+    renews it; another worker waits until the lease is stale."""
+    __tablename__ = "worker_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    renewed: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,34 +1,40 @@
-"""Everything the engine says to libvirt: connections with deadlines,
-host facts, storage pools and qcow2 volumes, and domain XML built from the
-database (VMs run as transient domains: the database is the truth)."""
+"""Everything the engine says to libvirt: connections with deadlines, host
+facts, storage pools and qcow2 volumes, and the domain description of a VM
+(VMs run as transient domains: the database is the truth).
+
+Only the engine worker talks to libvirt; a web worker that tried would be a
+bug, so `forbid()` (called when gunicorn loads the app) makes it fail loudly."""
 import logging
 import threading
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import libvirt
 
+from keel_common import libvirt_states
+
 log = logging.getLogger("keel.engine.virt")
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-STATE = {
-    libvirt.VIR_DOMAIN_RUNNING: "up",
-    libvirt.VIR_DOMAIN_BLOCKED: "up",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "powering_down",
-    libvirt.VIR_DOMAIN_SHUTOFF: "down",
-    libvirt.VIR_DOMAIN_CRASHED: "down",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
-}
+_forbidden: str | None = None
 
 
 class VirtError(Exception):
-    pass
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code   # libvirt's error code (VIR_ERR_*), when libvirt said it
+
+
+def forbid(reason: str) -> None:
+    """No libvirt in this process from now on (the web workers)."""
+    global _forbidden
+    _forbidden = reason
 
 
 def with_deadline(fn, timeout, what):
     """Run a libvirt call in a helper thread; a host that does not answer
     (dropped packets, hung daemon) must not hang the caller."""
+    if _forbidden:
+        raise RuntimeError(f"libvirt call '{what}' in a process that must not make any: {_forbidden}")
     result = {}
 
     def run():
@@ -45,7 +51,7 @@ def with_deadline(fn, timeout, what):
     if "error" in result:
         e = result["error"]
         if isinstance(e, libvirt.libvirtError):
-            raise VirtError(f"{what}: {e.get_error_message()}")
+            raise VirtError(f"{what}: {e.get_error_message()}", e.get_error_code())
         raise e
     return result.get("value")
 
@@ -68,14 +74,14 @@ def host_facts(conn):
 
 
 def domains(conn):
-    """{uuid: state} of every domain this host runs."""
+    """{uuid: oVirt VM status} of every domain this host runs."""
     out = {}
     for dom in conn.listAllDomains():
         try:
             state = dom.state()[0]
         except libvirt.libvirtError:
             continue   # vanished while we looked
-        out[dom.UUIDString()] = STATE.get(state, "unknown")
+        out[dom.UUIDString()] = libvirt_states.vm_status(state)
     return out
 
 
@@ -96,27 +102,31 @@ def ensure_pool(conn, sd):
             pool = conn.storagePoolCreateXML(xml, 0)
         except libvirt.libvirtError as e:
             raise VirtError(f"storage domain {sd.name}: cannot open {sd.path} on the host: "
-                            f"{e.get_error_message()}")
+                            f"{e.get_error_message()}", e.get_error_code())
     pool.refresh(0)
     return pool
 
 
-def create_volume(pool, name, size, backing_path=None):
-    backing = ""
+def _volume_xml(name, size, backing_path=None):
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="bytes").text = str(int(size))
+    ET.SubElement(ET.SubElement(vol, "target"), "format", type="qcow2")
     if backing_path:
-        backing = (f"<backingStore><path>{escape(backing_path)}</path>"
-                   "<format type='qcow2'/></backingStore>")
-    xml = (f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{size}</capacity>"
-           f"<target><format type='qcow2'/></target>{backing}</volume>")
-    return pool.createXML(xml, 0)
+        bs = ET.SubElement(vol, "backingStore")
+        ET.SubElement(bs, "path").text = backing_path
+        ET.SubElement(bs, "format", type="qcow2")
+    return ET.tostring(vol, encoding="unicode")
+
+
+def create_volume(pool, name, size, backing_path=None):
+    return pool.createXML(_volume_xml(name, size, backing_path), 0)
 
 
 def clone_volume(pool, source_name, new_name):
     """A full, flattened copy (templates are independent of the VM they came from)."""
     src = pool.storageVolLookupByName(source_name)
-    xml = (f"<volume><name>{escape(new_name)}</name><capacity unit='bytes'>{src.info()[1]}</capacity>"
-           "<target><format type='qcow2'/></target></volume>")
-    return pool.createXMLFrom(xml, src, 0)
+    return pool.createXMLFrom(_volume_xml(new_name, src.info()[1]), src, 0)
 
 
 def delete_volume(pool, name):
@@ -127,46 +137,16 @@ def delete_volume(pool, name):
             raise
 
 
-def domain_xml(vm, disks, nics, bridge_for, lease=None):
-    """disks: [(path, interface, bootable)], nics: [(mac, model, network name or None)];
-    lease: (lockspace, key, path, offset) of a sanlock lease the domain holds while it
-    runs (libvirt's sanlock lock driver acquires it before qemu starts) or None."""
-    parts = [
-        "<domain type='qemu'>",
-        f"<name>{escape(vm.name)}</name><uuid>{vm.id}</uuid>",
-        f"<description>{escape(vm.description or '')}</description>",
-        f"<memory unit='b'>{vm.memory}</memory>",
-        f"<vcpu>{vm.cpus}</vcpu>",
-        "<os><type arch='x86_64' machine='pc'>hvm</type>",
-        "<boot dev='hd'/>" if any(d[2] for d in disks) else "<boot dev='network'/>",
-        "</os><features><acpi/><apic/></features>",
-        "<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>",
-        "<devices>",
-    ]
-    buses = {"virtio": ("vd", "virtio"), "virtio_scsi": ("sd", "scsi"), "ide": ("hd", "ide"), "sata": ("sd", "sata")}
-    counters = {}
-    for path, interface, _bootable in disks:
-        prefix, bus = buses.get(interface, ("vd", "virtio"))
-        n = counters.get(prefix, 0)
-        counters[prefix] = n + 1
-        parts.append(
-            "<disk type='file' device='disk'>"
-            "<driver name='qemu' type='qcow2' cache='none'/>"
-            f"<source file={quoteattr(path)}/><target dev='{prefix}{chr(97 + n)}' bus='{bus}'/></disk>")
-    if counters.get("sd"):
-        parts.append("<controller type='scsi' model='virtio-scsi'/>")
-    for mac, model, network in nics:
-        bridge = bridge_for(network) if network else None
-        if bridge:
-            parts.append(f"<interface type='bridge'><source bridge={quoteattr(bridge)}/>"
-                         f"<mac address='{mac}'/><model type='{model}'/></interface>")
-        else:
-            parts.append(f"<interface type='user'><mac address='{mac}'/><model type='{model}'/></interface>")
-    if lease is not None:
-        lockspace, key, path, offset = lease
-        parts.append(f"<lease><lockspace>{escape(lockspace)}</lockspace><key>{escape(key)}</key>"
-                     f"<target path={quoteattr(path)} offset='{int(offset)}'/></lease>")
-    parts.append("<serial type='pty'/><console type='pty'/>"
-                 "<graphics type='vnc' autoport='yes' listen='127.0.0.1'/>"
-                 "<memballoon model='none'/></devices></domain>")
-    return "".join(parts)
+def snapshot_xml(pivots):
+    """An external, disk-only snapshot: each (current path, new overlay path)."""
+    snap = ET.Element("domainsnapshot")
+    disks = ET.SubElement(snap, "disks")
+    for current, new in pivots:
+        d = ET.SubElement(disks, "disk", name=current, snapshot="external")
+        ET.SubElement(d, "driver", type="qcow2")
+        ET.SubElement(d, "source", file=new)
+    return ET.tostring(snap, encoding="unicode")
+
+
+def is_error(exc, *codes) -> bool:
+    return isinstance(exc, VirtError) and exc.code in codes

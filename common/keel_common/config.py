@@ -6,17 +6,16 @@ what is expected; commands print that one line and exit, never a traceback.
 """
 from __future__ import annotations
 
-import configparser
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any
+
+from . import ini
+from .ini import ConfigError  # noqa: F401  (re-exported: callers catch it from here)
 
 DEFAULT_PATH = "/etc/keel/hosted-engine.conf"
 ENV_PATH = "KEEL_CONFIG"
-
-
-class ConfigError(Exception):
-    """A configuration problem a user can fix; str() is the whole message."""
 
 
 @dataclass(frozen=True)
@@ -117,43 +116,8 @@ class HostConfig:
     config_version: int = 1
 
 
-def _section(cp: configparser.ConfigParser, path: str, name: str, required: bool = True):
-    if not cp.has_section(name):
-        if required:
-            raise ConfigError(f"{path}: missing section [{name}]")
-        return {}
-    return dict(cp.items(name))
-
-
-def _get(path: str, sec: str, values: dict, key: str, conv: Callable[[str], Any] = str,
-         expected: str = "a value", default: Any = ..., ) -> Any:
-    raw = values.get(key)
-    if raw is None or raw.strip() == "":
-        if default is ...:
-            raise ConfigError(f"{path}: [{sec}] {key} is missing; expected {expected}")
-        return default
-    try:
-        return conv(raw.strip())
-    except (ValueError, TypeError):
-        raise ConfigError(f"{path}: [{sec}] {key} = {raw.strip()!r} is invalid; expected {expected}") from None
-
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise ValueError(s)
-    return v
-
-
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if v <= 0:
-        raise ValueError(s)
-    return v
-
-
 def _host_id(s: str) -> int:
-    v = int(s)
+    v = ini.positive_int(s)
     if not 1 <= v <= 2000:  # sanlock host ids run 1..2000
         raise ValueError(s)
     return v
@@ -167,171 +131,125 @@ def _endpoint_list(s: str) -> tuple[str, ...]:
         scheme, sep, rest = e.partition("://")
         if not sep or scheme not in ("http", "https") or ":" not in rest:
             raise ValueError(e)
-        int(rest.rsplit(":", 1)[1].rstrip("/"))
+        ini.positive_int(rest.rsplit(":", 1)[1].rstrip("/"))
     return eps
 
 
-def _abs_path(s: str) -> str:
-    if not os.path.isabs(s):
-        raise ValueError(s)
-    return s
-
-
-def _profile(s: str) -> str:
-    if s not in PROFILES:
-        raise ValueError(s)
-    return s
-
-
 def _mac(s: str) -> str:
-    parts = s.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 and int(p, 16) >= 0 for p in parts):
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", s):
         raise ValueError(s)
     return s.lower()
 
 
-def _bool(s: str) -> bool:
-    low = s.lower()
-    if low in ("1", "yes", "true", "on"):
-        return True
-    if low in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(s)
-
-
-def _timing(path: str, values: dict) -> Timing:
-    profile = _get(path, "timing", values, "profile", _profile,
-                   "one of: " + ", ".join(PROFILES), default="production")
+def _timing(f: ini.IniFile) -> Timing:
+    profile = f.get("timing", "profile", ini.one_of(*PROFILES), "one of: " + ", ".join(PROFILES),
+                    default="production")
     base = PROFILES[profile]
     overrides = {}
-    for f in fields(Timing):
-        if f.name == "profile" or f.name not in values:
+    for fld in fields(Timing):
+        if fld.name == "profile" or f.raw("timing", fld.name) is None:
             continue
-        conv = _positive_int if f.type in ("int", int) else _positive_float
-        overrides[f.name] = _get(path, "timing", values, f.name, conv, "a positive number")
+        conv = ini.positive_int if fld.type in ("int", int) else ini.positive_float
+        overrides[fld.name] = f.get("timing", fld.name, conv, "a positive number")
     t = replace(base, **overrides)
     # Losing etcd is losing the claim: the agent must be able to notice a
     # failed renewal and stop the engine well inside the lease TTL.
     if t.etcd_lease_ttl < 3 * t.cycle:
-        raise ConfigError(f"{path}: [timing] etcd_lease_ttl = {t.etcd_lease_ttl} is too short; "
-                          f"expected at least 3 cycles ({3 * t.cycle:g} s)")
+        raise f.error("timing", f"etcd_lease_ttl = {t.etcd_lease_ttl}",
+                      f"is too short; expected at least 3 cycles ({3 * t.cycle:g} s)")
     return t
 
 
 def parse_host_config(text: str, path: str = "<string>") -> HostConfig:
-    cp = configparser.ConfigParser(interpolation=None)
-    try:
-        cp.read_string(text, source=path)
-    except configparser.Error as e:
-        first = str(e).splitlines()[0]
-        raise ConfigError(f"{path}: not a valid INI file: {first}") from None
-    host = _section(cp, path, "host")
-    etcd = _section(cp, path, "etcd")
-    storage = _section(cp, path, "storage")
-    engine = _section(cp, path, "engine")
-    network = _section(cp, path, "network")
-    timing = _section(cp, path, "timing", required=False)
-    score = _section(cp, path, "score", required=False)
+    return host_config_from(ini.IniFile(text, path))
 
-    host_id = _get(path, "host", host, "host_id", _host_id, "an integer from 1 to 2000")
-    hostname = _get(path, "host", host, "hostname", str, "the host's name", default=os.uname().nodename)
-    address = _get(path, "host", host, "address", str, "the host's management address", default="")
-    state_dir = _get(path, "host", host, "state_dir", _abs_path, "an absolute path", default="/var/lib/keel")
-    broker_socket = _get(path, "host", host, "broker_socket", _abs_path, "an absolute path",
-                         default="/run/keel/broker.sock")
-    config_version = _get(path, "host", host, "config_version", _positive_int, "a positive integer",
-                          default=1)
+
+def host_config_from(f: ini.IniFile) -> HostConfig:
+    path = f.path
+    for sec in ("host", "etcd", "storage", "engine", "network"):
+        f.require_section(sec)
+    g = f.get
+
+    host_id = g("host", "host_id", _host_id, "an integer from 1 to 2000")
+    hostname = g("host", "hostname", str, "the host's name", default=os.uname().nodename)
+    address = g("host", "address", str, "the host's management address", default="")
+    state_dir = g("host", "state_dir", ini.abs_path, "an absolute path", default="/var/lib/keel")
+    broker_socket = g("host", "broker_socket", ini.abs_path, "an absolute path", default="/run/keel/broker.sock")
+    config_version = g("host", "config_version", ini.positive_int, "a positive integer", default=1)
 
     etcd_cfg = EtcdConfig(
-        endpoints=_get(path, "etcd", etcd, "endpoints", _endpoint_list,
-                       "a comma-separated list of http(s)://host:port"),
-        prefix=_get(path, "etcd", etcd, "prefix", str, "a key prefix", default="/keel").rstrip("/") or "/keel",
-        ca_cert=_get(path, "etcd", etcd, "ca_cert", _abs_path, "an absolute path", default=None),
-        cert=_get(path, "etcd", etcd, "cert", _abs_path, "an absolute path", default=None),
-        key=_get(path, "etcd", etcd, "key", _abs_path, "an absolute path", default=None),
+        endpoints=g("etcd", "endpoints", _endpoint_list, "a comma-separated list of http(s)://host:port"),
+        prefix=g("etcd", "prefix", str, "a key prefix", default="/keel").rstrip("/") or "/keel",
+        ca_cert=g("etcd", "ca_cert", ini.abs_path, "an absolute path", default=None),
+        cert=g("etcd", "cert", ini.abs_path, "an absolute path", default=None),
+        key=g("etcd", "key", ini.abs_path, "an absolute path", default=None),
     )
     if (etcd_cfg.cert is None) != (etcd_cfg.key is None):
-        raise ConfigError(f"{path}: [etcd] cert and key go together; expected both or neither")
+        raise f.error("etcd", "cert and key", "go together; expected both or neither")
 
-    shared = _get(path, "storage", storage, "shared_path", _abs_path, "an absolute path")
-    ls_name = _get(path, "storage", storage, "lockspace", str, "a lockspace name", default="hosted-engine")
+    shared = g("storage", "shared_path", ini.abs_path, "an absolute path")
+    ls_name = g("storage", "lockspace", str, "a lockspace name", default="hosted-engine")
     storage_cfg = StorageConfig(
         shared_path=shared,
         lockspace=ls_name,
-        lockspace_path=_get(path, "storage", storage, "lockspace_path", _abs_path, "an absolute path",
-                            default=os.path.join(shared, ls_name + ".lockspace")),
-        lease_path=_get(path, "storage", storage, "lease_path", _abs_path, "an absolute path",
-                        default=os.path.join(shared, ls_name + ".lease")),
-        lease_name=_get(path, "storage", storage, "lease_name", str, "a resource name", default="engine"),
-        sanlock_run_dir=_get(path, "storage", storage, "sanlock_run_dir", _abs_path, "an absolute path",
-                             default=None),
+        lockspace_path=g("storage", "lockspace_path", ini.abs_path, "an absolute path",
+                         default=os.path.join(shared, ls_name + ".lockspace")),
+        lease_path=g("storage", "lease_path", ini.abs_path, "an absolute path",
+                     default=os.path.join(shared, ls_name + ".lease")),
+        lease_name=g("storage", "lease_name", str, "a resource name", default="engine"),
+        sanlock_run_dir=g("storage", "sanlock_run_dir", ini.abs_path, "an absolute path", default=None),
     )
     if len(storage_cfg.lockspace.encode()) > 48 or len(storage_cfg.lease_name.encode()) > 48:
-        raise ConfigError(f"{path}: [storage] lockspace and lease_name must be at most 48 bytes")
+        raise f.error("storage", "lockspace and lease_name", "must be at most 48 bytes")
 
     d = EngineVmConfig()
     engine_cfg = EngineVmConfig(
-        name=_get(path, "engine", engine, "vm_name", str, "a domain name", default=d.name),
-        uuid=_get(path, "engine", engine, "vm_uuid", str, "a UUID", default=d.uuid),
-        memory_mb=_get(path, "engine", engine, "memory_mb", _positive_int, "a positive integer (MiB)",
-                       default=d.memory_mb),
-        vcpus=_get(path, "engine", engine, "vcpus", _positive_int, "a positive integer", default=d.vcpus),
-        disk_path=_get(path, "engine", engine, "disk_path", _abs_path, "an absolute path",
-                       default=os.path.join(shared, "engine.img")),
-        disk_format=_get(path, "engine", engine, "disk_format", str, "raw or qcow2", default=d.disk_format),
-        kernel=_get(path, "engine", engine, "kernel", _abs_path, "an absolute path", default=None),
-        initrd=_get(path, "engine", engine, "initrd", _abs_path, "an absolute path", default=None),
-        cmdline=_get(path, "engine", engine, "cmdline", str, "a kernel command line", default=None),
-        mac=_get(path, "engine", engine, "mac", _mac, "a MAC address like 52:54:00:12:34:56", default=d.mac),
-        bridge=_get(path, "engine", engine, "bridge", str, "a bridge name", default=d.bridge),
-        health_url=_get(path, "engine", engine, "health_url", str, "an http(s) URL"),
-        libvirt_uri=_get(path, "engine", engine, "libvirt_uri", str, "a libvirt URI", default=d.libvirt_uri),
-        domain_type=_get(path, "engine", engine, "domain_type", str, "kvm or qemu", default=d.domain_type),
-        emulator=_get(path, "engine", engine, "emulator", _abs_path, "an absolute path", default=None),
-        console_log=_get(path, "engine", engine, "console_log", _abs_path, "an absolute path", default=None),
+        name=g("engine", "vm_name", str, "a domain name", default=d.name),
+        uuid=g("engine", "vm_uuid", str, "a UUID", default=d.uuid),
+        memory_mb=g("engine", "memory_mb", ini.positive_int, "a positive integer (MiB)", default=d.memory_mb),
+        vcpus=g("engine", "vcpus", ini.positive_int, "a positive integer", default=d.vcpus),
+        disk_path=g("engine", "disk_path", ini.abs_path, "an absolute path",
+                    default=os.path.join(shared, "engine.img")),
+        disk_format=g("engine", "disk_format", ini.one_of("raw", "qcow2"), "raw or qcow2",
+                      default=d.disk_format),
+        kernel=g("engine", "kernel", ini.abs_path, "an absolute path", default=None),
+        initrd=g("engine", "initrd", ini.abs_path, "an absolute path", default=None),
+        cmdline=g("engine", "cmdline", str, "a kernel command line", default=None),
+        mac=g("engine", "mac", _mac, "a MAC address like 52:54:00:12:34:56", default=d.mac),
+        bridge=g("engine", "bridge", str, "a bridge name", default=d.bridge),
+        health_url=g("engine", "health_url", _http_url, "an http(s) URL"),
+        libvirt_uri=g("engine", "libvirt_uri", str, "a libvirt URI", default=d.libvirt_uri),
+        domain_type=g("engine", "domain_type", ini.one_of("kvm", "qemu"), "kvm or qemu",
+                      default=d.domain_type),
+        emulator=g("engine", "emulator", ini.abs_path, "an absolute path", default=None),
+        console_log=g("engine", "console_log", ini.abs_path, "an absolute path", default=None),
     )
-    if engine_cfg.domain_type not in ("kvm", "qemu"):
-        raise ConfigError(f"{path}: [engine] domain_type = {engine_cfg.domain_type!r} is invalid; "
-                          "expected kvm or qemu")
-    if engine_cfg.disk_format not in ("raw", "qcow2"):
-        raise ConfigError(f"{path}: [engine] disk_format = {engine_cfg.disk_format!r} is invalid; "
-                          "expected raw or qcow2")
-    if not engine_cfg.health_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{path}: [engine] health_url = {engine_cfg.health_url!r} is invalid; "
-                          "expected an http(s) URL")
 
     network_cfg = NetworkConfig(
-        gateway=_get(path, "network", network, "gateway", str, "the gateway's IP address"),
-        management_interface=_get(path, "network", network, "management_interface", str,
-                                  "an interface name", default="eth0"),
+        gateway=g("network", "gateway", str, "the gateway's IP address"),
+        management_interface=g("network", "management_interface", str, "an interface name", default="eth0"),
     )
-    score_cfg = {k: _get(path, "score", score, k, float, "a number") for k in score}
+    score_cfg = {k: g("score", k, float, "a number") for k in f.keys("score")}
+    timing = _timing(f)
+    f.finish()
     return HostConfig(path=path, host_id=host_id, hostname=hostname, address=address,
                       state_dir=state_dir, broker_socket=broker_socket, etcd=etcd_cfg,
                       storage=storage_cfg, engine=engine_cfg, network=network_cfg,
-                      timing=_timing(path, timing), score=score_cfg,
+                      timing=timing, score=score_cfg,
                       config_version=config_version)
+
+
+def _http_url(s: str) -> str:
+    if not s.startswith(("http://", "https://")):
+        raise ValueError(s)
+    return s
 
 
 def load_host_config(path: str | None = None) -> HostConfig:
     path = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; expected the host configuration "
-                          "(see README, 'Configuring a host')") from None
-    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {e.__class__.__name__}") from None
-    return parse_host_config(text, path)
+    return host_config_from(ini.IniFile.load(path, "the host configuration (see README, 'Configuring a host')"))
 
 
 def render_host_config(values: dict[str, dict[str, Any]]) -> str:
-    """Write an INI text from {section: {key: value}}: used by the lab and,
-    later, by `hosted-engine --deploy`."""
-    out = []
-    for sec, kv in values.items():
-        out.append(f"[{sec}]")
-        out.extend(f"{k} = {v}" for k, v in kv.items() if v is not None)
-        out.append("")
-    return "\n".join(out)
+    """INI text from {section: {key: value}}: used by the lab and the installer."""
+    return ini.render(values)

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from keel_common import libvirt_states
 from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import HostConfig
 from keel_common.keys import EngineClaim, HostRecord
@@ -127,10 +128,8 @@ class RealEnvironment:
             return VM_UNKNOWN
         if state is None:
             return VM_ABSENT
-        lv = self.libvirt
-        if state in (lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_CRASHED, lv.VIR_DOMAIN_NOSTATE):
-            return VM_ABSENT
-        return VM_RUNNING  # running, paused, blocked, shutting down: qemu still holds the lease
+        # running, paused, blocked, shutting down: qemu still holds the lease
+        return VM_RUNNING if libvirt_states.qemu_runs(state) else VM_ABSENT
 
     # ------------------------------------------------------------ observe
     def observe(self) -> Snapshot:

@@ -6,18 +6,18 @@ import threading
 
 import libvirt
 
+from keel_common import libvirt_states
+
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda *_: None, None)
 
-_STATES = {
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "running",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "running",  # shutting down: still running
-    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "shutoff",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
-}
+
+def view_of(state: int) -> str:
+    """running / paused / shutoff: how the broker reports a domain state
+    (a domain shutting down is still running)."""
+    if not libvirt_states.qemu_runs(state):
+        return "shutoff"
+    return "paused" if libvirt_states.vm_status(state) in ("paused", "suspended") else "running"
 
 
 class EngineVmView:
@@ -44,7 +44,7 @@ class EngineVmView:
                 dom = self._domain()
                 if dom is None:
                     return "absent"
-                return _STATES.get(dom.state()[0], "unknown")
+                return view_of(dom.state()[0])
             except libvirt.libvirtError:
                 self._conn = None
                 return "unknown"

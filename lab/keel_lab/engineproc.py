@@ -1,7 +1,7 @@
 """The engine as a process on the lab network (optional last layer).
 
 Until the appliance image boots in the engine VM, the lab runs the engine
-application (`keel-engine serve` and `keel-engine monitor`) in its own
+application (`keel-engine serve` and `keel-engine worker`) in its own
 namespace `lab-engine` at http://198.51.100.5:8080, registers the Default
 data center and cluster, the hosts and the shared storage domain
 (`keel-engine init-cluster`, idempotent) with every host's BMC as its fence
@@ -59,6 +59,8 @@ def _config(lab: LabLayout, password: str) -> str:
     d = os.path.join(lab.dir, "engine")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "engine.conf")
+    power = "".join(f"{key} = {value}\n" for key, value in {
+        **POWER_SETTINGS, "lockspace_path": lab.lockspace_file, "vm_lease_lockspace": LOCKSPACE}.items())
     with open(path, "w") as f:
         f.write(f"""# keel-lab: the engine as a process on the lab network
 [database]
@@ -68,13 +70,16 @@ listen = {ENGINE_PROCESS_ADDRESS}:{ENGINE_PROCESS_PORT}
 admin_password = {password}
 secret_key_file = {d}/fence.key
 [libvirt]
+# the lab's libvirtds listen on plain TCP (their own namespaces, no TLS)
 uri_template = qemu+tcp://{{address}}/system
+transports = tcp
 # every host sees the shared dir through its own mount libvirt cannot
 # recognise as shared storage
 storage_shared_unrecognised = true
 [monitor]
 interval = 2
-""")
+[power]
+{power}""")
     os.chmod(path, 0o600)
     return path
 
@@ -91,16 +96,6 @@ interval = 2
 #   again: the BMC confirms at once, nothing else changes.
 POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "10", "recheck_interval": "2",
                   "status_deadline": "10", "off_deadline": "20", "on_deadline": "20"}
-
-
-def _power_config(lab: LabLayout) -> str:
-    path = os.path.join(lab.dir, "engine", "power.conf")
-    with open(path, "w") as f:
-        f.write("# keel-lab: the engine's power management (KEEL_POWER_CONFIG)\n[power]\n")
-        for key, value in {**POWER_SETTINGS, "lockspace_path": lab.lockspace_file,
-                           "vm_lease_lockspace": LOCKSPACE}.items():
-            f.write(f"{key} = {value}\n")
-    return path
 
 
 def _bmc_password_file(lab: LabLayout) -> str:
@@ -128,13 +123,12 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
         procs.kill(p, marker="keel-engine")
     password = info.get("admin_password") or secrets.token_urlsafe(12)
     conf = _config(lab, password)
-    power_conf = _power_config(lab)
     pw_file = _bmc_password_file(lab)
     agents = fence_agents(lab)
     _ensure_netns()
     exe = os.path.join(os.path.dirname(sys.executable), "keel-engine")
     logdir = os.path.join(lab.dir, "engine")
-    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python", KEEL_POWER_CONFIG=power_conf)
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
     for step in (["db-upgrade"],
                  ["init-cluster", "--data-center", "Default", "--cluster", "Default",
                   *[a for h in lab.all_hosts() for a in ("--host", f"{h.name}={h.address}")],
@@ -148,7 +142,7 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
             raise LabError(f"keel-engine {step[0]} failed: "
                            + ((cp.stderr.strip().splitlines() or ['?'])[-1]))
     new_pids = []
-    for cmd in ("serve", "monitor"):
+    for cmd in ("serve", "worker"):
         logf = open(os.path.join(logdir, f"{cmd}.log"), "ab")
         try:
             p = subprocess.Popen(["ip", "netns", "exec", ENGINE_NETNS, exe, "--config", conf, cmd],
@@ -159,7 +153,7 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
         p.returncode = 0  # outlives us
         new_pids.append(p.pid)
     info = {"pids": new_pids, "api_url": BASE_URL + "/ovirt-engine/api", "admin_user": ADMIN_USER,
-            "admin_password": password, "config": conf, "power_config": power_conf,
+            "admin_password": password, "config": conf,
             "fence_agents": agents}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -216,8 +216,7 @@ class Lab:
         info = (self.state or {}).get("engine_process") or {}
         if not info:
             return {}
-        out = {k: info[k] for k in ("api_url", "admin_user", "admin_password", "fence_agents",
-                                    "power_config") if k in info}
+        out = {k: info[k] for k in ("api_url", "admin_user", "admin_password", "fence_agents") if k in info}
         alive = [p for p in info.get("pids", []) if procs.alive(p, "keel-engine")]
         out["engine_process"] = "running" if len(alive) == len(info.get("pids", [])) and alive \
             else "stopped"

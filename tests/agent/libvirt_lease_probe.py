@@ -38,6 +38,9 @@ def setup():
         os.makedirs(src, exist_ok=True)
         if sub == "etc-libvirt":
             shutil.copytree("/etc/libvirt", src, dirs_exist_ok=True)
+        # /run is a tmpfs: on a machine not rebooted since the packages were
+        # installed, /run/sanlock may not exist yet
+        os.makedirs(target, exist_ok=True)
         sh("mount", "--bind", src, target)
     os.makedirs("/var/log/libvirt/qemu", exist_ok=True)
     if os.path.exists("/dev/kvm"):

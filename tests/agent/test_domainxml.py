@@ -33,7 +33,7 @@ gateway = 198.51.100.1
 def test_domain_xml_from_config():
     dom = ET.fromstring(engine_domain_xml(parse_host_config(CONF)))
     assert dom.get("type") == "qemu"
-    assert dom.findtext("memory") == "256" and dom.find("memory").get("unit") == "MiB"
+    assert int(dom.findtext("memory")) == 256 * 2 ** 20 and dom.find("memory").get("unit") == "b"
     assert dom.findtext("os/kernel") == "/srv/img/vmlinuz"
     assert dom.findtext("os/initrd") == "/srv/img/initrd <&>.gz"  # escaped, not broken
     assert dom.findtext("os/cmdline") == "console=ttyS0 quiet"
@@ -54,4 +54,5 @@ def test_no_kernel_boots_from_disk():
     text = CONF.replace("kernel = /srv/img/vmlinuz\n", "").replace("initrd = /srv/img/initrd <&>.gz\n", "")
     text = text.replace("cmdline = console=ttyS0 quiet\n", "").replace("console_log = /var/log/keel/engine-console.log\n", "")
     dom = ET.fromstring(engine_domain_xml(parse_host_config(text)))
-    assert dom.find("os/kernel") is None and dom.find("devices/serial") is None
+    assert dom.find("os/kernel") is None
+    assert dom.find("devices/serial").get("type") == "pty"   # `hosted-engine --console` attaches to it

@@ -1,6 +1,6 @@
 """Fixtures: two private libvirtd hosts (shared by the whole session), one
 database backend per parametrization (SQLite file, then a private
-PostgreSQL server), and the engine + monitor running against it."""
+PostgreSQL server), and the engine + its worker running against it."""
 import os
 import shutil
 import tempfile

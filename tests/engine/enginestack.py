@@ -1,5 +1,5 @@
 """Real parts for the engine tests: a private PostgreSQL cluster, and the
-engine itself (gunicorn via `keel-engine serve`) plus its monitor, as
+engine itself (gunicorn via `keel-engine serve`) plus its worker, as
 subprocesses of the test run."""
 import os
 import shutil
@@ -69,7 +69,8 @@ def write_config(path, db_url, listen, workdir, **extra):
         "database": {"url": db_url},
         "engine": {"listen": listen, "workers": "2", "admin_password": "keel-test-pw",
                    "secret_key_file": os.path.join(workdir, "fence.key"), "token_lifetime": "3600"},
-        "libvirt": {"timeout": "10", "storage_shared_unrecognised": "true"},
+        "libvirt": {"timeout": "10", "storage_shared_unrecognised": "true",
+                    "uri_template": "qemu+tcp://{address}/system", "transports": "tcp"},
         "monitor": {"interval": "1"},
         "vms": {"shutdown_timeout": "4", "migration_timeout": "120"},
     }
@@ -82,7 +83,7 @@ def write_config(path, db_url, listen, workdir, **extra):
 
 
 class Engine:
-    """`keel-engine serve` and `keel-engine monitor` as child processes."""
+    """`keel-engine serve` and `keel-engine worker` as child processes."""
 
     def __init__(self, config_path, listen, workdir):
         self.config_path, self.listen, self.workdir = config_path, listen, workdir
@@ -95,10 +96,10 @@ class Engine:
                                               self.config_path, *args],
                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
 
-    def start(self, monitor=True):
+    def start(self, worker=True):
         self.start_serve()
-        if monitor:
-            self._spawn("monitor", "monitor")
+        if worker:
+            self._spawn("worker", "worker")
 
     def start_serve(self):
         self._spawn("serve", "serve")

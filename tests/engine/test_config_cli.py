@@ -24,11 +24,17 @@ def test_defaults_and_values(tmp_path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("[engine]\nworkers = many\n", "[engine] workers = 'many': expected a positive integer"),
+    ("[engine]\nworkers = many\n", "[engine] workers = 'many' is invalid; expected a positive integer"),
     ("[engine]\nlisten = nowhere\n", "expected HOST:PORT"),
-    ("[libvirt]\nuri_template = qemu:///system\n", "expected a URI containing {address}"),
+    ("[libvirt]\nuri_template = qemu:///system\n", "expected qemu+TRANSPORT://{address}/system"),
+    ("[libvirt]\nuri_template = qemu+ext://{address}/system?command=/bin/sh\n", "expected qemu+TRANSPORT://"),
+    ("[libvirt]\nuri_template = qemu+tcp://{address}/system\n", "uses transport 'tcp', which [libvirt] transports"),
+    ("[libvirt]\ntransports = tls,unix\n", "[libvirt] transports = 'tls,unix' is invalid"),
+    ("[power]\ngrace_period = soon\n", "[power] grace_period = 'soon' is invalid; expected a number >= 0"),
+    ("[power]\ncolour = blue\n", "unknown key [power] colour"),
+    ("[elsewhere]\nx = 1\n", "unknown section [elsewhere]"),
     ("[engine]\ncolour = blue\n", "unknown key [engine] colour"),
-    ("not an ini file", "cannot parse"),
+    ("not an ini file", "not a valid INI file"),
     ("[monitor]\ninterval = -1\n", "expected seconds, a positive number"),
 ])
 def test_bad_values_name_file_key_and_expectation(tmp_path, text, needle):

@@ -12,10 +12,21 @@ def test_xml_and_json_come_from_one_structure():
              "nics": rep.Many("nic", [{"id": "n", "name": "eth0"}]), "link": [{"rel": "a", "href": "/a"}]}
     xml = rep.to_xml("vm", value).decode()
     assert '<vm id="1" href="/x/1">' in xml and "<memory>64</memory>" in xml and "<ha>true</ha>" in xml
-    assert '<nics>\n    <nic id="n">' in xml and '<link rel="a" href="/a" />' in xml
+    assert '<nics>\n    <nic id="n">' in xml and '<link rel="a" href="/a"/>' in xml
+    import xml.etree.ElementTree as ET
+    assert ET.fromstring(xml).find("nics/nic").get("id") == "n"
     import json
     j = json.loads(rep.to_json("vm", value))
     assert j["memory"] == "64" and j["ha"] == "true" and j["nics"] == {"nic": [{"id": "n", "name": "eth0"}]}
+
+
+def test_text_is_escaped_in_both_formats():
+    value = {"id": 'a"b', "name": "<x> & y", "description": "line\nbreak"}
+    import json
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(rep.to_xml("vm", value))
+    assert root.get("id") == 'a"b' and root.findtext("name") == "<x> & y"
+    assert json.loads(rep.to_json("vm", value))["name"] == "<x> & y"
 
 
 def test_xml_body_parses_to_the_json_shape():
@@ -33,13 +44,30 @@ def test_entity_declarations_are_refused():
 
 def test_search_terms():
     terms = search.parse("name=web* and status!=down", {"name", "status"})
-    assert search.matches({"name": "Web01", "status": "up"}, terms)
-    assert not search.matches({"name": "db01", "status": "up"}, terms)
-    assert not search.matches({"name": "web02", "status": "down"}, terms)
+    assert terms == [("name", "=", "web*"), ("status", "!=", "down")]
     assert search.parse("Vms: name=x", {"name"}) == [("name", "=", "x")]
     for bad in ("name=a or name=b", "colour=red", "name", "name=a and"):
         with pytest.raises(Fault):
             search.parse(bad, {"name"})
+
+
+def test_search_runs_as_sql_with_wildcards_and_case(tmp_path):
+    from sqlalchemy import Column, MetaData, String, Table, create_engine, insert, select
+    t = Table("t", MetaData(), Column("name", String), Column("status", String))
+    eng = create_engine(f"sqlite:///{tmp_path}/s.db")
+    t.metadata.create_all(eng)
+    with eng.begin() as c:
+        c.execute(insert(t), [{"name": n, "status": st} for n, st in
+                              (("Web01", "up"), ("db01", "up"), ("web02", "down"), ("web_3", None), ("web%x", "up"))])
+
+    def names(text):
+        cond = search.where(search.parse(text, {"name", "status"}), {"name": t.c.name, "status": t.c.status})
+        with eng.connect() as c:
+            return sorted(r.name for r in c.execute(select(t).where(cond)))
+    assert names("name=web* and status!=down") == ["Web01", "web%x", "web_3"]   # NULL status is "not down"
+    assert names("name=web_*") == ["web_3"]           # '_' is a character, not LIKE's wildcard
+    assert names("name=web%*") == ["web%x"]
+    assert names("status=UP") == ["Web01", "db01", "web%x"]
 
 
 def test_password_hashes_are_salted_and_verify():

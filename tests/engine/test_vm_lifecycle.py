@@ -1,6 +1,6 @@
 """VM lifecycle on real libvirt: two libvirtd daemons (own mount namespaces,
 TCP on 127.0.1.11/12), domains of type 'qemu', qcow2 disks in a shared
-directory pool, the engine and its monitor as real processes."""
+directory pool, the engine and its worker as real processes."""
 import json
 import os
 import subprocess

@@ -1,6 +1,10 @@
 """An in-process engine app on a temporary SQLite file, with the Default data
-center and cluster and one host whose libvirt nobody answers."""
+center and cluster and one host whose libvirt nobody answers; and the engine
+worker running beside it in a thread (the jobs requests record need it)."""
 from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
 
 from keel_engine.app import create_app
 from keel_engine.config import EngineConfig
@@ -25,12 +29,28 @@ def add_default_cluster(s, hosts: dict[str, str]) -> list[Host]:
     return rows
 
 
-def engine_app_with_host(tmp_path, address: str):
+def engine_app_with_host(tmp_path, address: str, **config):
     """(config, app, sessionmaker, host id) for host `hx` at `address`."""
     cfg = EngineConfig(database_url=f"sqlite:///{tmp_path}/e.db", admin_password=ADMIN_PASSWORD,
-                       secret_key_file=str(tmp_path / "fence.key"), libvirt_timeout=3)
+                       secret_key_file=str(tmp_path / "fence.key"), libvirt_timeout=3,
+                       libvirt_uri_template="qemu+tcp://{address}/system", libvirt_transports=("tcp",),
+                       **config)
     app = create_app(cfg)
     sm = app.config["KEEL_CTX"].sessionmaker
     with sm() as s:
         host, = add_default_cluster(s, {"hx": address})
         return cfg, app, sm, host.id
+
+
+@contextmanager
+def running_worker(cfg):
+    """The engine worker in a thread of this process, as `keel-engine worker` runs it."""
+    from keel_engine.worker.main import Worker
+    worker = Worker(cfg)
+    thread = threading.Thread(target=worker.run_forever, daemon=True, name="engine-worker")
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stopping.set()
+        thread.join(30)

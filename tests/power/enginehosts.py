@@ -210,7 +210,7 @@ def engine_state(tmp_path: Path, hosts, bmc_for, **config):
         s.add(cl)
         s.add(Template(id=BLANK_TEMPLATE_ID, name="Blank"))
         s.flush()
-        fernet = host_svc._fernet(cfg)
+        fernet = host_svc.fernet(cfg)
         ids = []
         for i, h in enumerate(hosts):
             conn = libvirt.open(h.lv.uri)

@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import select
 
-from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host
+from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host, running_worker
+from keel_engine.power.settings import PowerSettings
 from keel_engine.power.failover import EV_AGENT_TEST
 from keel_engine.models import Event, Host
 
@@ -18,7 +19,7 @@ from .conftest import make_bmc, needs_ipmi_sim
 
 API = "/ovirt-engine/api"
 BMC_ADDRESS, BMC_PORT = "127.0.4.11", 16411
-DEADLINE = 3   # status_deadline in the test's power.conf
+DEADLINE = 3   # status_deadline in the test engine's [power]
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +31,17 @@ def bmc(tmp_path_factory):
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch):
-    conf = tmp_path / "power.conf"
-    conf.write_text(f"[power]\nstatus_deadline = {DEADLINE}\n")
-    monkeypatch.setenv("KEEL_POWER_CONFIG", str(conf))
-    # nothing listens at 127.0.4.9: the host's libvirt is never asked here
-    cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.4.9")
+def api(tmp_path):
+    # nothing listens at 127.0.4.9: the host's libvirt is asked once, at the worker's
+    # first monitor cycle (one failure is not enough to act on; the next is an hour away)
+    cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.4.9", monitor_interval=3600,
+                                                 power=PowerSettings(status_deadline=DEADLINE))
     client = app.test_client()
     tok = client.post("/ovirt-engine/sso/oauth/token",
                       data={"grant_type": "password", "username": "admin@internal",
                             "password": ADMIN_PASSWORD}).get_json()["access_token"]
-    yield client, {"Authorization": f"Bearer {tok}"}, sm, host_id
-    from keel_engine.power import handlers
-    if handlers._failover is not None:
-        handlers._failover.stop(timeout=10)
+    with running_worker(cfg):
+        yield client, {"Authorization": f"Bearer {tok}"}, sm, host_id
 
 
 def add_agent(client, h, host_id, password="s3cret", address=BMC_ADDRESS, port=BMC_PORT):
@@ -194,4 +192,5 @@ def test_the_route_is_documented_as_an_action(api):
     doc = json.loads(client.get("/ovirt-engine/api-docs/openapi.json").data)
     op = doc["paths"][f"{API}/hosts/{{ident}}/fenceagents/{{agent}}/test"]["post"]
     assert "201" not in op["responses"] and "404" in op["responses"]
-    assert [p["name"] for p in op["parameters"]] == ["ident", "agent"]
+    assert [p["name"] for p in op["parameters"] if p["in"] == "path"] == ["ident", "agent"]
+    assert "202" in op["responses"]   # async clients get the job at once

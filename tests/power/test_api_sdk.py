@@ -6,7 +6,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from harness.engineapp import engine_app_with_host
+from harness.engineapp import engine_app_with_host, running_worker
 from keel_engine.models import Event
 
 from .conftest import needs_ipmi_sim
@@ -20,18 +20,16 @@ pytestmark = [needs_ipmi_sim, pytest.mark.slow]
 def api(tmp_path, bmc1):
     bmc, chassis = bmc1
     # nothing listens at 127.0.2.41: the host itself is unreachable, its BMC is not
-    cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.2.41")
+    cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.2.41", monitor_interval=3600)
     server = make_server("127.0.2.40", 16340, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     conn = ovirtsdk4.Connection(url="http://127.0.2.40:16340/ovirt-engine/api",
                                 username="admin@internal", password="pw12345", timeout=120)
-    yield conn, conn.system_service().hosts_service().host_service(host_id), bmc, chassis, sm
+    with running_worker(cfg):
+        yield conn, conn.system_service().hosts_service().host_service(host_id), bmc, chassis, sm
     conn.close()
     server.shutdown()
-    from keel_engine.power import handlers
-    if handlers._failover is not None:
-        handlers._failover.stop(timeout=10)
 
 
 def test_fence_through_the_sdk(api):

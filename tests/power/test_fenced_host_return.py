@@ -12,17 +12,17 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import select
 
-from keel_engine import monitor as monitor_mod
-from keel_engine.models import Event, Host
+from keel_engine.models import Event, Fence, Host
 from keel_engine.power import failover as fo
-from keel_engine.power import handlers
+from keel_engine.power.manager import PowerManagement
 from keel_engine.power.settings import PowerSettings
 from keel_engine.services import hosts as host_svc
+from keel_engine.worker import monitor as monitor_mod
 from keel_lab.bmc import BmcSimulator
 
 from .enginehosts import (engine_state, host_test_marks, load_libvirt_hosts, qemu_pids_of, release_state, reset_hosts,
                           running_hosts, wait_for)
-from .test_failover_engine import events, first, host_row, running_on, start_ha_vm, vm_row
+from .test_failover_engine import events, fence, first, host_row, running_on, start_ha_vm, vm_row
 
 LV = load_libvirt_hosts()
 pytestmark = host_test_marks(LV)
@@ -60,7 +60,7 @@ def engine(lab, tmp_path):
 
 def install(state, settings):
     f = fo.Failover(state["ctx"], settings)
-    handlers.install(failover=f)
+    state["power"] = PowerManagement(state["ctx"], failover=f)
     state["failover"] = f
     return f
 
@@ -80,7 +80,7 @@ def polled(monkeypatch):
 
 @contextmanager
 def running_monitor(state):
-    monitor = monitor_mod.Monitor(state["ctx"].config)   # keeps the failover installed (same database)
+    monitor = monitor_mod.Monitor(state["ctx"], state["power"])
     thread = threading.Thread(target=monitor.run_forever, daemon=True)
     thread.start()
     try:
@@ -105,7 +105,7 @@ def test_fenced_host_that_answers_again_comes_up_and_its_stale_copy_is_destroyed
         # host1 is cut off (its guests keep running); the admin wrongly confirms it rebooted
         engine["hosts"][0].freeze()
         wait_for(lambda: host_row(engine, 0).status == "non_responsive", 60, "host1 non_responsive")
-        handlers.fence_host(engine["ctx"], host_row(engine, 0), "manual", [])
+        fence(engine, 0, "manual")
         vm = wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up"
                       and v.host_id == engine["host_ids"][1] and v, 60, "the HA VM restarted on host2")
         fenced_at = first(events(engine), fo.EV_MANUAL_FENCE)
@@ -172,7 +172,6 @@ def test_fenced_host_that_stays_off_stays_down_quietly_until_powered_on(engine, 
 
 
 def test_maintenance_and_other_down_hosts_are_left_alone(engine, polled):
-    assert monitor_mod.FENCED_DETAIL == fo.FENCED
     install(engine, PowerSettings())
     ctx = engine["ctx"]
     with ctx.sessionmaker() as s:
@@ -184,6 +183,11 @@ def test_maintenance_and_other_down_hosts_are_left_alone(engine, polled):
                   cluster_id=engine["cluster_id"], status="down",
                   status_detail="fenced: power-off confirmed by BMC ipmilan:admin@127.0.4.39:623")
         s.add(hz)
+        s.flush()
+        record = Fence(host_id=hz.id, method="bmc", state="confirmed", agent="ipmilan:admin@127.0.4.39:623")
+        s.add(record)
+        s.flush()
+        hz.fence_id = record.id
         s.commit()
         hz_id = hz.id
     before = len(events(engine))

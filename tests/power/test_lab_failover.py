@@ -25,14 +25,16 @@ from keel_engine.config import EngineConfig
 from keel_engine.errors import Fault
 from keel_engine.models import (BLANK_TEMPLATE_ID, Base, Cluster, DataCenter, Event, FenceAgent,
                                 Host, StorageDomain, Template, Vm, utcnow)
+from keel_common.domainxml import Lease, domain_xml
+from keel_common.sanlock_disk import LockspaceWatcher
+from keel_common.sanlock_disk import read_resource_owner as read_owner
 from keel_engine.power import failover as fo
-from keel_engine.power import handlers
-from keel_engine.power.sanlock_leases import LockspaceWatcher
+from keel_engine.power.manager import PowerManagement
 from keel_engine.power.settings import PowerSettings
-from keel_engine.power.vm_leases import VmLeases, lease_path, read_owner
-from keel_engine.services import Context, hooks
+from keel_engine.services import Context
 from keel_engine.services import hosts as host_svc
 from keel_engine.services import vms as vm_svc
+from keel_engine.services.vm_leases import VmLeases, lease_path
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.root]
 KEEL_LAB = [sys.executable, "-m", "keel_lab.cli"]
@@ -73,7 +75,7 @@ def lab():
 
 @pytest.fixture(scope="module")
 def engine(lab, tmp_path_factory):
-    from keel_engine.monitor import Monitor
+    from keel_engine.worker.monitor import Monitor
     from keel_lab.layout import BMC_PASSWORD, BMC_USER, BRIDGE_ADDRESS
     tmp = tmp_path_factory.mktemp("lab-engine")
     url = f"sqlite:///{tmp}/engine.db"
@@ -91,7 +93,7 @@ def engine(lab, tmp_path_factory):
         s.add_all([cl, Template(id=BLANK_TEMPLATE_ID, name="Blank"),
                    StorageDomain(name="shared", path=lab.shared, data_center_id=dc.id, status="active")])
         s.flush()
-        fernet = host_svc._fernet(cfg)
+        fernet = host_svc.fernet(cfg)
         for h in lab.all_hosts():
             row = Host(name=h.name, hostname=h.name, address=h.address, libvirt_uri=h.libvirt_uri,
                        cluster_id=cl.id, status="up", memory_free=4 * 1024 * MiB,
@@ -110,13 +112,11 @@ def engine(lab, tmp_path_factory):
                            storage_probe=lambda host, since: watcher.renewed_after(since, host.name),
                            lease_probe=lambda vm, host: leases.is_free(vm, object_session(vm)),
                            release_leases=lambda host: leases.release_fenced_host(host.name))
-    handlers.install(failover=failover)
-    hooks.set_vm_lease_handler(leases)
-    monitor = Monitor(cfg)
+    power = PowerManagement(ctx, failover=failover, leases=leases)
+    monitor = Monitor(ctx, power)
     thread = threading.Thread(target=monitor.run_forever, daemon=True)
     thread.start()
     yield {"ctx": ctx, "ids": ids, "lab": lab, "failover": failover}
-    hooks.set_vm_lease_handler(None)
     monitor.stopping.set()
     failover.stop()
     thread.join(30)
@@ -130,6 +130,7 @@ def start_vm(engine, name, host_name):
         s.add(vm)
         s.commit()
         vm_svc.start_vm(ctx, s, vm, host=s.get(Host, engine["ids"][host_name]))
+        s.commit()
         return vm.id
 
 
@@ -186,9 +187,9 @@ def test_vm_lease_refuses_a_second_copy_on_another_host(engine):
         vm = s.get(Vm, vm_id)
         # the engine itself refuses: the lease is held
         with pytest.raises(Fault, match="is held by host id 3 \\(host3\\)"):
-            hooks.vm_lease(ctx, s, vm)
+            ctx.leases.lease_for(s, vm)
         # what the engine would have sent, lease included
-        xml = vm_svc.build_domain_xml(ctx, s, vm, lease=(LOCKSPACE, vm_id, lease_path(lab.shared, vm_id), 0))
+        xml = domain_xml(vm_svc.domain_of(ctx, s, vm, lease=Lease(LOCKSPACE, vm_id, lease_path(lab.shared, vm_id), 0)))
     assert "<lease>" in xml
     conn = libvirt.open(lab.host("host1").libvirt_uri)
     try:

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from keel_engine.power.sanlock_leases import LockspaceWatcher, read_delta_leases
+from keel_common.sanlock_disk import LockspaceWatcher, read_delta_leases
 
 pytestmark = pytest.mark.skipif(shutil.which("sanlock") is None, reason="sanlock not installed")
 

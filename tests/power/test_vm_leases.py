@@ -14,9 +14,11 @@ from harness.daemons import SanlockDaemon, build_shim
 
 from keel_engine.errors import Fault
 from keel_engine.power import policy
-from keel_engine.power.sanlock_leases import LockspaceWatcher
-from keel_engine.power.settings import PowerConfigError, settings_from_mapping
-from keel_engine.power.vm_leases import VmLeaseError, VmLeases, init_lease, lease_path, read_owner
+from keel_common.sanlock_disk import LockspaceWatcher
+from keel_common.domainxml import Lease
+from keel_common.sanlock_disk import read_resource_owner as read_owner
+from keel_engine import config as config_mod
+from keel_engine.services.vm_leases import VmLeaseError, VmLeases, init_lease, lease_path
 
 pytestmark = pytest.mark.skipif(shutil.which("sanlock") is None, reason="sanlock not installed")
 LS = "keel-test-ls"
@@ -143,7 +145,7 @@ def test_vm_without_lease_or_with_leases_disabled(storage):
 def test_lease_for_a_vm_with_a_lease_when_leases_are_disabled_is_a_clear_conflict(storage):
     sd, _ls = storage
     with pytest.raises(Fault) as exc:
-        VmLeases("", None).lease_for(None, FakeSession(FakeSd(sd)), FakeVm())
+        VmLeases("", None).lease_for(FakeSession(FakeSd(sd)), FakeVm())
     assert "VM leases are not enabled" in exc.value.detail
 
 
@@ -187,13 +189,18 @@ def test_release_through_the_daemon_frees_the_lease(storage, root):
         daemon.stop()
 
 
-def test_settings_need_the_lockspace_file_and_a_valid_name():
-    with pytest.raises(PowerConfigError, match="needs lockspace_path"):
-        settings_from_mapping({"vm_lease_lockspace": "hosted-engine"})
-    with pytest.raises(PowerConfigError, match="no ':'"):
-        settings_from_mapping({"vm_lease_lockspace": "a:b", "lockspace_path": "/x"})
-    ok = settings_from_mapping({"vm_lease_lockspace": "hosted-engine", "lockspace_path": "/x"})
-    assert ok.vm_lease_lockspace == "hosted-engine"
+def test_settings_need_the_lockspace_file_and_a_valid_name(tmp_path):
+    conf = tmp_path / "engine.conf"
+
+    def load(power):
+        conf.write_text("[power]\n" + "".join(f"{k} = {v}\n" for k, v in power.items()))
+        return config_mod.load(str(conf))
+    with pytest.raises(config_mod.ConfigError, match="needs lockspace_path"):
+        load({"vm_lease_lockspace": "hosted-engine"})
+    with pytest.raises(config_mod.ConfigError, match="no ':'"):
+        load({"vm_lease_lockspace": "a:b", "lockspace_path": "/x"})
+    ok = load({"vm_lease_lockspace": "hosted-engine", "lockspace_path": "/x"})
+    assert ok.power.vm_lease_lockspace == "hosted-engine"
 
 
 def test_policy_holds_a_leaseless_ha_vm_until_a_fence_and_says_why():
@@ -217,17 +224,17 @@ def test_a_fenced_hosts_leases_are_released_on_its_behalf(storage):
     init_lease(LS, VM_ID, path)
     direct("acquire_id", "-s", f"{LS}:2:{ls}:0", "-o", "1")
     direct("acquire", "-r", f"{LS}:{VM_ID}:{path}:0", "-i", "2", "-g", "1", "-o", "1")
-    from keel_engine.power.sanlock_leases import read_delta_leases
+    from keel_common.sanlock_disk import read_delta_leases
     name = read_delta_leases(ls)[2].name
     leases = VmLeases(LS, LockspaceWatcher(ls))
     s = FakeSession(FakeSd(sd))
     with pytest.raises(Fault) as exc:
-        leases.lease_for(None, s, FakeVm())
+        leases.lease_for(s, FakeVm())
     assert "is held by host id 2" in exc.value.detail
     assert leases.release_fenced_host("some-other-host") is None      # not in the lockspace: nothing
     assert leases.is_free(FakeVm(), s) is False
     assert leases.release_fenced_host(name) == 2
     assert read_delta_leases(ls)[2].timestamp == 0
     assert leases.is_free(FakeVm(), s) is True
-    assert leases.lease_for(None, s, FakeVm()) == (LS, VM_ID, path, 0)
+    assert leases.lease_for(s, FakeVm()) == Lease(LS, VM_ID, path, 0)
     assert leases.release_fenced_host(name) is None                   # already released

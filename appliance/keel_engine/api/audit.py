@@ -1,124 +1,97 @@
-"""Events, jobs, users, roles and permissions."""
-from flask import request
-from sqlalchemy import select
-
-from ..errors import bad_request, not_found
-from ..models import Cluster, Event, Host, Job, Permission, Role, User, Vm
+"""Events, jobs (with their steps), users, roles and permissions."""
+from ..errors import Fault, not_found
+from ..models import Cluster, Event, Host, Permission, Step, Vm
+from ..representation import Many
 from ..services import events as ev_svc
-from ..services import lookup
-from . import views
-from .common import get, listing
-from .framework import body, ctx, max_param, render, route, session
+from ..services import lookup, reads
+from . import schemas, views
+from .common import listing, row
+from .fields import parse_int, required
+from .framework import body, created, ctx, from_param, max_param, render, route, search_param, session
 
 
 # ---- events and jobs ----------------------------------------------------------------------
-SEVERITY_ORDER = {"normal": 0, "warning": 1, "error": 2, "alert": 3}
-
-
-@route("/events", ["GET"], "List events, newest first (max, from, search)")
+@route("/events", ["GET"], "List events, newest first (max, from, search)", query=("search", "max", "from"))
 def events_list():
-    s = session()
-    q = select(Event).order_by(Event.id.desc())
-    since = request.args.get("from")
-    if since is not None:
-        if not since.isdigit():
-            raise bad_request(f"from: expected an event id (integer), got '{since}'")
-        q = q.where(Event.id > int(since))
-    n = max_param()
-    if n is not None and not request.args.get("search"):
-        q = q.limit(n)   # the common case ("the newest N") stays cheap on a long history
-    rows = s.scalars(q).all()
-    names = {}
-    for model, key in ((Vm, "vm"), (Host, "host"), (Cluster, "cluster")):
-        names[key] = {r.id: r.name for r in s.scalars(select(model))}
-    return listing("events", "event", rows, lambda e: views.event(s, e),
-                   lambda e: {"severity": e.severity, "code": e.code, "description": e.description,
-                              "vm": names["vm"].get(e.vm_id), "vm.name": names["vm"].get(e.vm_id),
-                              "host": names["host"].get(e.host_id), "host.name": names["host"].get(e.host_id),
-                              "cluster": names["cluster"].get(e.cluster_id), "origin": e.origin},
-                   ("severity", "code", "description", "vm", "vm.name", "host", "host.name", "cluster", "origin"))
+    since = from_param()
+    where = (Event.id > since,) if since is not None else ()
+    rows = reads.list_rows(ctx(), session(), reads.EVENTS, search_param(), max_param(), *where)
+    return render("events", Many("event", [views.event(e) for e in rows]))
 
 
-@route("/events", ["POST"], "Add a custom event")
+@route("/events", ["POST"], "Add a custom event", body=schemas.EVENT, created=True)
 def events_add():
+    b = body(schemas.EVENT)
     s = session()
-    b = body()
-    e = ev_svc.add(s, ev_svc.CUSTOM, b.str("description", required=True, maxlen=4000),
-                   severity=b.str("severity", default="normal", choices=tuple(SEVERITY_ORDER)),
-                   origin=b.str("origin", required=True, maxlen=255),
-                   custom_id=b.int("custom_id", required=True, minimum=0, maximum=2 ** 31 - 1),
-                   user_id=ctx().user_id)
+    refs = {}
     for key, model, col in (("vm", Vm, "vm_id"), ("host", Host, "host_id"), ("cluster", Cluster, "cluster_id")):
-        r = b.ref(key)
-        if r:
-            setattr(e, col, lookup.resolve(s, model, r, key, key).id)
-    s.flush()
-    return render("event", views.event(s, e), 201)
+        if b.get(key):
+            refs[col] = lookup.resolve(s, model, b[key], key, key).id
+    e = ev_svc.add(s, ev_svc.CUSTOM, required(b, "description"), severity=b.get("severity", "normal"),
+                   origin=required(b, "origin"), custom_id=required(b, "custom_id"), user_id=ctx().user_id, **refs)
+    return created("event", None, lambda: views.event(e), None)
 
 
 @route("/events/<ident>", ["GET"], "Get an event")
 def event_get(ident):
-    s = session()
-    if not ident.isdigit():
-        raise not_found("event", ident)
-    return render("event", views.event(s, get(Event, int(ident), "event")))
+    try:
+        n = parse_int(ident, "id", 0, 2 ** 63 - 1)
+    except Fault:
+        raise not_found("event", ident[:40]) from None
+    return render("event", views.event(row(reads.EVENTS, n)))
 
 
-@route("/jobs", ["GET"], "List jobs, newest first")
+@route("/jobs", ["GET"], "List jobs, newest first", query=("search", "max"))
 def jobs_list():
-    s = session()
-    return listing("jobs", "job", s.scalars(select(Job).order_by(Job.start_time.desc())).all(),
-                   lambda j: views.job(s, j), lambda j: {"name": j.description, "status": j.status},
-                   ("name", "status"))
+    return listing("jobs", "job", reads.JOBS, lambda j, _e: views.job(j))
 
 
-@route("/jobs/<ident>", ["GET"], "Get a job")
+@route("/jobs/<ident>", ["GET"], "Get a job (with its steps)")
 def job_get(ident):
-    s = session()
-    return render("job", views.job(s, get(Job, ident, "job")))
+    j = row(reads.JOBS, ident)
+    steps = reads.list_rows(ctx(), session(), reads.STEPS, None, None, Step.job_id == j.id)
+    return render("job", views.job(j, steps))
+
+
+@route("/jobs/<ident>/steps", ["GET"], "List a job's steps")
+def job_steps(ident):
+    j = row(reads.JOBS, ident)
+    return listing("steps", "step", reads.STEPS, lambda st, _e: views.step(st), Step.job_id == j.id)
 
 
 # ---- users, roles, permissions ---------------------------------------------------------------
-@route("/users", ["GET"], "List users")
+@route("/users", ["GET"], "List users", query=("search", "max"))
 def users_list():
-    s = session()
-    return listing("users", "user", s.scalars(select(User).order_by(User.name)).all(), lambda u: views.user(s, u))
+    return listing("users", "user", reads.USERS, lambda u, _e: views.user(u))
 
 
 @route("/users/<ident>", ["GET"], "Get a user")
 def user_get(ident):
-    s = session()
-    return render("user", views.user(s, get(User, ident, "user")))
+    return render("user", views.user(row(reads.USERS, ident)))
 
 
-@route("/users/<ident>/permissions", ["GET"], "List a user's permissions")
+@route("/users/<ident>/permissions", ["GET"], "List a user's permissions", query=("search", "max"))
 def user_permissions(ident):
-    s = session()
-    u = get(User, ident, "user")
-    rows = s.scalars(select(Permission).where(Permission.user_id == u.id)).all()
-    return listing("permissions", "permission", rows, lambda p: views.permission(s, p), lambda p: {"name": p.id})
+    u = row(reads.USERS, ident)
+    return listing("permissions", "permission", reads.PERMISSIONS, lambda p, _e: views.permission(p),
+                   Permission.user_id == u.id)
 
 
-@route("/roles", ["GET"], "List roles")
+@route("/roles", ["GET"], "List roles", query=("search", "max"))
 def roles_list():
-    s = session()
-    return listing("roles", "role", s.scalars(select(Role).order_by(Role.name)).all(), lambda r: views.role(s, r))
+    return listing("roles", "role", reads.ROLES, lambda r, _e: views.role(r))
 
 
 @route("/roles/<ident>", ["GET"], "Get a role")
 def role_get(ident):
-    s = session()
-    return render("role", views.role(s, get(Role, ident, "role")))
+    return render("role", views.role(row(reads.ROLES, ident)))
 
 
-@route("/permissions", ["GET"], "List permissions (system-wide)")
+@route("/permissions", ["GET"], "List permissions (system-wide)", query=("search", "max"))
 def permissions_list():
-    s = session()
-    rows = s.scalars(select(Permission)).all()
-    return listing("permissions", "permission", rows, lambda p: views.permission(s, p), lambda p: {"name": p.id})
+    return listing("permissions", "permission", reads.PERMISSIONS, lambda p, _e: views.permission(p))
 
 
 @route("/permissions/<ident>", ["GET"], "Get a permission")
 def permission_get(ident):
-    s = session()
-    return render("permission", views.permission(s, get(Permission, ident, "permission")))
+    return render("permission", views.permission(row(reads.PERMISSIONS, ident)))

@@ -1,38 +1,23 @@
-"""Helpers shared by the API's collection modules."""
-from flask import request
-
-from .. import search
+"""Helpers shared by the API's collection modules: reads through the
+service layer, lists with oVirt's search and max, and the ORM object a
+write needs."""
+from ..services import lookup, reads
 from ..representation import Many
-from ..services import lookup
-from . import views
-from .framework import body, max_param, render, session
+from .framework import ctx, max_param, render, search_param, session
 
 
-def get(model, ident, kind):
+def row(coll, ident, *where):
+    return reads.get_row(ctx(), session(), coll, ident, *where)
+
+
+def obj(model, ident, kind):
+    """The ORM object a write works on (404 if it does not exist)."""
     return lookup.get(session(), model, ident, kind)
 
 
-def listing(tag, item_tag, rows, to_view, fields=None, allowed=("name",)):
-    terms = search.parse(request.args.get("search"), set(allowed))
-    if terms:
-        rows = [r for r in rows if search.matches(fields(r) if fields else {"name": r.name}, terms)]
-    n = max_param()
-    if n is not None:
-        rows = rows[:n]
-    return render(tag, Many(item_tag, [to_view(r) for r in rows]))
-
-
-def action_done(extra=None, job=None, status=200):
-    out = {"status": "complete"}
-    if job is not None:
-        out["job"] = {"id": job.id, "href": views.href("jobs", job.id)}
-    out.update(extra or {})
-    return render("action", out, status)
-
-
-def removed():
-    return render("action", {"status": "complete"})
-
-
-def action_body():
-    return body()
+def listing(tag, item_tag, coll, to_view, *where, page=None):
+    """A collection answer: rows searched and limited in SQL; `page(rows)` loads
+    what the views need beside the rows, in one go."""
+    rows = reads.list_rows(ctx(), session(), coll, search_param(), max_param(), *where)
+    extra = page(rows) if page is not None else None
+    return render(tag, Many(item_tag, [to_view(r, extra) for r in rows]))

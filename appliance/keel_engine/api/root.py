@@ -1,15 +1,11 @@
 """The API entry point: product info, special objects, summary, time."""
-from sqlalchemy import func, select
-
 from ..models import BLANK_TEMPLATE_ID, Host, StorageDomain, User, Vm, utcnow
-from .framework import API, g, href, ref, render, route, session
+from ..services import reads
+from .framework import API, g, render, route, session
+from .views import href, ref
 
 COLLECTIONS = ("clusters", "datacenters", "disks", "events", "hosts", "jobs", "networks", "permissions",
                "roles", "storagedomains", "templates", "users", "vms", "vnicprofiles")
-
-
-def _count(s, model, *where):
-    return s.scalar(select(func.count()).select_from(model).where(*where))
 
 
 @route("", ["GET"], "The API root: product info, special objects, summary")
@@ -25,11 +21,11 @@ def api_root():
         "special_objects": {"blank_template": ref("templates", BLANK_TEMPLATE_ID),
                             "root_tag": {"id": BLANK_TEMPLATE_ID, "href": href("tags", BLANK_TEMPLATE_ID)}},
         "summary": {
-            "hosts": {"active": _count(s, Host, Host.status == "up"), "total": _count(s, Host)},
-            "storage_domains": {"active": _count(s, StorageDomain, StorageDomain.status == "active"),
-                                "total": _count(s, StorageDomain)},
-            "users": {"active": _count(s, User), "total": _count(s, User)},
-            "vms": {"active": _count(s, Vm, Vm.status != "down"), "total": _count(s, Vm)},
+            "hosts": {"active": reads.count(s, Host, Host.status == "up"), "total": reads.count(s, Host)},
+            "storage_domains": {"active": reads.count(s, StorageDomain, StorageDomain.status == "active"),
+                                "total": reads.count(s, StorageDomain)},
+            "users": {"active": reads.count(s, User), "total": reads.count(s, User)},
+            "vms": {"active": reads.count(s, Vm, Vm.status != "down"), "total": reads.count(s, Vm)},
         },
         "time": utcnow(),
     })

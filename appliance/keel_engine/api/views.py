@@ -1,188 +1,216 @@
-"""Rows -> oVirt-shaped structures (one model for XML and JSON)."""
-from sqlalchemy import select
+"""Rows -> oVirt-shaped structures (one model for XML and JSON).
 
-from ..models import Cluster, Host, Nic, Snapshot, Vm
+Views are pure: they get a row and whatever else they show (loaded for the
+whole page by services.reads), never a database session, so a list costs
+the same few queries whatever its length."""
 from ..representation import Many
-from ..services import disks as disk_svc
-from .framework import href, ref
 
+API = "/ovirt-engine/api"
 VERSION = {"major": 4, "minor": 6}
+
+
+def href(*parts):
+    return "/".join((API, *parts))
+
+
+def ref(kind, ident, name=None):
+    if ident is None:
+        return None
+    out = {"id": ident, "href": f"{API}/{kind}/{ident}"}
+    if name is not None:
+        out["name"] = name
+    return out
 
 
 def links(base, *rels):
     return [{"rel": r, "href": f"{base}/{r}"} for r in rels]
 
 
-def datacenter(s, dc):
-    return {"id": dc.id, "href": href("datacenters", dc.id), "name": dc.name,
+def datacenter(dc):
+    base = f"{API}/datacenters/{dc.id}"
+    return {"id": dc.id, "href": base, "name": dc.name,
             "description": dc.description, "local": dc.local, "status": "up",
             "storage_format": "v5", "version": VERSION,
             "supported_versions": Many("version", [VERSION]),
-            "link": links(href("datacenters", dc.id), "clusters", "storagedomains", "networks")}
+            "link": links(base, "clusters", "storagedomains", "networks")}
 
 
-def cluster(s, cl):
-    return {"id": cl.id, "href": href("clusters", cl.id), "name": cl.name, "description": cl.description,
+def cluster(cl):
+    return {"id": cl.id, "href": f"{API}/clusters/{cl.id}", "name": cl.name, "description": cl.description,
             "data_center": ref("datacenters", cl.data_center_id),
             "scheduling_policy": {"name": cl.scheduling_policy},
             "cpu": {"architecture": "x86_64", "type": "qemu64"}, "version": VERSION}
 
 
-def host(s, h, follow=()):
-    out = {"id": h.id, "href": href("hosts", h.id), "name": h.name, "address": h.address,
-           "status": h.status, "status_detail": h.status_detail or None,
-           "cluster": ref("clusters", h.cluster_id),
-           "cpu": {"name": h.cpu_model, "topology": {"sockets": 1, "cores": h.cpus or 1, "threads": 1}},
-           "memory": h.memory_total, "max_scheduling_memory": h.memory_free,
-           "libvirt_version": None, "type": "rhel",
-           "hardware_information": {"manufacturer": "keel", "product_name": h.hostname},
-           "summary": {"active": _count_vms(s, h.id), "total": _count_vms(s, h.id)},
-           "link": links(href("hosts", h.id), "fenceagents", "nics")}
-    if "cluster" in follow:
-        out["cluster"] = cluster(s, s.get(Cluster, h.cluster_id))
-    return out
+def host(h, vm_count=0, cluster_row=None):
+    base = f"{API}/hosts/{h.id}"
+    return {"id": h.id, "href": base, "name": h.name, "address": h.address,
+            "status": h.status, "status_detail": h.status_detail or None,
+            "cluster": cluster(cluster_row) if cluster_row is not None else ref("clusters", h.cluster_id),
+            "cpu": {"name": h.cpu_model, "topology": {"sockets": 1, "cores": h.cpus or 1, "threads": 1}},
+            "memory": h.memory_total, "max_scheduling_memory": h.memory_free,
+            "type": "rhel", "hardware_information": {"manufacturer": "keel", "product_name": h.hostname},
+            "summary": {"active": vm_count, "total": vm_count},
+            "link": links(base, "fenceagents", "nics")}
 
 
-def _count_vms(s, host_id):
-    return len(s.scalars(select(Vm.id).where(Vm.host_id == host_id)).all())
-
-
-def fence_agent(s, a):
-    return {"id": a.id, "href": href("hosts", a.host_id, "fenceagents", a.id), "address": a.address,
+def fence_agent(a):
+    """Never the password: it is write-only."""
+    return {"id": a.id, "href": f"{API}/hosts/{a.host_id}/fenceagents/{a.id}", "address": a.address,
             "port": a.port, "username": a.username, "type": a.type, "order": a.order,
             "encrypt_options": a.encrypt_options,
             "options": Many("option", [{"name": k, "value": v} for k, v in sorted((a.options or {}).items())]),
             "host": ref("hosts", a.host_id)}
 
 
-def storage_domain(s, sd):
-    return {"id": sd.id, "href": href("storagedomains", sd.id), "name": sd.name,
+def storage_domain(sd):
+    return {"id": sd.id, "href": f"{API}/storagedomains/{sd.id}", "name": sd.name,
             "description": sd.description, "type": sd.type, "status": sd.status,
             "external_status": "ok", "master": True, "storage_format": "v5",
             "storage": {"type": sd.storage_type, "path": sd.path, "address": sd.address},
             "available": sd.available, "used": sd.used, "committed": 0,
             "data_centers": Many("data_center", [ref("datacenters", sd.data_center_id)] if sd.data_center_id else []),
-            "link": links(href("storagedomains", sd.id), "disks")}
+            "link": links(f"{API}/storagedomains/{sd.id}", "disks")}
 
 
-def network(s, n):
-    return {"id": n.id, "href": href("networks", n.id), "name": n.name, "description": n.description,
+def network(n):
+    return {"id": n.id, "href": f"{API}/networks/{n.id}", "name": n.name, "description": n.description,
             "data_center": ref("datacenters", n.data_center_id),
             "vlan": {"id": n.vlan} if n.vlan else None, "mtu": n.mtu, "stp": False,
             "usages": Many("usage", ["vm"])}
+
+
+def vnic_profile(n):
+    """One vNIC profile per network, with the network's id."""
+    return {"id": n.id, "href": f"{API}/vnicprofiles/{n.id}", "name": n.name, "network": ref("networks", n.id)}
 
 
 def topology(cpus):
     return {"topology": {"sockets": cpus, "cores": 1, "threads": 1}}
 
 
-def template(s, t, follow=()):
-    out = {"id": t.id, "href": href("templates", t.id), "name": t.name, "description": t.description,
+def template(t, attachments=None):
+    base = f"{API}/templates/{t.id}"
+    out = {"id": t.id, "href": base, "name": t.name, "description": t.description,
            "status": t.status, "memory": t.memory, "cpu": topology(t.cpus), "os": {"type": t.os_type},
            "cluster": ref("clusters", t.cluster_id), "creation_time": t.created, "type": "server",
            "version": {"version_number": 1, "base_template": ref("templates", t.id)},
-           "link": links(href("templates", t.id), "diskattachments", "nics")}
-    if "disk_attachments" in follow:
+           "link": links(base, "diskattachments", "nics")}
+    if attachments is not None:
         out["disk_attachments"] = Many("disk_attachment", [
-            disk_attachment(s, a, d, "templates", t.id) for a, d, _sd in disk_svc.template_disks(s, t.id)])
+            disk_attachment(a, d, "templates", t.id) for a, d in attachments])
     return out
 
 
-def vm(s, v, follow=()):
-    base = href("vms", v.id)
+VM_LINKS = ("nics", "diskattachments", "snapshots", "permissions")
+
+
+def vm(v, nics=None, attachments=None, snapshots=None, host_row=None, cluster_row=None):
+    base = f"{API}/vms/{v.id}"
     out = {"id": v.id, "href": base, "name": v.name, "description": v.description, "status": v.status,
-           "memory": v.memory, "cpu": topology(v.cpus), "os": {"type": v.os_type},
-           "cluster": ref("clusters", v.cluster_id), "template": ref("templates", v.template_id),
-           "host": ref("hosts", v.host_id) if v.host_id else None,
+           "memory": v.memory, "cpu": {"topology": {"sockets": v.cpus, "cores": 1, "threads": 1}},
+           "os": {"type": v.os_type},
+           "cluster": {"id": v.cluster_id, "href": f"{API}/clusters/{v.cluster_id}"},
+           "template": {"id": v.template_id, "href": f"{API}/templates/{v.template_id}"},
+           "host": {"id": v.host_id, "href": f"{API}/hosts/{v.host_id}"} if v.host_id else None,
            "high_availability": {"enabled": v.high_availability, "priority": v.ha_priority},
            "lease": ({"storage_domain": ref("storagedomains", v.lease_storage_domain_id)}
                      if v.lease_storage_domain_id else None),
            "stop_reason": v.stop_reason or None, "start_time": v.start_time,
            "creation_time": v.created, "type": "server", "origin": "keel",
            "memory_policy": {"guaranteed": v.memory, "max": v.memory},
-           "link": links(base, "nics", "diskattachments", "snapshots", "permissions")}
-    if "nics" in follow:
-        out["nics"] = Many("nic", [nic(s, n) for n in s.scalars(select(Nic).where(Nic.vm_id == v.id).order_by(Nic.name))])
-    if "disk_attachments" in follow:
-        out["disk_attachments"] = Many("disk_attachment", [
-            disk_attachment(s, a, d, "vms", v.id) for a, d, _sd in disk_svc.vm_disks(s, v.id)])
-    if "snapshots" in follow:
-        out["snapshots"] = Many("snapshot", [snapshot(s, x) for x in s.scalars(
-            select(Snapshot).where(Snapshot.vm_id == v.id).order_by(Snapshot.date))])
-    if "host" in follow and v.host_id:
-        out["host"] = host(s, s.get(Host, v.host_id))
-    if "cluster" in follow:
-        out["cluster"] = cluster(s, s.get(Cluster, v.cluster_id))
+           "link": [{"rel": r, "href": f"{base}/{r}"} for r in VM_LINKS]}
+    if nics is not None:
+        out["nics"] = Many("nic", [nic(n) for n in nics])
+    if attachments is not None:
+        out["disk_attachments"] = Many("disk_attachment", [disk_attachment(a, d, "vms", v.id)
+                                                           for a, d in attachments])
+    if snapshots is not None:
+        out["snapshots"] = Many("snapshot", [snapshot(x) for x in snapshots])
+    if host_row is not None:
+        out["host"] = host(host_row)
+    if cluster_row is not None:
+        out["cluster"] = cluster(cluster_row)
     return out
 
 
-def nic(s, n):
-    return {"id": n.id, "href": href("vms", n.vm_id, "nics", n.id), "name": n.name,
+def nic(n):
+    return {"id": n.id, "href": f"{API}/vms/{n.vm_id}/nics/{n.id}", "name": n.name,
             "interface": n.interface, "mac": {"address": n.mac}, "plugged": True, "linked": True,
-            "vnic_profile": ref("vnicprofiles", n.network_id) if n.network_id else None,
-            "network": ref("networks", n.network_id) if n.network_id else None,
+            "vnic_profile": ref("vnicprofiles", n.network_id), "network": ref("networks", n.network_id),
             "vm": ref("vms", n.vm_id)}
 
 
-def disk(s, d):
-    return {"id": d.id, "href": href("disks", d.id), "name": d.name, "alias": d.name,
+def disk(d):
+    return {"id": d.id, "href": f"{API}/disks/{d.id}", "name": d.name, "alias": d.name,
             "description": d.description, "provisioned_size": d.provisioned_size, "format": d.format,
             "status": d.status, "storage_type": "image", "content_type": "data", "sparse": True,
             "shareable": False, "image_id": d.active_volume.split(".")[1] if "." in d.active_volume else None,
             "storage_domains": Many("storage_domain", [ref("storagedomains", d.storage_domain_id)]),
-            "template": ref("templates", d.template_id) if d.template_id else None}
+            "template": ref("templates", d.template_id)}
 
 
-def disk_attachment(s, a, d, owner_kind, owner_id):
+def disk_attachment(a, d, owner_kind, owner_id):
     owner = {"vms": "vm", "templates": "template"}[owner_kind]
-    return {"id": a.id, "href": href(owner_kind, owner_id, "diskattachments", a.id),
+    return {"id": a.id, "href": f"{API}/{owner_kind}/{owner_id}/diskattachments/{a.id}",
             "interface": a.interface, "bootable": a.bootable, "active": a.active,
             "pass_discard": False, "read_only": False, "uses_scsi_reservation": False,
-            "logical_name": None, "disk": disk(s, d), owner: ref(owner_kind, owner_id)}
+            "disk": disk(d), owner: ref(owner_kind, owner_id)}
 
 
-def snapshot(s, x):
-    return {"id": x.id, "href": href("vms", x.vm_id, "snapshots", x.id), "description": x.description,
+def snapshot(x):
+    return {"id": x.id, "href": f"{API}/vms/{x.vm_id}/snapshots/{x.id}", "description": x.description,
             "snapshot_status": x.status, "snapshot_type": "regular", "date": x.date,
             "persist_memorystate": False, "vm": ref("vms", x.vm_id)}
 
 
-def event(s, e):
-    out = {"id": str(e.id), "href": href("events", str(e.id)), "code": e.code, "severity": e.severity,
+EVENT_REFS = (("vm", "vms", "vm_id"), ("host", "hosts", "host_id"), ("cluster", "clusters", "cluster_id"),
+              ("data_center", "datacenters", "data_center_id"),
+              ("storage_domain", "storagedomains", "storage_domain_id"),
+              ("template", "templates", "template_id"), ("user", "users", "user_id"))
+
+
+def event(e):
+    out = {"id": str(e.id), "href": f"{API}/events/{e.id}", "code": e.code, "severity": e.severity,
            "description": e.description, "time": e.time, "origin": e.origin, "custom_id": e.custom_id,
            "flood_rate": 30, "index": e.id}
-    for key, kind, col in (("vm", "vms", e.vm_id), ("host", "hosts", e.host_id),
-                           ("cluster", "clusters", e.cluster_id),
-                           ("data_center", "datacenters", e.data_center_id),
-                           ("storage_domain", "storagedomains", e.storage_domain_id),
-                           ("template", "templates", e.template_id), ("user", "users", e.user_id)):
-        if col:
-            out[key] = ref(kind, col)
+    for key, kind, col in EVENT_REFS:
+        ident = getattr(e, col)
+        if ident:
+            out[key] = ref(kind, ident)
     return out
 
 
-def job(s, j):
-    return {"id": j.id, "href": href("jobs", j.id), "description": j.description, "status": j.status,
-            "start_time": j.start_time, "end_time": j.end_time, "last_updated": j.last_updated,
-            "auto_cleared": j.auto_cleared, "external": j.external,
-            "owner": ref("users", j.owner_id) if j.owner_id else None}
+def job(j, steps=None):
+    out = {"id": j.id, "href": f"{API}/jobs/{j.id}", "description": j.description, "status": j.status,
+           "start_time": j.start_time, "end_time": j.end_time, "last_updated": j.last_updated,
+           "auto_cleared": j.auto_cleared, "external": j.external,
+           "owner": ref("users", j.owner_id), "link": links(f"{API}/jobs/{j.id}", "steps")}
+    if steps is not None:
+        out["steps"] = Many("step", [step(st) for st in steps])
+    return out
 
 
-def user(s, u):
-    return {"id": u.id, "href": href("users", u.id), "name": u.name, "user_name": f"{u.name}@{u.domain}",
+def step(st):
+    return {"id": st.id, "href": f"{API}/jobs/{st.job_id}/steps/{st.id}", "description": st.description,
+            "type": st.type, "number": st.number, "status": st.status, "start_time": st.start_time,
+            "end_time": st.end_time, "job": ref("jobs", st.job_id)}
+
+
+def user(u):
+    return {"id": u.id, "href": f"{API}/users/{u.id}", "name": u.name, "user_name": f"{u.name}@{u.domain}",
             "principal": u.name, "namespace": "*", "domain": {"name": u.domain},
-            "link": links(href("users", u.id), "permissions")}
+            "link": links(f"{API}/users/{u.id}", "permissions")}
 
 
-def role(s, r):
-    return {"id": r.id, "href": href("roles", r.id), "name": r.name, "description": r.description,
+def role(r):
+    return {"id": r.id, "href": f"{API}/roles/{r.id}", "name": r.name, "description": r.description,
             "administrative": r.administrative, "mutable": False}
 
 
-def permission(s, p):
-    out = {"id": p.id, "href": href("permissions", p.id), "role": ref("roles", p.role_id),
+def permission(p):
+    out = {"id": p.id, "href": f"{API}/permissions/{p.id}", "role": ref("roles", p.role_id),
            "user": ref("users", p.user_id)}
     if p.object_type:
         out[p.object_type] = ref(p.object_type + "s", p.object_id)
     return out
-

@@ -1,164 +1,248 @@
-"""VMs (lifecycle actions, NICs, disk attachments, snapshots), templates and disks."""
-from flask import request
-from sqlalchemy import select
-
-from ..errors import Fault, not_found
-from ..models import Cluster, Disk, DiskAttachment, Host, Nic, Permission, Snapshot, Template, Vm
-from ..representation import Many
+"""VMs (lifecycle actions, NICs, disk attachments, snapshots), templates and
+disks: oVirt documents in, typed service calls, oVirt documents out."""
+from ..errors import bad_request, not_found
+from ..models import Disk, DiskAttachment, Host, Nic, Permission, Snapshot, Template, Vm
 from ..services import disks as disk_svc
-from ..services import lookup
+from ..services import lookup, reads
 from ..services import snapshots as snap_svc
 from ..services import templates as tpl_svc
 from ..services import vms as vm_svc
-from . import views
-from .common import action_body, action_done, get, listing, removed
-from .framework import body, ctx, follow_param, render, route, session
+from ..services.lookup import Ref
+from . import schemas, views
+from .common import listing, obj, row
+from .fields import get, required
+from ..representation import Many
+from .framework import (action_job, body, bool_param, created, ctx, follow_param, raw_body, removed, render,
+                        route, session)
+
+LIST = ("search", "max")
 
 
 # ---- templates ------------------------------------------------------------------
-@route("/templates", ["GET"], "List templates (Blank is built in)")
+def _template_page(follow):
+    def page(rows):
+        if "disk_attachments" in follow:
+            return reads.attachments(session(), DiskAttachment.template_id, [r.id for r in rows])
+        return None
+    return page
+
+
+def _template_view(follow):
+    def view(t, atts):
+        return views.template(t, atts.get(t.id, []) if atts is not None else None)
+    return view
+
+
+@route("/templates", ["GET"], "List templates (Blank is built in)", query=LIST + ("follow",))
 def templates_list():
-    s = session()
     f = follow_param()
-    return listing("templates", "template", s.scalars(select(Template).order_by(Template.name)).all(),
-                   lambda r: views.template(s, r, f))
+    return listing("templates", "template", reads.TEMPLATES, _template_view(f), page=_template_page(f))
 
 
-@route("/templates", ["POST"], "Create a template from a down VM")
+@route("/templates", ["POST"], "Create a template from a down VM (its disks are copied by a job)",
+       body=schemas.TEMPLATE, query=("async",), created=True, job=True)
 def templates_add():
-    s = session()
-    return render("template", views.template(s, tpl_svc.create_template(ctx(), s, body())), 201)
+    b = body(schemas.TEMPLATE)
+    t, job = tpl_svc.create_template(ctx(), session(), tpl_svc.TemplateSpec(
+        name=required(b, "name"), vm=required(b, "vm"), description=b.get("description", "")))
+    return created("template", job, lambda: views.template(t), lambda: _template_now(t.id))
 
 
-@route("/templates/<ident>", ["GET"], "Get a template")
+def _template_now(ident):
+    t = row(reads.TEMPLATES, ident)
+    return views.template(t, reads.attachments(session(), DiskAttachment.template_id, [t.id]).get(t.id, []))
+
+
+@route("/templates/<ident>", ["GET"], "Get a template", query=("follow",))
 def template_get(ident):
-    s = session()
-    return render("template", views.template(s, get(Template, ident, "template"), follow_param()))
+    t = row(reads.TEMPLATES, ident)
+    atts = _template_page(follow_param())([t])
+    return render("template", _template_view(None)(t, atts))
 
 
-@route("/templates/<ident>", ["DELETE"], "Remove a template no VM uses")
+@route("/templates/<ident>", ["DELETE"], "Remove a template no VM uses", query=("async",), job=True)
 def template_remove(ident):
-    tpl_svc.remove_template(ctx(), session(), get(Template, ident, "template"))
-    return removed()
+    return removed(tpl_svc.remove_template(ctx(), session(), obj(Template, ident, "template")))
 
 
 @route("/templates/<ident>/diskattachments", ["GET"], "List a template's disks")
 def template_disks(ident):
-    s = session()
-    t = get(Template, ident, "template")
-    rows = disk_svc.template_disks(s, t.id)
+    t = row(reads.TEMPLATES, ident)
+    atts = reads.attachments(session(), DiskAttachment.template_id, [t.id]).get(t.id, [])
     return render("disk_attachments", Many("disk_attachment", [
-        views.disk_attachment(s, a, d, "templates", t.id) for a, d, _sd in rows]))
+        views.disk_attachment(a, d, "templates", t.id) for a, d in atts]))
 
 
 # ---- vms ------------------------------------------------------------------------------
-def _vm_fields(s):
-    clusters = {c.id: c.name for c in s.scalars(select(Cluster))}
-    hosts = {h.id: h.name for h in s.scalars(select(Host))}
-    templates = {t.id: t.name for t in s.scalars(select(Template))}
-    return lambda v: {"name": v.name, "status": v.status, "cluster": clusters.get(v.cluster_id),
-                      "host": hosts.get(v.host_id), "template": templates.get(v.template_id),
-                      "description": v.description}
+def _vm_page(follow):
+    s = session()
+
+    def page(rows):
+        ids = [r.id for r in rows]
+        return {
+            "nics": reads.grouped(s, Nic, Nic.vm_id, ids, (Nic.name,)) if "nics" in follow else None,
+            "disk_attachments": (reads.attachments(s, DiskAttachment.vm_id, ids)
+                                 if "disk_attachments" in follow else None),
+            "snapshots": (reads.grouped(s, Snapshot, Snapshot.vm_id, ids, (Snapshot.date,))
+                          if "snapshots" in follow else None),
+            "host": reads.by_id(s, Host, [r.host_id for r in rows]) if "host" in follow else None,
+            "cluster": (reads.by_id(s, reads.Cluster, [r.cluster_id for r in rows])
+                        if "cluster" in follow else None),
+        }
+    return page
 
 
-@route("/vms", ["GET"], "List VMs (search: name, status, cluster, host, template, description)")
+def _vm_view(v, extra):
+    if extra is None:
+        return views.vm(v)
+
+    def many(key):
+        return None if extra[key] is None else extra[key].get(v.id, [])
+
+    def one(key, ident):
+        return None if extra[key] is None else extra[key].get(ident)
+    return views.vm(v, nics=many("nics"), attachments=many("disk_attachments"), snapshots=many("snapshots"),
+                    host_row=one("host", v.host_id), cluster_row=one("cluster", v.cluster_id))
+
+
+def _vm_now(ident):
+    v = row(reads.VMS, ident)
+    return _vm_view(v, _vm_page(follow_param())([v]))
+
+
+@route("/vms", ["GET"], "List VMs (search: name, status, cluster, host, template, description, datacenter)",
+       query=LIST + ("follow",))
 def vms_list():
-    s = session()
-    f = follow_param()
-    return listing("vms", "vm", s.scalars(select(Vm).order_by(Vm.name)).all(), lambda r: views.vm(s, r, f),
-                   _vm_fields(s), ("name", "status", "cluster", "host", "template", "description"))
+    follow = follow_param()
+    return listing("vms", "vm", reads.VMS, _vm_view, page=_vm_page(follow) if follow else None)
 
 
-@route("/vms", ["POST"], "Create a VM from a template (thin qcow2 overlays)")
+def _vm_spec(b):
+    return vm_svc.VmSpec(
+        name=required(b, "name"), cluster=required(b, "cluster"), template=b.get("template"),
+        description=b.get("description", ""), memory=b.get("memory"), cpus=_cpus(b),
+        os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled", default=False),
+        ha_priority=get(b, "high_availability", "priority", default=1),
+        lease_storage_domain=_lease(b)[0])
+
+
+def _lease(b):
+    """(storage domain ref, remove?): <lease><storage_domain/></lease> sets the
+    VM's lease, an empty <lease/> removes it."""
+    raw = raw_body().get("lease")
+    if raw is None:
+        return None, False
+    sd = get(b, "lease", "storage_domain")
+    if sd:
+        return sd, False
+    if raw in ("", {}):
+        return None, True
+    raise bad_request("lease.storage_domain: give the storage domain (id or name) for the VM's lease, "
+                      "or an empty <lease/> to remove it")
+
+
+def _cpus(b):
+    topo = get(b, "cpu", "topology")
+    if not topo:
+        return None
+    n = topo.get("sockets", 1) * topo.get("cores", 1) * topo.get("threads", 1)
+    if n > vm_svc.MAX_CPUS:
+        raise bad_request(f"cpu.topology: more than {vm_svc.MAX_CPUS} virtual CPUs")
+    return n
+
+
+@route("/vms", ["POST"], "Create a VM from a template (thin qcow2 overlays, made by a job)",
+       body=schemas.VM, query=("async",), created=True, job=True)
 def vms_add():
-    s = session()
-    return render("vm", views.vm(s, vm_svc.add_vm(ctx(), s, body())), 201)
+    vm, job = vm_svc.add_vm(ctx(), session(), _vm_spec(body(schemas.VM)))
+    return created("vm", job, lambda: views.vm(vm), lambda: _vm_now(vm.id))
 
 
-@route("/vms/<ident>", ["GET"], "Get a VM")
+@route("/vms/<ident>", ["GET"], "Get a VM", query=("follow",))
 def vm_get(ident):
-    s = session()
-    return render("vm", views.vm(s, get(Vm, ident, "VM"), follow_param()))
+    return render("vm", _vm_now(ident))
 
 
-@route("/vms/<ident>", ["PUT"], "Update a VM")
+@route("/vms/<ident>", ["PUT"], "Update a VM", body=schemas.VM)
 def vm_update(ident):
-    s = session()
-    return render("vm", views.vm(s, vm_svc.update_vm(ctx(), s, get(Vm, ident, "VM"), body())))
+    b = body(schemas.VM)
+    lease, remove_lease = _lease(b)
+    ch = vm_svc.VmChanges(
+        name=b.get("name"), description=b.get("description"), memory=b.get("memory"), cpus=_cpus(b),
+        os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled"),
+        ha_priority=get(b, "high_availability", "priority"), cluster=b.get("cluster"),
+        lease_storage_domain=lease, remove_lease=remove_lease)
+    vm = vm_svc.update_vm(ctx(), session(), obj(Vm, ident, "VM"), ch)
+    session().flush()
+    return render("vm", _vm_now(vm.id))
 
 
-@route("/vms/<ident>", ["DELETE"], "Remove a down VM and its disks")
+@route("/vms/<ident>", ["DELETE"], "Remove a down VM and its disks", query=("async",), job=True)
 def vm_remove(ident):
-    vm_svc.remove_vm(ctx(), session(), get(Vm, ident, "VM"))
-    return removed()
+    return removed(vm_svc.remove_vm(ctx(), session(), obj(Vm, ident, "VM")))
 
 
-def _target_host(b, key_path):
-    """<action><vm><placement_policy><hosts><host/></hosts></placement_policy></vm></action> or <host/>."""
-    s = session()
-    r = b.ref("host")
+def _target_host(b):
+    """<action><host/></action>, or <vm><placement_policy><hosts><host/></hosts></placement_policy></vm>."""
+    r = b.get("host")
     if r is None:
-        hosts = b.sub("vm").sub("placement_policy").list("hosts", "host")
-        if hosts:
-            d = hosts[0].data
-            r = (d.get("id"), d.get("name"))
-    return lookup.resolve(s, Host, r, "host", key_path) if r and (r[0] or r[1]) else None
+        hosts = get(b, "vm", "placement_policy", "hosts", default=[])
+        r = hosts[0] if hosts else None
+    return lookup.resolve(session(), Host, r, "host", "host") if r else None
 
 
-@route("/vms/<ident>/start", ["POST"], "Start a VM on the host the scheduler picks (or the one given)")
+@route("/vms/<ident>/start", ["POST"], "Start a VM on the host the scheduler picks (or the one given)",
+       body=schemas.START, query=("async",), job=True)
 def vm_start(ident):
-    b = action_body()
-    s = session()
-    vm = get(Vm, ident, "VM")
-    vm, job = vm_svc.start_vm(ctx(), s, vm, _target_host(b, "vm.placement_policy.hosts.host"))
-    return action_done(job=job)
+    b = body(schemas.START)
+    job = vm_svc.request_start(ctx(), session(), obj(Vm, ident, "VM"), _target_host(b))
+    return action_job(job, b)
 
 
-@route("/vms/<ident>/stop", ["POST"], "Power a VM off")
+@route("/vms/<ident>/stop", ["POST"], "Power a VM off", body=schemas.ACTION, query=("async",), job=True)
 def vm_stop(ident):
-    action_body()
-    vm_svc.stop_vm(ctx(), session(), get(Vm, ident, "VM"))
-    return action_done()
+    b = body(schemas.ACTION)
+    return action_job(vm_svc.request_stop(ctx(), session(), obj(Vm, ident, "VM")), b)
 
 
-@route("/vms/<ident>/shutdown", ["POST"], "Shut a VM down (ACPI; forced off after the timeout)")
+@route("/vms/<ident>/shutdown", ["POST"], "Shut a VM down (ACPI; forced off after the timeout)",
+       body=schemas.ACTION, query=("async",), job=True)
 def vm_shutdown(ident):
-    action_body()
-    vm_svc.shutdown_vm(ctx(), session(), get(Vm, ident, "VM"))
-    return action_done()
+    b = body(schemas.ACTION)
+    return action_job(vm_svc.request_shutdown(ctx(), session(), obj(Vm, ident, "VM")), b)
 
 
-@route("/vms/<ident>/reboot", ["POST"], "Reboot a VM (ACPI)")
+@route("/vms/<ident>/reboot", ["POST"], "Reboot a VM (ACPI)", body=schemas.ACTION, query=("async",), job=True)
 def vm_reboot(ident):
-    action_body()
-    vm_svc.reboot_vm(ctx(), session(), get(Vm, ident, "VM"))
-    return action_done()
+    b = body(schemas.ACTION)
+    return action_job(vm_svc.request_reboot(ctx(), session(), obj(Vm, ident, "VM")), b)
 
 
-@route("/vms/<ident>/migrate", ["POST"], "Live-migrate a VM (peer-to-peer) to the given or the best host")
+@route("/vms/<ident>/migrate", ["POST"], "Live-migrate a VM (peer-to-peer) to the given or the best host",
+       body=schemas.MIGRATE, query=("async",), job=True)
 def vm_migrate(ident):
-    b = action_body()
-    s = session()
-    vm, job = vm_svc.migrate_vm(ctx(), s, get(Vm, ident, "VM"), _target_host(b, "host"))
-    return action_done(job=job)
+    b = body(schemas.MIGRATE)
+    job = vm_svc.request_migrate(ctx(), session(), obj(Vm, ident, "VM"), _target_host(b))
+    return action_job(job, b)
 
 
-@route("/vms/<ident>/nics", ["GET"], "List a VM's network interfaces")
+@route("/vms/<ident>/nics", ["GET"], "List a VM's network interfaces", query=LIST)
 def vm_nics(ident):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    rows = s.scalars(select(Nic).where(Nic.vm_id == vm.id).order_by(Nic.name)).all()
-    return listing("nics", "nic", rows, lambda n: views.nic(s, n))
+    vm = row(reads.VMS, ident)
+    return listing("nics", "nic", reads.NICS, lambda n, _e: views.nic(n), Nic.vm_id == vm.id)
 
 
-@route("/vms/<ident>/nics", ["POST"], "Add a network interface to a down VM")
+@route("/vms/<ident>/nics", ["POST"], "Add a network interface to a down VM", body=schemas.NIC, created=True)
 def vm_nics_add(ident):
-    s = session()
-    return render("nic", views.nic(s, vm_svc.add_nic(ctx(), s, get(Vm, ident, "VM"), body())), 201)
+    b = body(schemas.NIC)
+    nic = vm_svc.add_nic(ctx(), session(), obj(Vm, ident, "VM"), vm_svc.NicSpec(
+        name=required(b, "name"), interface=b.get("interface", "virtio"), mac=get(b, "mac", "address"),
+        network=b.get("vnic_profile") or b.get("network")))
+    return created("nic", None, lambda: views.nic(nic), None)
 
 
 def _nic(vm_id, nic_id):
-    n = session().get(Nic, nic_id)
+    n = session().get(Nic, nic_id) if lookup.valid_uuid(nic_id) else None
     if n is None or n.vm_id != vm_id:
         raise not_found("network interface", nic_id)
     return n
@@ -166,36 +250,52 @@ def _nic(vm_id, nic_id):
 
 @route("/vms/<ident>/nics/<nic>", ["GET"], "Get a network interface")
 def vm_nic_get(ident, nic):
-    s = session()
-    return render("nic", views.nic(s, _nic(get(Vm, ident, "VM").id, nic)))
+    return render("nic", views.nic(_nic(row(reads.VMS, ident).id, nic)))
 
 
 @route("/vms/<ident>/nics/<nic>", ["DELETE"], "Remove a network interface")
 def vm_nic_remove(ident, nic):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    vm_svc.remove_nic(ctx(), s, vm, _nic(vm.id, nic))
+    vm = obj(Vm, ident, "VM")
+    vm_svc.remove_nic(ctx(), session(), vm, _nic(vm.id, nic))
     return removed()
 
 
 @route("/vms/<ident>/diskattachments", ["GET"], "List a VM's disk attachments")
 def vm_disks(ident):
-    s = session()
-    vm = get(Vm, ident, "VM")
+    vm = row(reads.VMS, ident)
+    atts = reads.attachments(session(), DiskAttachment.vm_id, [vm.id]).get(vm.id, [])
     return render("disk_attachments", Many("disk_attachment", [
-        views.disk_attachment(s, a, d, "vms", vm.id) for a, d, _sd in disk_svc.vm_disks(s, vm.id)]))
+        views.disk_attachment(a, d, "vms", vm.id) for a, d in atts]))
 
 
-@route("/vms/<ident>/diskattachments", ["POST"], "Attach a new or existing disk to a down VM")
+def _disk_spec(d, default_name=None):
+    sds = d.get("storage_domains") or []
+    if len(sds) != 1 or sds[0] is None:
+        raise bad_request("disk.storage_domains: give exactly one storage domain")
+    return disk_svc.DiskSpec(provisioned_size=required({"disk": d}, "disk", "provisioned_size"),
+                             storage_domain=sds[0], name=d.get("name") or d.get("alias") or default_name,
+                             format=d.get("format", "cow"), description=d.get("description", ""))
+
+
+@route("/vms/<ident>/diskattachments", ["POST"], "Attach a new or existing disk to a down VM",
+       body=schemas.DISK_ATTACHMENT, query=("async",), created=True, job=True)
 def vm_disks_add(ident):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    att = vm_svc.add_disk_attachment(ctx(), s, vm, body())
-    return render("disk_attachment", views.disk_attachment(s, att, s.get(Disk, att.disk_id), "vms", vm.id), 201)
+    b = body(schemas.DISK_ATTACHMENT)
+    d = b.get("disk") or {}
+    existing = d.get("id") and "provisioned_size" not in d
+    spec = vm_svc.AttachmentSpec(
+        interface=b.get("interface", "virtio"), bootable=b.get("bootable", False), active=b.get("active", True),
+        disk=Ref(id=d["id"]) if existing else None, new_disk=None if existing else _disk_spec(d))
+    vm = obj(Vm, ident, "VM")
+    att, job = vm_svc.add_disk_attachment(ctx(), session(), vm, spec)
+
+    def now():
+        return views.disk_attachment(att, session().get(Disk, att.disk_id), "vms", vm.id)
+    return created("disk_attachment", job, now, now)
 
 
 def _attachment(vm_id, att_id):
-    a = session().get(DiskAttachment, att_id)
+    a = session().get(DiskAttachment, att_id) if lookup.valid_uuid(att_id) else None
     if a is None or a.vm_id != vm_id:
         raise not_found("disk attachment", att_id)
     return a
@@ -203,39 +303,38 @@ def _attachment(vm_id, att_id):
 
 @route("/vms/<ident>/diskattachments/<att>", ["GET"], "Get a disk attachment")
 def vm_disk_get(ident, att):
-    s = session()
-    vm = get(Vm, ident, "VM")
+    vm = row(reads.VMS, ident)
     a = _attachment(vm.id, att)
-    return render("disk_attachment", views.disk_attachment(s, a, s.get(Disk, a.disk_id), "vms", vm.id))
+    return render("disk_attachment", views.disk_attachment(a, session().get(Disk, a.disk_id), "vms", vm.id))
 
 
-@route("/vms/<ident>/diskattachments/<att>", ["DELETE"], "Detach a disk (detach_only=false also deletes it)")
+@route("/vms/<ident>/diskattachments/<att>", ["DELETE"], "Detach a disk (detach_only=false also deletes it)",
+       query=("detach_only", "async"), job=True)
 def vm_disk_remove(ident, att):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    detach_only = request.args.get("detach_only", "true").lower() != "false"
-    vm_svc.remove_disk_attachment(ctx(), s, vm, _attachment(vm.id, att), detach_only)
-    return removed()
+    vm = obj(Vm, ident, "VM")
+    job = vm_svc.remove_disk_attachment(ctx(), session(), vm, _attachment(vm.id, att),
+                                        bool_param("detach_only", True))
+    return removed(job)
 
 
-@route("/vms/<ident>/snapshots", ["GET"], "List a VM's snapshots")
+@route("/vms/<ident>/snapshots", ["GET"], "List a VM's snapshots", query=LIST)
 def vm_snapshots(ident):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    rows = s.scalars(select(Snapshot).where(Snapshot.vm_id == vm.id).order_by(Snapshot.date)).all()
-    return listing("snapshots", "snapshot", rows, lambda x: views.snapshot(s, x),
-                   lambda x: {"name": x.description}, ("name",))
+    vm = row(reads.VMS, ident)
+    return listing("snapshots", "snapshot", reads.SNAPSHOTS, lambda x, _e: views.snapshot(x),
+                   Snapshot.vm_id == vm.id)
 
 
-@route("/vms/<ident>/snapshots", ["POST"], "Take a snapshot (live when the VM is up)")
+@route("/vms/<ident>/snapshots", ["POST"], "Take a snapshot (live when the VM is up)", body=schemas.SNAPSHOT,
+       query=("async",), created=True, job=True)
 def vm_snapshots_add(ident):
-    s = session()
-    snap = snap_svc.create_snapshot(ctx(), s, get(Vm, ident, "VM"), body())
-    return render("snapshot", views.snapshot(s, snap), 201)
+    b = body(schemas.SNAPSHOT)
+    snap, job = snap_svc.create_snapshot(ctx(), session(), obj(Vm, ident, "VM"), b.get("description", ""))
+    return created("snapshot", job, lambda: views.snapshot(snap),
+                   lambda: views.snapshot(row(reads.SNAPSHOTS, snap.id)))
 
 
 def _snapshot(vm_id, snap_id):
-    x = session().get(Snapshot, snap_id)
+    x = session().get(Snapshot, snap_id) if lookup.valid_uuid(snap_id) else None
     if x is None or x.vm_id != vm_id:
         raise not_found("snapshot", snap_id)
     return x
@@ -243,62 +342,50 @@ def _snapshot(vm_id, snap_id):
 
 @route("/vms/<ident>/snapshots/<snap>", ["GET"], "Get a snapshot")
 def vm_snapshot_get(ident, snap):
-    s = session()
-    return render("snapshot", views.snapshot(s, _snapshot(get(Vm, ident, "VM").id, snap)))
+    return render("snapshot", views.snapshot(_snapshot(row(reads.VMS, ident).id, snap)))
 
 
 @route("/vms/<ident>/snapshots/<snap>", ["DELETE"], "Remove a snapshot")
 def vm_snapshot_remove(ident, snap):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    snap_svc.remove_snapshot(ctx(), s, vm, _snapshot(vm.id, snap))
+    vm = obj(Vm, ident, "VM")
+    snap_svc.remove_snapshot(ctx(), session(), vm, _snapshot(vm.id, snap))
     return removed()
 
 
-@route("/vms/<ident>/snapshots/<snap>/restore", ["POST"], "Restore a down VM to a snapshot")
+@route("/vms/<ident>/snapshots/<snap>/restore", ["POST"], "Restore a down VM to a snapshot",
+       body=schemas.ACTION, query=("async",), job=True)
 def vm_snapshot_restore(ident, snap):
-    action_body()
-    s = session()
-    vm = get(Vm, ident, "VM")
-    snap_svc.restore_snapshot(ctx(), s, vm, _snapshot(vm.id, snap))
-    return action_done()
+    b = body(schemas.ACTION)
+    vm = obj(Vm, ident, "VM")
+    return action_job(snap_svc.restore_snapshot(ctx(), session(), vm, _snapshot(vm.id, snap)), b)
 
 
-@route("/vms/<ident>/permissions", ["GET"], "List the permissions on a VM")
+@route("/vms/<ident>/permissions", ["GET"], "List the permissions on a VM", query=LIST)
 def vm_permissions(ident):
-    s = session()
-    vm = get(Vm, ident, "VM")
-    rows = s.scalars(select(Permission).where(Permission.object_id == vm.id)).all()
-    return listing("permissions", "permission", rows, lambda p: views.permission(s, p), lambda p: {"name": p.id})
+    vm = row(reads.VMS, ident)
+    return listing("permissions", "permission", reads.PERMISSIONS, lambda p, _e: views.permission(p),
+                   Permission.object_id == vm.id)
 
 
 # ---- disks ------------------------------------------------------------------------------
-@route("/disks", ["GET"], "List disks")
+@route("/disks", ["GET"], "List disks", query=LIST)
 def disks_list():
-    s = session()
-    return listing("disks", "disk", s.scalars(select(Disk).order_by(Disk.name)).all(), lambda r: views.disk(s, r))
+    return listing("disks", "disk", reads.DISKS, lambda d, _e: views.disk(d))
 
 
-@route("/disks", ["POST"], "Create a floating disk")
+@route("/disks", ["POST"], "Create a floating disk (its volume is made by a job)", body=schemas.DISK,
+       query=("async",), created=True, job=True)
 def disks_add():
-    s = session()
-    b = body()
-    d = disk_svc.disk_from_body(ctx(), s, b, b.name("name", required=True))
-    return render("disk", views.disk(s, d), 201)
+    b = body(schemas.DISK)
+    disk, job = disk_svc.add_disk(ctx(), session(), _disk_spec(b), default_name=required(b, "name"))
+    return created("disk", job, lambda: views.disk(disk), lambda: views.disk(row(reads.DISKS, disk.id)))
 
 
 @route("/disks/<ident>", ["GET"], "Get a disk")
 def disk_get(ident):
-    s = session()
-    return render("disk", views.disk(s, get(Disk, ident, "disk")))
+    return render("disk", views.disk(row(reads.DISKS, ident)))
 
 
-@route("/disks/<ident>", ["DELETE"], "Remove a disk that is not attached")
+@route("/disks/<ident>", ["DELETE"], "Remove a disk that is not attached", query=("async",), job=True)
 def disk_remove(ident):
-    s = session()
-    d = get(Disk, ident, "disk")
-    att = s.scalar(select(DiskAttachment).where(DiskAttachment.disk_id == d.id))
-    if att is not None:
-        raise Fault(409, "Operation Failed", f"disk {d.name} is attached to a VM or template; detach it first")
-    disk_svc.delete_disk(ctx(), s, d)
-    return removed()
+    return removed(disk_svc.remove_disk(ctx(), session(), obj(Disk, ident, "disk")))

@@ -1,10 +1,11 @@
-"""Host failure handling in the engine: fence, mark down, restart HA VMs.
+"""Host failure handling in the engine worker: fence, mark down, restart HA VMs.
 
 A pass over a failed host reads the database, asks ``policy.decide`` what
 may happen, and does it, writing an event for every step (who, what, why).
-The facts that make a fence "confirmed" live in the database (host status
-``down`` with a ``fenced:`` detail), so an engine restart resumes safely:
-HA VMs waiting for a restart carry a ``[ha-pending:<host id>]`` marker.
+What decides is data: a confirmed fence is a `fences` row that the host's
+`fence_id` points at; an HA VM waiting for its restart carries the failed
+host in `ha_restart_host_id`. Messages are for people only, so an engine
+restart resumes safely and rewording a message changes nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timezone
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from ..errors import Fault
-from ..models import Event, Host, Vm
+from ..models import Event, Fence, Host, Vm, utcnow
 from ..services import events, hosts as host_svc, vms as vm_svc
+from ..timeutil import aware
 from . import ipmi, policy
 from .agents import AgentConfigError, spec_from_record
 from .fencing import fence_through_agents
@@ -26,7 +28,6 @@ from .settings import PowerSettings
 
 log = logging.getLogger("keel.engine.power")
 MiB = 2 ** 20
-FENCED = "fenced: "
 # event codes (oVirt's numbers where they exist: VDS_FENCE_*, HA_VM_*)
 EV_FENCE_SKIPPED, EV_FENCE_START, EV_FENCE_OK, EV_FENCE_FAILED = 9010, 9011, 9012, 9013
 EV_FENCE_AGENT, EV_HOST_DOWN, EV_MANUAL_FENCE, EV_WAIT = 9014, 9015, 9016, 9017
@@ -36,12 +37,21 @@ EV_LEASES_RELEASED, EV_LEASE_WAIT, EV_HA_DOWN = 9025, 9026, 9027
 AUTO = "the engine (host monitor)"
 
 
-def pending_marker(host_id: str) -> str:
-    return f"[ha-pending:{host_id}]"
+def confirmed_fence(s, host) -> Fence | None:
+    """The confirmed fence that holds the host down, if any."""
+    if host.status != "down" or not host.fence_id:
+        return None
+    fence = s.get(Fence, host.fence_id)
+    return fence if fence is not None and fence.state == "confirmed" else None
+
+
+def last_fence(s, host) -> Fence | None:
+    return s.scalars(select(Fence).where(Fence.host_id == host.id).order_by(Fence.started.desc())
+                     .limit(1)).first()
 
 
 class Failover:
-    """Failure handling for one engine process; thread-safe per host."""
+    """Failure handling for the engine worker; thread-safe per host."""
 
     def __init__(self, ctx, settings: PowerSettings | None = None, storage_probe=None,
                  lease_probe=None, release_leases=None, run=ipmi.run_operation, sleep=time.sleep):
@@ -64,15 +74,19 @@ class Failover:
         self._stopping = threading.Event()
         self._locks: dict[str, threading.Lock] = {}
         self._watchers: dict[str, threading.Thread] = {}
-        self._fence_failed_at: dict[str, float] = {}
         self._unresponsive_at: dict[str, float] = {}
-        self._told: dict[str, set] = {}     # events already written this episode
+        self._told: dict[str, set] = {}     # events already written this episode (messages only)
         self._guard = threading.Lock()
 
     # ---- helpers ------------------------------------------------------
-    def _lock(self, host_id):
+    def lock(self, host_id):
+        """One pass at a time per host (fences and restarts of one host never overlap)."""
         with self._guard:
             return self._locks.setdefault(host_id, threading.Lock())
+
+    def new_episode(self, host_id):
+        """The host failed again: the events of this episode are new ones."""
+        self._told.pop(host_id, None)
 
     def _event(self, s, code, text, severity="normal", once_key=None, **refs):
         if once_key is not None:
@@ -94,16 +108,14 @@ class Failover:
         return specs
 
     def _ha_vms(self, s, host):
-        marker = pending_marker(host.id)
         q = select(Vm).where(Vm.high_availability.is_(True),
-                             (Vm.host_id == host.id) | ((Vm.status == "down") & Vm.stop_reason.contains(marker)))
+                             (Vm.host_id == host.id) | ((Vm.status == "down") & (Vm.ha_restart_host_id == host.id)))
         return list(s.scalars(q))
 
     def _view(self, s, host, agents_known=None):
         since = None
         if host.status == "non_responsive" and host.last_seen is not None:
-            seen = host.last_seen if host.last_seen.tzinfo else host.last_seen.replace(tzinfo=timezone.utc)
-            since = seen.timestamp()
+            since = aware(host.last_seen).timestamp()
         renews = None
         if host.status == "non_responsive":
             renews = self.storage_probe(host, self._unresponsive_at.setdefault(host.id, time.time()))
@@ -125,16 +137,14 @@ class Failover:
     def _last_power_on(self, s, host):
         ev = s.scalars(select(Event).where(Event.host_id == host.id, Event.code == EV_POWER_ON)
                        .order_by(Event.id.desc()).limit(1)).first()
-        if ev is None:
-            return None
-        t = ev.time if ev.time.tzinfo else ev.time.replace(tzinfo=timezone.utc)
-        return t.timestamp()
+        return None if ev is None else aware(ev.time).timestamp()
 
-    def fence_state(self, host) -> str:
-        if host.status == "down" and (host.status_detail or "").startswith(FENCED):
+    def fence_state(self, s, host) -> str:
+        if confirmed_fence(s, host) is not None:
             return policy.FENCE_CONFIRMED
-        failed = self._fence_failed_at.get(host.id)
-        if failed is not None and time.monotonic() - failed < self.settings.refence_interval:
+        last = last_fence(s, host)
+        if last is not None and last.state == "failed" and last.ended is not None and \
+                utcnow() - aware(last.ended) < timedelta(seconds=self.settings.refence_interval):
             return policy.FENCE_FAILED
         return policy.FENCE_NONE
 
@@ -142,7 +152,7 @@ class Failover:
     def step(self, host_id: str) -> list[policy.Action]:
         """Decide and act for ``host_id`` until nothing more can happen now."""
         done = []
-        with self._lock(host_id), self.ctx.sessionmaker() as s:
+        with self.lock(host_id), self.ctx.sessionmaker() as s:
             for _round in range(3):   # a successful fence changes the facts: decide again
                 host = s.get(Host, host_id)
                 if host is None:
@@ -172,7 +182,7 @@ class Failover:
             now=time.time(), host=me,
             cluster_hosts=(me,) + tuple(self._view(s, h) for h in others),
             ha_vms=tuple(self._ha_vm(vm, host) for vm in vms.values()),
-            fence_state=self.fence_state(host))
+            fence_state=self.fence_state(s, host))
         return policy.decide(snap, self.cfg), vms
 
     def _ha_vm(self, vm, host) -> policy.HaVm:
@@ -190,8 +200,7 @@ class Failover:
         kind, refs = action.kind, {"host_id": host.id, "cluster_id": host.cluster_id}
         if kind == policy.WAIT:
             self._event(s, EV_WAIT, f"Host {host.name} is non-responsive; {AUTO} does not fence it "
-                        f"yet: {action.reason}.", "warning",
-                        once_key=("wait", "storage lease" in action.reason), **refs)
+                        f"yet: {action.reason}.", "warning", once_key=("wait", action.waiting_for), **refs)
         elif kind == policy.SKIP_FENCING:
             self._event(s, EV_FENCE_SKIPPED, f"Fencing of host {host.name} skipped by {AUTO}: "
                         f"{action.reason}.", "warning", once_key=("skip", action.reason), **refs)
@@ -199,9 +208,10 @@ class Failover:
             self._event(s, EV_HA_HELD, f"{action.reason}.", "warning",
                         once_key=("hold", action.vm_id), vm_id=action.vm_id, **refs)
         elif kind == policy.FENCE:
-            return self._fence_off(s, host, agents, who=AUTO, why=action.reason)
+            return self.fence_off(s, host, agents, who=AUTO, why=action.reason)
         elif kind == policy.MARK_DOWN:
-            self._mark_down(s, host, host.status_detail or action.reason)
+            fence = confirmed_fence(s, host) or s.get(Fence, host.fence_id)
+            self.mark_down(s, host, fence)
         elif kind == policy.RESTART_VM:
             self._restart(s, host, vms[action.vm_id], action)
         elif kind == policy.NO_TARGET:
@@ -209,8 +219,12 @@ class Failover:
                         once_key=("notarget", action.vm_id), vm_id=action.vm_id, **refs)
         return True
 
-    def _fence_off(self, s, host, agents, who, why) -> bool:
+    def fence_off(self, s, host, agents, who, why, action="off") -> bool:
+        """Power the host off through its BMCs; only a BMC-confirmed off counts."""
         refs = {"host_id": host.id, "cluster_id": host.cluster_id}
+        fence = Fence(host_id=host.id, method="bmc", action=action, state="running", requested_by=who,
+                      reason=why)
+        s.add(fence)
         events.add(s, EV_FENCE_START, f"Fencing host {host.name}: power off through its BMC, "
                    f"requested by {who} because {why}.", "warning", **refs)
         s.commit()
@@ -219,19 +233,32 @@ class Failover:
             backoff=self.settings.fence_backoff, deadline=self.settings.off_deadline,
             run=self.run, sleep=self.sleep,
             emit=lambda sev, text: events.add(s, EV_FENCE_AGENT, text + ".", sev, **refs))
+        fence.ended, fence.outcome = utcnow(), outcome.message
         if not outcome.confirmed_off:
-            self._fence_failed_at[host.id] = time.monotonic()
+            fence.state = "failed"
             events.add(s, EV_FENCE_FAILED, f"Fencing host {host.name} failed: {outcome.message}. "
                        "Its HA VMs are not restarted until the host is confirmed off.", "error", **refs)
             s.commit()
             return False
-        self._fence_failed_at.pop(host.id, None)
+        fence.state, fence.agent = "confirmed", outcome.agent
         events.add(s, EV_FENCE_OK, f"Host {host.name} is powered off, confirmed by its BMC "
                    f"({outcome.agent}).", **refs)
-        self._mark_down(s, host, f"{FENCED}power-off confirmed by BMC {outcome.agent}")
+        self.mark_down(s, host, fence)
         self._release_leases(s, host, refs)
         s.commit()
         return True
+
+    def confirm_manually(self, s, host, who) -> None:
+        """'Confirm host has been rebooted': the administrator vouches that it is off."""
+        fence = Fence(host_id=host.id, method="manual", action="manual", state="confirmed", requested_by=who,
+                      reason="the administrator confirmed that the host has been rebooted",
+                      outcome="confirmed manually", ended=utcnow())
+        s.add(fence)
+        s.flush()
+        events.add(s, EV_MANUAL_FENCE, f"{who[0].upper() + who[1:]} confirmed that host {host.name} "
+                   "has been rebooted (manual fence); its VMs are considered down.", "warning",
+                   host_id=host.id, cluster_id=host.cluster_id)
+        self.mark_down(s, host, fence)
 
     def _release_leases(self, s, host, refs):
         """The host is off: its VMs' leases can be freed now rather than after
@@ -250,15 +277,18 @@ class Failover:
                        f"released by {AUTO} on its behalf, as the host is confirmed off: the leases of its "
                        "VMs are free.", **refs)
 
-    def _mark_down(self, s, host, detail):
-        # set_status writes the host's status-change event (with this detail)
+    def mark_down(self, s, host, fence):
+        """The host is confirmed off: it is down, held by this fence, and every VM
+        it ran is down; HA ones wait for their restart elsewhere."""
+        detail = (f"fenced: power-off confirmed by BMC {fence.agent}" if fence.method == "bmc"
+                  else f"fenced: reboot confirmed manually by {fence.requested_by}")
         host_svc.set_status(s, host, "down", detail)
-        host.status_detail = detail
+        host.fence_id = fence.id
         for vm in s.scalars(select(Vm).where(Vm.host_id == host.id)).all():
             ha = vm.high_availability
             vm.status, vm.host_id, vm.busy_until = "down", None, None
-            vm.stop_reason = (f"host {host.name} was fenced" +
-                              (f"; HA restart pending {pending_marker(host.id)}" if ha else ""))
+            vm.stop_reason = f"host {host.name} was fenced"
+            vm.ha_restart_host_id = host.id if ha else None
             events.add(s, events.VM_DOWN, f"VM {vm.name} is down: its host {host.name} was fenced"
                        + (" (HA VM: will be restarted on another host)." if ha else "."),
                        "warning" if ha else "error", vm_id=vm.id, host_id=host.id)
@@ -277,7 +307,8 @@ class Failover:
         if vm.host_id == failed.id:
             # lease-expiry path: the host is not confirmed off, the VM's lease is free
             vm.status, vm.host_id, vm.busy_until = "down", None, None
-            vm.stop_reason = f"lease expired on host {failed.name}; HA restart pending {pending_marker(failed.id)}"
+            vm.stop_reason = f"its lease expired on host {failed.name}"
+            vm.ha_restart_host_id = failed.id
             s.commit()
         # the engine's scheduler picks the host (memory, spread); the VM-up event names it
         events.add(s, EV_HA_RESTART, f"Restarting HA VM {vm.name} (priority {action.priority}, was on host "
@@ -322,6 +353,15 @@ class Failover:
                                  name=f"failover:{host_id}")
             self._watchers[host_id] = t
         t.start()
+
+    def resume(self) -> None:
+        """At worker start: watch every host a failover was under way for."""
+        with self.ctx.sessionmaker() as s:
+            ids = set(s.scalars(select(Host.id).where(Host.status == "non_responsive")))
+            ids |= {h for h in s.scalars(select(Vm.ha_restart_host_id).where(
+                Vm.ha_restart_host_id.is_not(None), Vm.status == "down"))}
+        for host_id in ids:
+            self.start_watch(host_id)
 
     def stop(self, timeout: float = 30.0) -> None:
         """End every watch loop (engine shutdown)."""

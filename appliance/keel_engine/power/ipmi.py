@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from .agents import FenceAgentSpec
 
 log = logging.getLogger(__name__)
+_forbidden: str | None = None
+
+
+def forbid(reason: str) -> None:
+    """No BMC traffic from this process from now on (the web workers)."""
+    global _forbidden
+    _forbidden = reason
 
 OPERATIONS = ("status", "on", "off", "restart", "test")
 DEFAULT_DEADLINES = {"status": 15.0, "test": 15.0, "on": 30.0, "off": 30.0, "restart": 60.0}
@@ -52,6 +59,8 @@ def run_operation(spec: FenceAgentSpec, op: str, deadline: float | None = None) 
     """Run ``op`` against the agent's BMC; returns within ``deadline`` seconds (+ kill time)."""
     if op not in OPERATIONS:
         raise ValueError(f"unknown power operation {op!r} (expected one of {', '.join(OPERATIONS)})")
+    if _forbidden:
+        raise RuntimeError(f"BMC operation '{op}' in a process that must not make any: {_forbidden}")
     budget = float(deadline if deadline is not None else DEFAULT_DEADLINES[op])
     request = json.dumps({"op": op, "address": spec.address, "port": spec.port,
                           "username": spec.username, "password": spec.password,

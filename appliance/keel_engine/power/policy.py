@@ -72,6 +72,7 @@ class Action:
     vm_id: str | None = None
     target_host_id: str | None = None
     priority: int = 0
+    waiting_for: str | None = None     # WAIT: "grace" (the grace period) or "liveness" (its storage lease)
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,12 @@ def decide(snap: Snapshot, cfg: PolicyConfig) -> list[Action]:
     grace = cfg.grace_period if host.grace_period is None else host.grace_period
     waited = snap.now - host.unresponsive_since if host.unresponsive_since is not None else 0.0
     if waited < grace:
-        return [Action(WAIT, reason=f"host {host.name} non-responsive for {waited:.0f} s, "
-                                    f"grace period is {grace:.0f} s")]
+        return [Action(WAIT, waiting_for="grace", reason=f"host {host.name} non-responsive for {waited:.0f} s, "
+                                                         f"grace period is {grace:.0f} s")]
     if host.liveness_pending and not host.renews_storage_lease:
-        return [Action(WAIT, reason=f"watching host {host.name}'s storage lease to tell a dead host "
-                                    "from one that is only cut off from the engine")]
+        return [Action(WAIT, waiting_for="liveness",
+                       reason=f"watching host {host.name}'s storage lease to tell a dead host "
+                              "from one that is only cut off from the engine")]
     actions = []
     skip = fencing_skip_reason(snap, cfg)
     if skip:

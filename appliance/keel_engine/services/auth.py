@@ -1,4 +1,14 @@
-"""Users of the internal domain, password hashes and bearer tokens."""
+"""Users of the internal domain, password hashes, bearer tokens and the
+sign-in throttle.
+
+A sign-in costs the same whether the user exists or not (an unknown user's
+password is checked against a dummy hash), so user names cannot be probed
+by timing. Failures in a row are counted per user name and per source
+address (in the database, so every web worker sees them): past the allowance
+each attempt must wait, doubling up to a cap, and the first refusal writes
+an event."""
+from __future__ import annotations
+
 import base64
 import hashlib
 import hmac
@@ -6,13 +16,17 @@ import logging
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
-from ..models import Permission, Role, Token, User, utcnow
+from ..errors import Fault
+from ..models import LoginFailure, Permission, Role, Token, User, utcnow
 from ..timeutil import aware
+from . import events
 
 log = logging.getLogger("keel.engine.auth")
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+MAX_LOGIN = 320
+_DUMMY = None
 
 
 def hash_password(password):
@@ -27,11 +41,18 @@ def verify_password(password, stored):
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt),
+        got = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=base64.b64decode(salt),
                              n=int(n), r=int(r), p=int(p), dklen=32)
         return hmac.compare_digest(got, base64.b64decode(digest))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, MemoryError):
         return False
+
+
+def _dummy_hash():
+    global _DUMMY
+    if _DUMMY is None:
+        _DUMMY = hash_password(secrets.token_urlsafe(16))
+    return _DUMMY
 
 
 def split_login(username):
@@ -40,75 +61,145 @@ def split_login(username):
 
 
 def _token_hash(token):
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def login(session, username, password, lifetime):
-    """Returns (token, user) or None for a wrong user or password."""
+# ---- sign-in -------------------------------------------------------------------
+class Throttled(Fault):
+    def __init__(self, wait_s: float):
+        super().__init__(429, "Too Many Requests", f"too many failed sign-ins; try again in {wait_s:.0f} s")
+        self.retry_after = max(1, int(wait_s + 0.999))
+
+
+def _keys(username, address):
+    return [f"user:{username.lower()}"[:320], f"addr:{address}"[:320]]
+
+
+def check_password(s, username, password, address, cfg) -> User | None:
+    """The user whose password this is, or None; raises Throttled while the
+    user name or the address must wait. Flushes the throttle's bookkeeping:
+    the caller commits it even when it refuses the request."""
+    now = utcnow()
+    keys = _keys(username, address)
+    rows = {r.key: r for r in s.scalars(select(LoginFailure).where(LoginFailure.key.in_(keys)))}
+    blocked = [aware(r.blocked_until) for r in rows.values() if r.blocked_until and aware(r.blocked_until) > now]
+    if blocked:
+        raise Throttled((max(blocked) - now).total_seconds())
     name, domain = split_login(username)
-    user = session.scalar(select(User).where(User.name == name, User.domain == domain))
-    if user is None or not user.password_hash or not verify_password(password, user.password_hash):
-        log.warning("login refused for %s", username)
+    user = None
+    if len(username) <= MAX_LOGIN:
+        user = s.scalar(select(User).where(User.name == name, User.domain == domain))
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    ok = verify_password(password, stored) and user is not None and bool(user.password_hash)
+    if ok:
+        for r in rows.values():
+            s.delete(r)
+        s.flush()
+        return user
+    log.warning("sign-in refused for %s from %s", username[:80], address)
+    for key in keys:
+        r = rows.get(key) or LoginFailure(key=key, failures=0)
+        if key not in rows:
+            s.add(r)
+        r.failures += 1
+        r.last_failure = now
+        if r.failures >= cfg.login_failures_allowed:
+            delay = min(cfg.login_delay_cap, 2.0 ** (r.failures - cfg.login_failures_allowed))
+            r.blocked_until = now + timedelta(seconds=delay)
+            if r.failures == cfg.login_failures_allowed:
+                what = "user " + username[:80] if key.startswith("user:") else "address " + address
+                events.add(s, events.USER_LOGIN_THROTTLED, f"{cfg.login_failures_allowed} failed sign-ins in a "
+                           f"row for {what}: further attempts must wait (up to "
+                           f"{cfg.login_delay_cap:.0f} s).", severity="warning",
+                           user_id=user.id if user is not None and key.startswith("user:") else None)
+    events.add(s, events.USER_LOGIN_FAILED, f"Sign-in failed for {username[:80]} from {address}.",
+               severity="warning", user_id=user.id if user is not None else None)
+    s.flush()
+    return None
+
+
+def login(s, username, password, address, cfg):
+    """(token, user), or None for a wrong user name or password; raises Throttled."""
+    user = check_password(s, username, password, address, cfg)
+    if user is None:
         return None
     token = secrets.token_urlsafe(32)
-    session.add(Token(token_hash=_token_hash(token), user_id=user.id,
-                      expires=utcnow() + timedelta(seconds=lifetime)))
+    s.add(Token(token_hash=_token_hash(token), user_id=user.id,
+                expires=utcnow() + timedelta(seconds=cfg.token_lifetime)))
     return token, user
 
 
-def user_for_token(session, token):
-    row = session.get(Token, _token_hash(token))
+# built once: every API request runs it
+_TOKEN = select(Token.user_id, Token.expires, Token.revoked).where(Token.token_hash == bindparam("h"))
+
+
+def user_id_for_token(s, token):
+    """The signed-in user's id for a bearer token, or None (one query)."""
+    if not token or len(token) > 512:
+        return None
+    row = s.execute(_TOKEN, {"h": _token_hash(token)}).first()
     if row is None or row.revoked or aware(row.expires) <= utcnow():
         return None
-    return session.get(User, row.user_id)
+    return row.user_id
 
 
-def revoke(session, token):
-    row = session.get(Token, _token_hash(token))
+def user_for_token(s, token):
+    user_id = user_id_for_token(s, token)
+    return None if user_id is None else s.get(User, user_id)
+
+
+def revoke(s, token):
+    if not token or len(token) > 512:
+        return False
+    row = s.get(Token, _token_hash(token))
     if row is None:
         return False
     row.revoked = True
     return True
 
 
-def purge_expired(session):
-    for row in session.scalars(select(Token)):
-        if row.revoked or aware(row.expires) <= utcnow():
-            session.delete(row)
+def purge_expired(s):
+    now = utcnow()
+    for row in s.scalars(select(Token)):
+        if row.revoked or aware(row.expires) <= now:
+            s.delete(row)
+    for row in s.scalars(select(LoginFailure)):
+        if aware(row.last_failure) < now - timedelta(days=1):
+            s.delete(row)
 
 
-def ensure_builtin(session, admin_password):
+def ensure_builtin(s, admin_password):
     """First start: roles, the admin@internal user, its SuperUser permission."""
     roles = {}
     for name, admin, desc in (("SuperUser", True, "Roles management administrator"),
                               ("UserRole", False, "Standard user role")):
-        role = session.scalar(select(Role).where(Role.name == name))
+        role = s.scalar(select(Role).where(Role.name == name))
         if role is None:
             role = Role(name=name, administrative=admin, description=desc)
-            session.add(role)
+            s.add(role)
         roles[name] = role
-    admin = session.scalar(select(User).where(User.name == "admin", User.domain == "internal"))
+    admin = s.scalar(select(User).where(User.name == "admin", User.domain == "internal"))
     if admin is None:
         if not admin_password:
             log.warning("admin@internal not created: no admin_password in the config "
                         "(use `keel-engine create-admin`)")
             return
         admin = User(name="admin", domain="internal", password_hash=hash_password(admin_password))
-        session.add(admin)
-        session.flush()
-        session.add(Permission(role_id=roles["SuperUser"].id, user_id=admin.id))
+        s.add(admin)
+        s.flush()
+        s.add(Permission(role_id=roles["SuperUser"].id, user_id=admin.id))
         log.info("created admin@internal")
 
 
-def set_password(session, username, password):
+def set_password(s, username, password):
     name, domain = split_login(username)
-    user = session.scalar(select(User).where(User.name == name, User.domain == domain))
+    user = s.scalar(select(User).where(User.name == name, User.domain == domain))
     if user is None:
         user = User(name=name, domain=domain)
-        session.add(user)
-        session.flush()
-        role = session.scalar(select(Role).where(Role.name == "SuperUser"))
+        s.add(user)
+        s.flush()
+        role = s.scalar(select(Role).where(Role.name == "SuperUser"))
         if role is not None and name == "admin":
-            session.add(Permission(role_id=role.id, user_id=user.id))
+            s.add(Permission(role_id=role.id, user_id=user.id))
     user.password_hash = hash_password(password)
     return user

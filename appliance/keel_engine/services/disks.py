@@ -1,19 +1,36 @@
 """Disks as qcow2 volumes in the storage domain's libvirt pool, reached
-through any 'up' host of the domain's data center (the pool is shared)."""
+through any 'up' host of the domain's data center (the pool is shared).
+
+A new disk's row exists at once, `locked` (as in oVirt) until the engine
+worker has made its volume; removing a disk's volumes is the worker's too."""
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
 from .. import virt
-from ..errors import bad_request, conflict
+from ..errors import Fault, bad_request, conflict
 from ..models import Disk, DiskAttachment, StorageDomain, Volume
-from . import events, hosts, lookup
+from . import events, hosts, jobs, lookup
+from .lookup import Ref
 
 log = logging.getLogger("keel.engine.disks")
-MAX_DISK = 16 * 2 ** 40
+MiB = 2 ** 20
+MIN_DISK, MAX_DISK = MiB, 16 * 2 ** 40
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    provisioned_size: int
+    storage_domain: Ref
+    name: str | None = None
+    format: str = "cow"
+    description: str = ""
 
 
 @contextlib.contextmanager
@@ -41,29 +58,38 @@ def new_volume_name(disk_id):
     return f"{disk_id}.{uuid.uuid4().hex[:8]}.qcow2"
 
 
-def create_disk(ctx, s, sd, name, size, backing=None, template_id=None, description=""):
-    """A new disk with one volume; backing = (storage domain, volume name) for thin copies."""
+def new_disk_row(s, sd, name, size, backing_volume=None, template_id=None, description=""):
+    """A disk whose volume the worker creates (create_volume_of); `backing_volume`:
+    a thin overlay on that volume of the same storage domain."""
     if sd.status != "active":
         raise conflict(f"storage domain {sd.name} is not attached to a data center")
     disk = Disk(name=name, storage_domain_id=sd.id, provisioned_size=size, format="cow",
-                template_id=template_id, description=description, active_volume="")
+                template_id=template_id, description=description, active_volume="", status="locked")
     s.add(disk)
     s.flush()
-    vol = new_volume_name(disk.id)
-    backing_path = volume_path(backing[0], backing[1]) if backing else None
-    with pool_for(ctx, s, sd) as pool:
-        try:
-            virt.create_volume(pool, vol, size, backing_path)
-        except Exception as e:
-            raise conflict(f"cannot create volume for disk {name} on {sd.name}: {e}")
-    disk.active_volume = vol
-    s.add(Volume(name=vol, disk_id=disk.id, backing=backing[1] if backing else None))
-    events.add(s, events.DISK_CREATED, f"Disk {name} ({size // 2**20} MiB) was created on {sd.name}.",
-               storage_domain_id=sd.id)
+    disk.active_volume = new_volume_name(disk.id)
+    s.add(Volume(name=disk.active_volume, disk_id=disk.id, backing=backing_volume))
+    s.flush()
     return disk
 
 
-def delete_disk(ctx, s, disk):
+def create_volume_of(ctx, s, disk):
+    """Make a locked disk's volume (worker); the disk is then ok."""
+    sd = s.get(StorageDomain, disk.storage_domain_id)
+    vol = s.get(Volume, disk.active_volume)
+    backing = volume_path(sd, vol.backing) if vol is not None and vol.backing else None
+    with pool_for(ctx, s, sd) as pool:
+        try:
+            virt.create_volume(pool, disk.active_volume, disk.provisioned_size, backing)
+        except Exception as e:
+            raise conflict(f"cannot create volume for disk {disk.name} on {sd.name}: {e}")
+    disk.status = "ok"
+    events.add(s, events.DISK_CREATED, f"Disk {disk.name} ({disk.provisioned_size // MiB} MiB) was created "
+               f"on {sd.name}.", storage_domain_id=sd.id)
+
+
+def delete_volumes_of(ctx, s, disk):
+    """Delete a disk's volumes from storage (worker); the caller deletes the row."""
     sd = s.get(StorageDomain, disk.storage_domain_id)
     if s.scalar(select(func.count()).select_from(Volume).where(
             Volume.backing.in_(select(Volume.name).where(Volume.disk_id == disk.id)),
@@ -80,27 +106,67 @@ def delete_disk(ctx, s, disk):
             cur = next((v.backing for v in vols if v.name == cur), None)
         order += [v.name for v in vols if v.name not in order]
         for name in order:
-            virt.delete_volume(pool, name)
-    s.delete(disk)
+            try:
+                virt.delete_volume(pool, name)
+            except Exception as e:   # libvirt refused: the disk stays, the caller says why
+                raise conflict(f"cannot delete volume {name} of disk {disk.name}: {e}")
     events.add(s, events.DISK_REMOVED, f"Disk {disk.name} was removed.", storage_domain_id=sd.id)
 
 
-def disk_from_body(ctx, s, body, default_name):
-    """<disk> of a new disk attachment or a floating disk."""
-    size = body.int("provisioned_size", required=True, minimum=1024 * 1024, maximum=MAX_DISK)
-    fmt = body.str("format", default="cow", choices=("cow", "raw"))
-    if fmt != "cow":
+def add_disk(ctx, s, spec: DiskSpec, default_name: str):
+    """A new (floating, or about to be attached) disk: (disk, job)."""
+    if not MIN_DISK <= spec.provisioned_size <= MAX_DISK:
+        raise bad_request(f"provisioned_size: must be at least {MIN_DISK} and at most {MAX_DISK}, "
+                          f"got {spec.provisioned_size}")
+    if spec.format != "cow":
         raise bad_request("disk.format: only 'cow' (qcow2) disks are supported")
-    sds = body.list("storage_domains", "storage_domain")
-    if len(sds) != 1:
-        raise bad_request(f"{body.prefix}storage_domains: give exactly one storage domain")
-    ident, sd_name = sds[0].data.get("id"), sds[0].data.get("name")
-    if not ident and not sd_name:
-        raise bad_request(f"{body.prefix}storage_domains.storage_domain: needs an id or a name")
-    sd = lookup.resolve(s, StorageDomain, (ident, sd_name), "storage domain",
-                        f"{body.prefix}storage_domains.storage_domain")
-    name = body.name("name", required=False) or default_name
-    return create_disk(ctx, s, sd, name, size, description=body.str("description", default=""))
+    sd = lookup.require(s, StorageDomain, spec.storage_domain, "storage domain",
+                        "storage_domains.storage_domain")
+    disk = new_disk_row(s, sd, spec.name or default_name, spec.provisioned_size, description=spec.description)
+    job = jobs.submit(s, jobs.DISK_CREATE, {"disk_id": disk.id},
+                      f"Creating disk {disk.name} on storage domain {sd.name}", ctx.user_id)
+    return disk, job
+
+
+def run_create(ctx, s, job):
+    disk = s.get(Disk, job.params["disk_id"])
+    if disk is None:
+        raise conflict("the disk was removed before its volume was created")
+    try:
+        create_volume_of(ctx, s, disk)
+    except Fault:
+        s.rollback()
+        disk = s.get(Disk, job.params["disk_id"])
+        if disk is not None:
+            s.delete(disk)
+            s.commit()
+        raise
+    return {"disk_id": disk.id}
+
+
+def remove_disk(ctx, s, disk) -> jobs.Job:
+    if disk.status == "locked":
+        raise conflict(f"disk {disk.name} is locked by an operation in progress")
+    if s.scalar(select(DiskAttachment).where(DiskAttachment.disk_id == disk.id)) is not None:
+        raise conflict(f"disk {disk.name} is attached to a VM or template; detach it first")
+    disk.status = "locked"
+    return jobs.submit(s, jobs.DISK_REMOVE, {"disk_id": disk.id}, f"Removing disk {disk.name}", ctx.user_id)
+
+
+def run_remove(ctx, s, job):
+    disk = s.get(Disk, job.params["disk_id"])
+    if disk is None:
+        return {}
+    try:
+        delete_volumes_of(ctx, s, disk)
+    except Fault:
+        s.rollback()
+        disk = s.get(Disk, job.params["disk_id"])
+        disk.status = "ok"
+        s.commit()
+        raise
+    s.delete(disk)
+    return {}
 
 
 def attach(s, vm, disk, interface="virtio", bootable=False, active=True):
@@ -129,4 +195,3 @@ def template_disks(s, template_id):
                      .where(DiskAttachment.template_id == template_id)
                      .order_by(DiskAttachment.position)).all()
     return [tuple(r) for r in rows]
-

@@ -2,6 +2,7 @@
 change writes one, and logs it once (journalctl shows the same line)."""
 import logging
 
+from .. import text
 from ..models import Event
 
 log = logging.getLogger("keel.engine.events")
@@ -12,12 +13,13 @@ VM_STARTING, VM_UP, VM_DOWN, VM_STOPPED, VM_SHUTDOWN = 153, 32, 61, 33, 73
 VM_MIGRATION_START, VM_MIGRATION_DONE, VM_MIGRATION_FAILED = 62, 63, 64
 VM_REBOOT, VM_STATE = 157, 9000
 HOST_ADDED, HOST_REMOVED, HOST_UP, HOST_NON_RESPONSIVE, HOST_MAINTENANCE = 42, 43, 13, 12, 16
+HOST_ADD_FAILED = 505
 HOST_ACTIVATED, HOST_PREPARING, HOST_MAINTENANCE_FAILED, HOST_FENCE = 17, 9001, 17001, 9002
 SNAPSHOT_CREATED, SNAPSHOT_RESTORED, SNAPSHOT_REMOVED = 68, 71, 342
 TEMPLATE_CREATED, TEMPLATE_REMOVED = 48, 49
 DISK_CREATED, DISK_REMOVED = 2021, 2014
 OBJECT_ADDED, OBJECT_REMOVED, OBJECT_UPDATED = 9100, 9101, 9102
-USER_LOGIN, USER_LOGOUT = 30, 31
+USER_LOGIN, USER_LOGOUT, USER_LOGIN_FAILED, USER_LOGIN_THROTTLED = 30, 31, 114, 9200
 CUSTOM = 9999
 
 LEVEL = {"normal": logging.INFO, "warning": logging.WARNING,
@@ -25,6 +27,7 @@ LEVEL = {"normal": logging.INFO, "warning": logging.WARNING,
 
 
 def add(session, code, description, severity="normal", **refs):
+    description = text.clean(description)
     ev = Event(code=code, description=description, severity=severity, **refs)
     session.add(ev)
     log.log(LEVEL.get(severity, logging.INFO), "event %s: %s", code, description)

@@ -1,24 +1,46 @@
-"""Hosts: adding (connection and capability check), activation, maintenance,
-removal, fence agents (passwords encrypted at rest) and the fence action."""
+"""Hosts: adding (connection and capability check, by the worker),
+activation, maintenance, removal, fence agents (passwords encrypted at rest)
+and the fence action (carried out by the worker's power management)."""
+from __future__ import annotations
+
 import logging
 import os
+from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
 
+from keel_common import ini
+
 from .. import virt
 from ..errors import Fault, bad_request, conflict
 from ..models import Cluster, FenceAgent, Host, Vm, utcnow
-from . import events, hooks, lookup, scheduler
+from ..power.agents import AgentConfigError, make_spec
+from . import events, jobs, lookup, scheduler
+from .lookup import Ref
 
 log = logging.getLogger("keel.engine.hosts")
+FENCE_TYPES = ("status", "stop", "start", "restart", "manual")
 
 
-def uri_for(cfg, address):
-    """A full libvirt URI is taken as is; a bare address goes through the template."""
-    if "://" in address:
-        return address
-    return cfg.libvirt_uri_template.format(address=address)
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str                # a host name or an IP address, nothing else
+    cluster: Ref
+
+
+@dataclass(frozen=True)
+class FenceAgentSpec:
+    """A fence agent as written (None leaves a field as it is on update)."""
+    address: str | None = None
+    username: str | None = None
+    password: str | None = None
+    port: int | None = None
+    type: str | None = None
+    order: int | None = None
+    options: dict | None = None
+    encrypt_options: bool | None = None
 
 
 def any_up_host(s, dc_id=None):
@@ -28,50 +50,78 @@ def any_up_host(s, dc_id=None):
     return s.scalars(q).first()
 
 
-def add_host(ctx, s, body):
-    name = body.name()
-    lookup.unique_name(s, Host, name, "host")
-    address = body.str("address", required=True, maxlen=255)
-    cluster = lookup.resolve(s, Cluster, body.ref("cluster", required=True), "cluster", "cluster")
-    uri = uri_for(ctx.config, address)
+def _address(address):
+    if not ini.is_host_address(address):
+        raise bad_request(f"address: '{address}' is not a host name or an IP address "
+                          "(the engine builds the libvirt URI itself)")
+    return address
+
+
+def add_host(ctx, s, spec: HostSpec) -> tuple[Host, jobs.Job]:
+    """The host row now (status installing); the worker checks libvirt and
+    its capabilities, then the host is up (or gone, with the reason)."""
+    lookup.unique_name(s, Host, spec.name, "host")
+    address = _address(spec.address)
+    cluster = lookup.require(s, Cluster, spec.cluster, "cluster", "cluster")
+    uri = ctx.config.libvirt_uri(address)
     if s.scalar(select(Host).where(Host.libvirt_uri == uri)):
         raise conflict(f"a host with address {address} already exists")
-    try:
-        conn = virt.connect(uri, ctx.config.libvirt_timeout)
-        try:
-            facts = virt.with_deadline(lambda: virt.host_facts(conn), ctx.config.libvirt_timeout,
-                                       f"capabilities of {uri}")
-        finally:
-            conn.close()
-    except virt.VirtError as e:
-        raise Fault(409, "Operation Failed", f"cannot reach host {name} at {uri}: {e}")
-    if not facts["hvm"]:
-        raise conflict(f"host {name} at {uri} cannot run full virtual machines (no hvm guest support)")
-    host = Host(name=name, address=address, libvirt_uri=uri, cluster_id=cluster.id, status="up",
-                hostname=facts["hostname"], cpu_model=facts["cpu_model"], cpus=facts["cpus"],
-                memory_total=facts["memory_total"], memory_free=facts["memory_free"], last_seen=utcnow())
+    host = Host(name=spec.name, address=address, libvirt_uri=uri, cluster_id=cluster.id, status="installing",
+                status_detail="checking its libvirt connection")
     s.add(host)
     s.flush()
-    events.add(s, events.HOST_ADDED, f"Host {name} ({uri}) was added to cluster {cluster.name}; "
-               f"{facts['cpus']} CPUs, {facts['memory_total'] // 2**20} MiB.",
-               host_id=host.id, cluster_id=cluster.id, user_id=ctx.user_id)
-    return host
+    job = jobs.submit(s, jobs.HOST_ADD, {"host_id": host.id}, f"Adding host {spec.name} ({address})", ctx.user_id)
+    return host, job
 
 
-def update_host(ctx, s, host, body):
-    if body.has("name"):
-        name = body.name()
+def _facts(ctx, host):
+    conn = virt.connect(host.libvirt_uri, ctx.config.libvirt_timeout)
+    try:
+        return virt.with_deadline(lambda: virt.host_facts(conn), ctx.config.libvirt_timeout,
+                                  f"capabilities of {host.libvirt_uri}")
+    finally:
+        conn.close()
+
+
+def run_add(ctx, s, job):
+    host = s.get(Host, job.params["host_id"])
+    if host is None:
+        raise conflict("the host was removed while it was being added")
+    jobs.step(s, job, f"Connecting to libvirt on {host.address}")
+    s.commit()
+    try:
+        facts = _facts(ctx, host)
+        if not facts["hvm"]:
+            raise Fault(409, "Operation Failed", f"host {host.name} at {host.libvirt_uri} cannot run full "
+                        "virtual machines (no hvm guest support)")
+    except (virt.VirtError, Fault) as e:
+        why = e.detail if isinstance(e, Fault) else f"cannot reach host {host.name} at {host.libvirt_uri}: {e}"
+        s.delete(host)
+        events.add(s, events.HOST_ADD_FAILED, f"Host {host.name} was not added: {why}.", severity="error",
+                   user_id=job.owner_id)
+        s.commit()
+        raise Fault(409, "Operation Failed", why)
+    cluster = s.get(Cluster, host.cluster_id)
+    host.hostname, host.cpu_model, host.cpus = facts["hostname"], facts["cpu_model"], facts["cpus"]
+    host.memory_total, host.memory_free, host.last_seen = facts["memory_total"], facts["memory_free"], utcnow()
+    set_status(s, host, "up", "its libvirt answers")
+    events.add(s, events.HOST_ADDED, f"Host {host.name} ({host.libvirt_uri}) was added to cluster "
+               f"{cluster.name}; {facts['cpus']} CPUs, {facts['memory_total'] // 2**20} MiB.",
+               host_id=host.id, cluster_id=cluster.id, user_id=job.owner_id)
+    return {"host_id": host.id}
+
+
+def update_host(ctx, s, host, name: str | None = None) -> Host:
+    if name is not None:
         lookup.unique_name(s, Host, name, "host", exclude_id=host.id)
         host.name = name
-    if body.has("address") or body.has("cluster"):
-        raise bad_request("address and cluster cannot be changed; remove and add the host again")
     events.add(s, events.OBJECT_UPDATED, f"Host {host.name} was updated.", host_id=host.id,
                user_id=ctx.user_id)
     return host
 
 
 def remove_host(ctx, s, host):
-    if host.status not in ("maintenance", "non_responsive", "install_failed"):
+    if host.status not in ("maintenance", "non_responsive", "install_failed", "down"):
         raise conflict(f"host {host.name} is {host.status}: put it into maintenance first")
     if s.scalar(select(func.count()).select_from(Vm).where(Vm.host_id == host.id)):
         raise conflict(f"host {host.name} still has VMs assigned")
@@ -80,7 +130,8 @@ def remove_host(ctx, s, host):
 
 
 def set_status(s, host, new, reason):
-    """One place for host status changes: event + log, hook after commit (by the caller)."""
+    """One place for host status changes: an event and a log line, once.
+    Returns the old status, or None when nothing changed."""
     old = host.status
     if old == new:
         return None
@@ -95,9 +146,15 @@ def set_status(s, host, new, reason):
     return old
 
 
+def returned_status(host) -> str:
+    """What a host that answers again becomes: maintenance stays until the
+    administrator activates the host, whatever happened meanwhile."""
+    return "maintenance" if host.maintenance_requested else "up"
+
+
 def deactivate(ctx, s, host):
-    """Maintenance: refuse now if a VM could not move; the monitor does the
-    migrations and then sets 'maintenance'."""
+    """Maintenance: refuse now if a VM could not move; the worker migrates them
+    (a job) and then sets 'maintenance'. Returns (host, job or None)."""
     if host.status in ("maintenance", "preparing_for_maintenance"):
         raise conflict(f"host {host.name} is already {host.status}")
     if host.status != "up":
@@ -108,12 +165,25 @@ def deactivate(ctx, s, host):
         if vm.status not in ("up", "paused"):
             raise conflict(f"VM {vm.name} on host {host.name} is {vm.status} and cannot be migrated now")
         scheduler.pick(s, vm, exclude={host.id})
-    old = set_status(s, host, "preparing_for_maintenance" if vms else "maintenance",
-                     f"requested by user, {len(vms)} VM(s) to migrate")
-    return host, old
+    host.maintenance_requested = True
+    set_status(s, host, "preparing_for_maintenance" if vms else "maintenance",
+               f"requested by user, {len(vms)} VM(s) to migrate")
+    if not vms:
+        return host, None
+    return host, jobs.submit(s, jobs.HOST_EVACUATE, {"host_id": host.id},
+                             f"Moving host {host.name} to maintenance: migrating {len(vms)} VM(s)", ctx.user_id)
 
 
-def activate(ctx, s, host):
+def request_activate(ctx, s, host) -> jobs.Job:
+    if host.status not in ("maintenance", "preparing_for_maintenance"):
+        raise conflict(f"host {host.name} is {host.status}, not in maintenance")
+    return jobs.submit(s, jobs.HOST_ACTIVATE, {"host_id": host.id}, f"Activating host {host.name}", ctx.user_id)
+
+
+def run_activate(ctx, s, job):
+    host = s.get(Host, job.params["host_id"])
+    if host is None:
+        raise conflict("the host was removed")
     if host.status not in ("maintenance", "preparing_for_maintenance"):
         raise conflict(f"host {host.name} is {host.status}, not in maintenance")
     try:
@@ -121,17 +191,18 @@ def activate(ctx, s, host):
         conn.close()
     except virt.VirtError as e:
         raise conflict(f"host {host.name} cannot be activated: {e}")
-    old = set_status(s, host, "up", "activated by user")
+    host.maintenance_requested = False
+    set_status(s, host, "up", "activated by user")
     events.add(s, events.HOST_ACTIVATED, f"Host {host.name} was activated.", host_id=host.id,
-               user_id=ctx.user_id)
-    return host, old
+               user_id=job.owner_id)
+    return {"host_id": host.id}
 
 
 # ---- fence agents ---------------------------------------------------------
-def _fernet(cfg):
+def fernet(cfg):
     path = cfg.secret_key_file
     if not os.path.exists(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(Fernet.generate_key())
@@ -140,31 +211,33 @@ def _fernet(cfg):
         return Fernet(f.read().strip())
 
 
-def _agent_fields(ctx, agent, body, creating):
-    agent.type = body.str("type", default=agent.type or "ipmilan", choices=("ipmilan",))
-    if creating or body.has("address"):
-        agent.address = body.str("address", required=True, maxlen=255)
-    if body.has("port") or creating:
-        agent.port = body.int("port", default=agent.port or 623, minimum=1, maximum=65535)
-    if body.has("username") or creating:
-        agent.username = body.str("username", required=creating, default=agent.username, maxlen=255)
-    if body.has("password") or creating:
-        password = body.str("password", required=creating, maxlen=255)
-        agent.password_encrypted = _fernet(ctx.config).encrypt(password.encode()).decode()
-    if body.has("order") or creating:
-        agent.order = body.int("order", default=agent.order or 1, minimum=1, maximum=100)
-    if body.has("options"):
-        opts = {}
-        for o in body.list("options", "option"):
-            opts[o.str("name", required=True, maxlen=64)] = o.str("value", default="", maxlen=255)
-        agent.options = opts
-    if body.has("encrypt_options"):
-        agent.encrypt_options = body.bool("encrypt_options")
+def apply_spec(ctx, agent, spec: FenceAgentSpec, creating):
+    if creating:
+        for name in ("address", "username", "password"):
+            if not getattr(spec, name):
+                raise bad_request(f"{name}: required field is missing")
+    new = {k: getattr(spec, k) for k in ("address", "username", "port", "type", "order", "options")
+           if getattr(spec, k) is not None}
+    merged = {"address": agent.address, "username": agent.username, "port": agent.port or 623,
+              "type": agent.type or "ipmilan", "order": agent.order or 1, "options": dict(agent.options or {})}
+    merged.update(new)
+    # the same rules the fencing code applies, when the agent is written, not when a host needs it
+    try:
+        checked = make_spec(password=spec.password if spec.password is not None else "x", **merged)
+    except AgentConfigError as e:
+        raise bad_request(str(e)) from None
+    agent.address, agent.username, agent.port = checked.address, checked.username, checked.port
+    agent.type, agent.order = checked.type, checked.order
+    agent.options = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in checked.options.items()}
+    if spec.password is not None:
+        agent.password_encrypted = fernet(ctx.config).encrypt(spec.password.encode()).decode()
+    if spec.encrypt_options is not None:
+        agent.encrypt_options = spec.encrypt_options
 
 
-def add_fence_agent(ctx, s, host, body):
+def add_fence_agent(ctx, s, host, spec: FenceAgentSpec) -> FenceAgent:
     agent = FenceAgent(host_id=host.id, options={})
-    _agent_fields(ctx, agent, body, creating=True)
+    apply_spec(ctx, agent, spec, creating=True)
     s.add(agent)
     s.flush()
     events.add(s, events.OBJECT_ADDED, f"Fence agent {agent.address} was added to host {host.name}.",
@@ -172,8 +245,8 @@ def add_fence_agent(ctx, s, host, body):
     return agent
 
 
-def update_fence_agent(ctx, s, host, agent, body):
-    _agent_fields(ctx, agent, body, creating=False)
+def update_fence_agent(ctx, s, host, agent, spec: FenceAgentSpec) -> FenceAgent:
+    apply_spec(ctx, agent, spec, creating=False)
     events.add(s, events.OBJECT_UPDATED, f"Fence agent {agent.address} of host {host.name} was updated.",
                host_id=host.id, user_id=ctx.user_id)
     return agent
@@ -185,12 +258,9 @@ def remove_fence_agent(ctx, s, host, agent):
                host_id=host.id, user_id=ctx.user_id)
 
 
-def fence_agents_for_host(session, host_id, config=None):
-    """Plain specs with decrypted passwords, in order, for the power module."""
-    if config is None:
-        from .. import config as config_mod
-        config = config_mod.load()
-    f = _fernet(config)
+def fence_agents_for_host(session, host_id, config):
+    """Plain specs with decrypted passwords, in order, for power management."""
+    f = fernet(config)
     out = []
     for a in session.scalars(select(FenceAgent).where(FenceAgent.host_id == host_id)
                              .order_by(FenceAgent.order)):
@@ -206,22 +276,22 @@ def fence_agents_for_host(session, host_id, config=None):
     return out
 
 
-FENCE_TYPES = ("status", "stop", "start", "restart", "manual")
-
-
-def fence(ctx, s, host, fence_type):
+def request_fence(ctx, s, host, fence_type) -> jobs.Job:
     if fence_type not in FENCE_TYPES:
         raise bad_request(f"fence_type: expected one of {', '.join(FENCE_TYPES)}, got '{fence_type}'")
-    handler = hooks.fence_handler()
-    agents = fence_agents_for_host(s, host.id, ctx.config)
-    # "Confirm host has been rebooted" is the admin's word, not a BMC's:
-    # it needs the handler (HA restarts follow) but no fence agent.
-    if handler is None or (not agents and fence_type != "manual"):
-        raise conflict("no power management configured"
-                       + (" for this host (add a fence agent)" if handler else " (no fence handler installed)"))
+    has_agents = s.scalar(select(func.count()).select_from(FenceAgent).where(FenceAgent.host_id == host.id))
+    # "Confirm host has been rebooted" is the admin's word, not a BMC's: no agent needed
+    if not has_agents and fence_type != "manual":
+        raise conflict("no power management configured for this host (add a fence agent)")
+    if fence_type == "manual" and host.status not in ("non_responsive", "down", "connecting"):
+        raise conflict(f"host {host.name} is {host.status}: only a non-responsive host can be "
+                       "confirmed as rebooted")
     events.add(s, events.HOST_FENCE, f"Fence action '{fence_type}' requested for host {host.name}.",
                host_id=host.id, user_id=ctx.user_id)
-    # commit first: the handler works in its own sessions, and with SQLite an
-    # open write transaction here would block it
-    s.commit()
-    return handler(ctx, host, fence_type, agents) or {}
+    return jobs.submit(s, jobs.HOST_FENCE, {"host_id": host.id, "fence_type": fence_type},
+                       f"Fence action '{fence_type}' on host {host.name}", ctx.user_id)
+
+
+def request_agent_test(ctx, s, host, agent) -> jobs.Job:
+    return jobs.submit(s, jobs.FENCE_AGENT_TEST, {"host_id": host.id, "agent_id": agent.id},
+                       f"Testing fence agent {agent.address} of host {host.name}", ctx.user_id)

@@ -1,37 +1,79 @@
 """Data centers, clusters, networks and storage domains."""
+from __future__ import annotations
+
 import logging
 import os
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
 from .. import virt
 from ..errors import bad_request, conflict
-from ..models import Cluster, DataCenter, Disk, Host, Network, StorageDomain, Vm
-from . import events, lookup
+from ..models import Cluster, DataCenter, Disk, Host, Network, Nic, StorageDomain, Vm
+from . import events, jobs, lookup
+from .lookup import Ref
 
 log = logging.getLogger("keel.engine.inventory")
+SCHEDULING_POLICIES = ("evenly_distributed", "none")
+STORAGE_TYPES = ("posixfs", "localfs", "nfs")
+# a storage domain is a directory of its own, never one the system lives in
+SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+               "/run", "/sbin", "/sys", "/usr", "/var", "/tmp", "/home", "/srv", "/mnt", "/media", "/opt",
+               "/var/lib", "/var/log", "/var/run", "/usr/local")
+
+
+@dataclass(frozen=True)
+class DataCenterSpec:
+    name: str
+    description: str = ""
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    data_center: Ref
+    description: str = ""
+    scheduling_policy: str = "evenly_distributed"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    data_center: Ref
+    description: str = ""
+    vlan: int | None = None
+    mtu: int = 0
+
+
+@dataclass(frozen=True)
+class StorageDomainSpec:
+    name: str
+    storage_type: str
+    path: str
+    address: str | None = None
+    description: str = ""
+    data_center: Ref | None = None
+    host: Ref | None = None
 
 
 # ---- data centers --------------------------------------------------------
-def add_datacenter(ctx, s, body):
-    name = body.name()
-    lookup.unique_name(s, DataCenter, name, "data center")
-    dc = DataCenter(name=name, description=body.str("description", default=""),
-                    local=body.bool("local", default=False))
+def add_datacenter(ctx, s, spec: DataCenterSpec) -> DataCenter:
+    lookup.unique_name(s, DataCenter, spec.name, "data center")
+    dc = DataCenter(name=spec.name, description=spec.description, local=spec.local)
     s.add(dc)
     s.flush()
-    events.add(s, events.OBJECT_ADDED, f"Data center {name} was added.", data_center_id=dc.id,
+    events.add(s, events.OBJECT_ADDED, f"Data center {spec.name} was added.", data_center_id=dc.id,
                user_id=ctx.user_id)
     return dc
 
 
-def update_datacenter(ctx, s, dc, body):
-    if body.has("name"):
-        name = body.name()
+def update_datacenter(ctx, s, dc, name: str | None = None, description: str | None = None) -> DataCenter:
+    if name is not None:
         lookup.unique_name(s, DataCenter, name, "data center", exclude_id=dc.id)
         dc.name = name
-    if body.has("description"):
-        dc.description = body.str("description")
+    if description is not None:
+        dc.description = description
     events.add(s, events.OBJECT_UPDATED, f"Data center {dc.name} was updated.", data_center_id=dc.id,
                user_id=ctx.user_id)
     return dc
@@ -49,28 +91,27 @@ def remove_datacenter(ctx, s, dc):
 
 
 # ---- clusters -------------------------------------------------------------
-def add_cluster(ctx, s, body):
-    name = body.name()
-    lookup.unique_name(s, Cluster, name, "cluster")
-    dc = lookup.resolve(s, DataCenter, body.ref("data_center", required=True), "data center", "data_center")
-    policy = body.sub("scheduling_policy").str("name", default="evenly_distributed",
-                                               choices=("evenly_distributed", "none"))
-    cl = Cluster(name=name, description=body.str("description", default=""), data_center_id=dc.id,
-                 scheduling_policy=policy)
+def add_cluster(ctx, s, spec: ClusterSpec) -> Cluster:
+    lookup.unique_name(s, Cluster, spec.name, "cluster")
+    dc = lookup.require(s, DataCenter, spec.data_center, "data center", "data_center")
+    if spec.scheduling_policy not in SCHEDULING_POLICIES:
+        raise bad_request(f"scheduling_policy.name: expected one of {', '.join(SCHEDULING_POLICIES)}, "
+                          f"got '{spec.scheduling_policy}'")
+    cl = Cluster(name=spec.name, description=spec.description, data_center_id=dc.id,
+                 scheduling_policy=spec.scheduling_policy)
     s.add(cl)
     s.flush()
-    events.add(s, events.OBJECT_ADDED, f"Cluster {name} was added to data center {dc.name}.",
+    events.add(s, events.OBJECT_ADDED, f"Cluster {spec.name} was added to data center {dc.name}.",
                cluster_id=cl.id, data_center_id=dc.id, user_id=ctx.user_id)
     return cl
 
 
-def update_cluster(ctx, s, cl, body):
-    if body.has("name"):
-        name = body.name()
+def update_cluster(ctx, s, cl, name: str | None = None, description: str | None = None) -> Cluster:
+    if name is not None:
         lookup.unique_name(s, Cluster, name, "cluster", exclude_id=cl.id)
         cl.name = name
-    if body.has("description"):
-        cl.description = body.str("description")
+    if description is not None:
+        cl.description = description
     events.add(s, events.OBJECT_UPDATED, f"Cluster {cl.name} was updated.", cluster_id=cl.id,
                user_id=ctx.user_id)
     return cl
@@ -85,22 +126,23 @@ def remove_cluster(ctx, s, cl):
 
 
 # ---- networks -------------------------------------------------------------
-def add_network(ctx, s, body):
-    name = body.name()
-    dc = lookup.resolve(s, DataCenter, body.ref("data_center", required=True), "data center", "data_center")
-    lookup.unique_name(s, Network, name, "network in this data center", data_center_id=dc.id)
-    vlan = body.sub("vlan").int("id", minimum=1, maximum=4094)
-    net = Network(name=name, description=body.str("description", default=""), data_center_id=dc.id,
-                  vlan=vlan, mtu=body.int("mtu", default=0, minimum=0, maximum=65535))
+def add_network(ctx, s, spec: NetworkSpec) -> Network:
+    dc = lookup.require(s, DataCenter, spec.data_center, "data center", "data_center")
+    lookup.unique_name(s, Network, spec.name, "network in this data center", data_center_id=dc.id)
+    if spec.vlan is not None and not 1 <= spec.vlan <= 4094:
+        raise bad_request(f"vlan.id: must be from 1 to 4094, got {spec.vlan}")
+    if not 0 <= spec.mtu <= 65535:
+        raise bad_request(f"mtu: must be from 0 to 65535, got {spec.mtu}")
+    net = Network(name=spec.name, description=spec.description, data_center_id=dc.id, vlan=spec.vlan,
+                  mtu=spec.mtu)
     s.add(net)
     s.flush()
-    events.add(s, events.OBJECT_ADDED, f"Network {name} was added to data center {dc.name}.",
+    events.add(s, events.OBJECT_ADDED, f"Network {spec.name} was added to data center {dc.name}.",
                data_center_id=dc.id, user_id=ctx.user_id)
     return net
 
 
 def remove_network(ctx, s, net):
-    from ..models import Nic
     if s.scalar(select(func.count()).select_from(Nic).where(Nic.network_id == net.id)):
         raise conflict(f"network {net.name} is used by VM network interfaces")
     s.delete(net)
@@ -108,56 +150,76 @@ def remove_network(ctx, s, net):
 
 
 # ---- storage domains ------------------------------------------------------
-STORAGE_TYPES = ("posixfs", "localfs", "nfs")
-
-
-def add_storage_domain(ctx, s, body):
-    from . import hosts as host_svc
-    name = body.name()
-    lookup.unique_name(s, StorageDomain, name, "storage domain")
-    kind = body.str("type", default="data", choices=("data",))
-    storage = body.sub("storage")
-    stype = storage.str("type", required=True, choices=STORAGE_TYPES)
-    path = storage.str("path", required=True, maxlen=1024)
-    if not os.path.isabs(path):
+def storage_path(path: str) -> str:
+    """An absolute, canonical directory of its own: no '..', not the root or a
+    system directory."""
+    if not path.startswith("/"):
         raise bad_request(f"storage.path: '{path}' is not an absolute path")
-    address = storage.str("address", maxlen=255)
-    if stype == "nfs":
-        # The hosts mount NFS themselves; the engine only needs the mount point.
+    parts = path.split("/")
+    if ".." in parts or "." in parts:
+        raise bad_request(f"storage.path: '{path}' must not contain '.' or '..' components")
+    canonical = os.path.normpath(path)
+    if canonical in SYSTEM_DIRS or canonical.startswith(("/proc/", "/sys/", "/dev/", "/boot/", "/etc/")):
+        raise bad_request(f"storage.path: '{canonical}' is a system directory; give the storage's own "
+                          "mount point")
+    return canonical
+
+
+def add_storage_domain(ctx, s, spec: StorageDomainSpec) -> tuple[StorageDomain, jobs.Job]:
+    """The domain's row now (locked); a host of its data center opens it as a
+    libvirt pool (the worker) before it is active."""
+    lookup.unique_name(s, StorageDomain, spec.name, "storage domain")
+    if spec.storage_type not in STORAGE_TYPES:
+        raise bad_request(f"storage.type: expected one of {', '.join(STORAGE_TYPES)}, got '{spec.storage_type}'")
+    path = storage_path(spec.path)
+    if spec.storage_type == "nfs":
         raise bad_request("storage.type: nfs is not supported yet; mount the export on every host "
                           "and add it as posixfs with its mount path")
-    dc_ref = body.ref("data_center")
-    dc = lookup.resolve(s, DataCenter, dc_ref, "data center", "data_center") if dc_ref else None
-    host_ref = body.ref("host")
-    host = lookup.resolve(s, Host, host_ref, "host", "host") if host_ref else None
-    sd = StorageDomain(name=name, description=body.str("description", default=""), type=kind,
-                       storage_type=stype, path=path, address=address)
-    # The path must be reachable as a libvirt pool from a host before we accept it.
-    probe = host or host_svc.any_up_host(s, dc.id if dc else None)
+    dc = lookup.resolve(s, DataCenter, spec.data_center, "data center", "data_center")
+    host = lookup.resolve(s, Host, spec.host, "host", "host")
+    from .hosts import any_up_host
+    probe = host or any_up_host(s, dc.id if dc else None)
     if probe is None:
         raise conflict("no host in status 'up' can check the storage path; add and activate a host first")
+    sd = StorageDomain(name=spec.name, description=spec.description, type="data", storage_type=spec.storage_type,
+                       path=path, address=spec.address, status="locked",
+                       data_center_id=dc.id if dc else None)
     s.add(sd)
     s.flush()
+    job = jobs.submit(s, jobs.STORAGE_DOMAIN_ADD, {"storage_domain_id": sd.id, "host_id": probe.id},
+                      f"Adding storage domain {spec.name} ({path})", ctx.user_id)
+    return sd, job
+
+
+def run_add_storage_domain(ctx, s, job):
+    sd, probe = s.get(StorageDomain, job.params["storage_domain_id"]), s.get(Host, job.params["host_id"])
+    if sd is None or probe is None:
+        raise conflict("the storage domain or the host that checks it was removed")
+    jobs.step(s, job, f"Opening {sd.path} on host {probe.name}")
+    s.commit()
     try:
         conn = virt.connect(probe.libvirt_uri, ctx.config.libvirt_timeout)
         try:
             pool = virt.ensure_pool(conn, sd)
             info = pool.info()   # [state, capacity, allocation, available]
-            sd.available, sd.used = info[3], info[2]
         finally:
             conn.close()
     except virt.VirtError as e:
+        s.delete(sd)
+        s.commit()
         raise conflict(str(e))
-    if dc:
-        sd.data_center_id, sd.status = dc.id, "active"
-    events.add(s, events.OBJECT_ADDED, f"Storage domain {name} ({path}) was added.",
-               storage_domain_id=sd.id, user_id=ctx.user_id)
-    return sd
+    sd.available, sd.used = info[3], info[2]
+    sd.status = "active" if sd.data_center_id else "unattached"
+    events.add(s, events.OBJECT_ADDED, f"Storage domain {sd.name} ({sd.path}) was added.",
+               storage_domain_id=sd.id, user_id=job.owner_id)
+    return {"storage_domain_id": sd.id}
 
 
-def attach_storage_domain(ctx, s, dc, sd):
+def attach_storage_domain(ctx, s, dc, sd) -> StorageDomain:
     if sd.data_center_id and sd.data_center_id != dc.id:
         raise conflict(f"storage domain {sd.name} is attached to another data center")
+    if sd.status == "locked":
+        raise conflict(f"storage domain {sd.name} is being added")
     sd.data_center_id, sd.status = dc.id, "active"
     events.add(s, events.OBJECT_UPDATED, f"Storage domain {sd.name} was attached to data center {dc.name}.",
                storage_domain_id=sd.id, data_center_id=dc.id, user_id=ctx.user_id)
@@ -165,6 +227,8 @@ def attach_storage_domain(ctx, s, dc, sd):
 
 
 def remove_storage_domain(ctx, s, sd):
+    if sd.status == "locked":
+        raise conflict(f"storage domain {sd.name} is locked by an operation in progress")
     if s.scalar(select(func.count()).select_from(Disk).where(Disk.storage_domain_id == sd.id)):
         raise conflict(f"storage domain {sd.name} still holds disks")
     leased = s.scalars(select(Vm.name).where(Vm.lease_storage_domain_id == sd.id)).all()
@@ -173,4 +237,3 @@ def remove_storage_domain(ctx, s, sd):
                        "move or remove those leases first")
     s.delete(sd)
     events.add(s, events.OBJECT_REMOVED, f"Storage domain {sd.name} was removed.", user_id=ctx.user_id)
-

@@ -1,14 +1,120 @@
-"""Jobs: a long operation is visible while it runs and records how it ended."""
-from ..models import Job, utcnow
+"""Jobs (oVirt's): a long operation is recorded by the request that asks for
+it, carried out by the engine worker (keel_engine.worker), and visible with
+its steps while it runs. A web worker never does the long part itself: it
+submits, commits, and either answers at once (async) or waits for the end.
+"""
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import func, select
+
+from ..errors import Fault
+from ..models import Job, Step, utcnow
+
+# What the engine worker knows how to run; keel_engine/worker/executors.py
+# maps each kind to the service function that does the work.
+HOST_ADD = "host.add"
+HOST_ACTIVATE = "host.activate"
+HOST_EVACUATE = "host.evacuate"
+HOST_FENCE = "host.fence"
+FENCE_AGENT_TEST = "host.fence_agent_test"
+STORAGE_DOMAIN_ADD = "storage_domain.add"
+VM_CREATE_DISKS = "vm.create_disks"
+VM_REMOVE = "vm.remove"
+VM_START = "vm.start"
+VM_STOP = "vm.stop"
+VM_SHUTDOWN = "vm.shutdown"
+VM_REBOOT = "vm.reboot"
+VM_MIGRATE = "vm.migrate"
+DISK_CREATE = "disk.create"
+DISK_REMOVE = "disk.remove"
+SNAPSHOT_CREATE = "snapshot.create"
+SNAPSHOT_RESTORE = "snapshot.restore"
+TEMPLATE_CREATE = "template.create"
+TEMPLATE_REMOVE = "template.remove"
+
+DONE = ("finished", "failed", "aborted")
 
 
-def start(session, description, owner_id=None):
-    job = Job(description=description, owner_id=owner_id)
-    session.add(job)
-    session.flush()
+def submit(s, kind: str, params: dict, description: str, owner_id: str | None = None) -> Job:
+    """Record a job for the worker; it runs once the caller commits."""
+    job = Job(kind=kind, params=params, result={}, description=description, owner_id=owner_id)
+    s.add(job)
+    s.flush()
     return job
 
 
-def finish(job, ok=True):
+def record(s, description: str, owner_id: str | None = None) -> Job:
+    """A job for work the caller does itself (in the worker)."""
+    job = Job(kind=None, params={}, result={}, description=description, owner_id=owner_id,
+              claimed_by="inline", claimed_at=utcnow())
+    s.add(job)
+    s.flush()
+    return job
+
+
+def step(s, job: Job, description: str, type: str = "executing") -> Step:
+    """Start the job's next step (ending the one before)."""
+    end_steps(s, job, "finished")
+    number = (s.scalar(select(func.max(Step.number)).where(Step.job_id == job.id)) or 0) + 1
+    st = Step(job_id=job.id, number=number, type=type, description=description)
+    s.add(st)
+    job.last_updated = utcnow()
+    s.flush()
+    return st
+
+
+def end_steps(s, job: Job, status: str) -> None:
+    for st in s.scalars(select(Step).where(Step.job_id == job.id, Step.status == "started")):
+        st.status, st.end_time = status, utcnow()
+
+
+def finish(s, job: Job, ok: bool = True, result: dict | None = None, fault: Fault | None = None) -> None:
+    end_steps(s, job, "finished" if ok else "failed")
     job.status = "finished" if ok else "failed"
     job.end_time = job.last_updated = utcnow()
+    if result:
+        job.result = dict(result)
+    if fault is not None:
+        job.fault_status, job.fault_reason, job.fault_detail = fault.status, fault.reason, fault.detail
+
+
+def fault_of(job: Job) -> Fault:
+    return Fault(job.fault_status or 409, job.fault_reason or "Operation Failed",
+                 job.fault_detail or f"{job.description}: failed")
+
+
+def wait(sessionmaker, job_id: str, timeout: float) -> Job:
+    """Poll the job until it ends or ``timeout`` passes; returns its last row.
+    Polling (not a thread, not a socket) keeps web workers simple: a read of
+    one row by primary key is cheap on SQLite and PostgreSQL."""
+    end = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        with sessionmaker() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status in DONE or time.monotonic() >= end:
+                if job is not None:
+                    s.expunge(job)
+                return job
+        time.sleep(min(delay, max(0.0, end - time.monotonic())))
+        delay = min(delay * 2, 0.25)
+
+
+def run_here(ctx, s, job: Job, fn) -> dict:
+    """Run a job in this process instead of the worker's (a command-line tool
+    on a host, which may talk to libvirt): the same function, the same record."""
+    job.claimed_by, job.claimed_at = "inline", utcnow()
+    s.commit()
+    try:
+        result = fn(ctx, s, job) or {}
+    except Fault as f:
+        s.rollback()
+        job = s.get(Job, job.id)
+        finish(s, job, ok=False, fault=f)
+        s.commit()
+        raise
+    finish(s, job, ok=True, result=result)
+    s.commit()
+    return result

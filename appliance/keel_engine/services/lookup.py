@@ -1,35 +1,58 @@
 """Find rows by id or by name (references accept both), or fail with a fault."""
+from __future__ import annotations
+
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from ..errors import Fault, bad_request, not_found
+from ..text import invalid_char
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to an object, as a client gives it: its id, its name, or both."""
+    id: str | None = None
+    name: str | None = None
+
+    def __bool__(self):
+        return bool(self.id or self.name)
 
 
 def get(session, model, ident, kind):
     if ident is None:
         raise not_found(kind, ident)
-    row = session.get(model, str(ident))
+    ident = str(ident)
+    if len(ident) > 64 or invalid_char(ident):
+        raise not_found(kind, "?")
+    row = session.get(model, ident)
     if row is None:
         raise not_found(kind, ident)
     return row
 
 
-def resolve(session, model, ref, kind, field):
-    """ref is (id, name) from Body.ref; a bad reference is the client's error (400)."""
-    if ref is None:
+def resolve(session, model, ref: Ref | None, kind, field):
+    """A bad reference is the client's error (400), naming the field."""
+    if not ref:
         return None
-    ident, name = ref
-    if ident:
-        row = session.get(model, ident)
+    if ref.id:
+        row = session.get(model, ref.id)
         if row is None:
-            raise bad_request(f"{field}: {kind} with id '{ident}' does not exist")
-        if name and getattr(row, "name", name) != name:
-            raise bad_request(f"{field}: id '{ident}' and name '{name}' name different {kind}s")
+            raise bad_request(f"{field}: {kind} with id '{ref.id}' does not exist")
+        if ref.name and getattr(row, "name", ref.name) != ref.name:
+            raise bad_request(f"{field}: id '{ref.id}' and name '{ref.name}' name different {kind}s")
         return row
-    row = session.scalar(select(model).where(model.name == name))
+    row = session.scalar(select(model).where(model.name == ref.name))
     if row is None:
-        raise bad_request(f"{field}: {kind} named '{name}' does not exist")
+        raise bad_request(f"{field}: {kind} named '{ref.name}' does not exist")
+    return row
+
+
+def require(session, model, ref: Ref | None, kind, field):
+    row = resolve(session, model, ref, kind, field)
+    if row is None:
+        raise bad_request(f"{field}: required reference is missing (give id or name)")
     return row
 
 
@@ -46,5 +69,5 @@ def valid_uuid(value):
     try:
         uuid.UUID(value)
         return True
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         return False

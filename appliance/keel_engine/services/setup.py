@@ -1,13 +1,14 @@
 """Idempotent first-time inventory: a data center, a cluster, hosts and data
-storage domains, created only if missing (the lab and installers call this
-on every start)."""
+storage domains, created only if missing (the lab and the installer call
+this on every start). It runs where hosts are reachable, so the jobs it
+records (checking a host, opening a storage domain) run right here."""
 from sqlalchemy import select
 
 from ..errors import Fault
 from ..models import Cluster, DataCenter, FenceAgent, Host, StorageDomain
 from . import hosts as host_svc
-from . import inventory
-from .body import Body
+from . import inventory, jobs
+from .lookup import Ref
 
 
 def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
@@ -15,12 +16,12 @@ def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
     done = []
     dc = s.scalar(select(DataCenter).where(DataCenter.name == dc_name))
     if dc is None:
-        dc = inventory.add_datacenter(ctx, s, Body({"name": dc_name}))
+        dc = inventory.add_datacenter(ctx, s, inventory.DataCenterSpec(name=dc_name))
         s.commit()
         done.append(f"created data center {dc_name}")
     cl = s.scalar(select(Cluster).where(Cluster.name == cluster_name))
     if cl is None:
-        cl = inventory.add_cluster(ctx, s, Body({"name": cluster_name, "data_center": {"id": dc.id}}))
+        cl = inventory.add_cluster(ctx, s, inventory.ClusterSpec(name=cluster_name, data_center=Ref(id=dc.id)))
         s.commit()
         done.append(f"created cluster {cluster_name}")
     elif cl.data_center_id != dc.id:
@@ -33,8 +34,8 @@ def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
                             f"host {name} exists with address {h.address}, not {address}")
             done.append(f"host {name} already present ({h.status})")
             continue
-        host_svc.add_host(ctx, s, Body({"name": name, "address": address, "cluster": {"id": cl.id}}))
-        s.commit()
+        _host, job = host_svc.add_host(ctx, s, host_svc.HostSpec(name=name, address=address, cluster=Ref(id=cl.id)))
+        jobs.run_here(ctx, s, job, host_svc.run_add)
         done.append(f"added host {name} at {address}")
     for name, path in storages:
         sd = s.scalar(select(StorageDomain).where(StorageDomain.name == name))
@@ -43,50 +44,49 @@ def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
                 raise Fault(409, "Operation Failed", f"storage domain {name} exists with path {sd.path}")
             done.append(f"storage domain {name} already present")
             continue
-        inventory.add_storage_domain(ctx, s, Body({
-            "name": name, "type": "data", "storage": {"type": "posixfs", "path": path},
-            "data_center": {"id": dc.id}}))
-        s.commit()
+        _sd, job = inventory.add_storage_domain(ctx, s, inventory.StorageDomainSpec(
+            name=name, storage_type="posixfs", path=path, data_center=Ref(id=dc.id)))
+        jobs.run_here(ctx, s, job, inventory.run_add_storage_domain)
         done.append(f"added storage domain {name} at {path}")
     return done
 
 
 def ensure_fence_agents(ctx, s, agents):
-    """agents: [(host name, REST-shaped fence agent fields, password included)].
+    """agents: [(host name, FenceAgentSpec with the password)].
 
     Stored through the same service calls as POST/PUT hosts/{id}/fenceagents
     (password encrypted, events written). An agent is the same agent when
     type, address and port match: identical -> left alone, otherwise updated
     (a changed password or user must not leave a second, stale agent that
-    the power module would try first)."""
+    power management would try first)."""
     done = []
     per_host = {}
-    for host_name, fields in agents:
+    for host_name, spec in agents:
         host = s.scalar(select(Host).where(Host.name == host_name))
         if host is None:
             raise Fault(404, "Not Found", f"no host named {host_name}")
         # without an explicit order, agents keep the order they were given in
         n = per_host[host_name] = per_host.get(host_name, 0) + 1
-        fields = dict(fields, order=fields.get("order", n))
-        port = int(fields.get("port") or 623)
+        order = spec.order or n
+        port = spec.port or 623
         agent = s.scalar(select(FenceAgent).where(
-            FenceAgent.host_id == host.id, FenceAgent.type == fields["type"],
-            FenceAgent.address == fields["address"], FenceAgent.port == port))
-        label = f"{fields['type']} agent {fields['username']}@{fields['address']}:{port} of host {host_name}"
+            FenceAgent.host_id == host.id, FenceAgent.type == (spec.type or "ipmilan"),
+            FenceAgent.address == spec.address, FenceAgent.port == port))
+        label = f"{spec.type} agent {spec.username}@{spec.address}:{port} of host {host_name}"
+        spec = host_svc.FenceAgentSpec(**{**spec.__dict__, "order": order, "port": port})
         if agent is None:
-            host_svc.add_fence_agent(ctx, s, host, Body(fields))
+            host_svc.add_fence_agent(ctx, s, host, spec)
             s.commit()
             done.append(f"added {label}")
             continue
-        current = next(a for a in host_svc.fence_agents_for_host(s, host.id, ctx.config)
-                       if a["id"] == agent.id)
-        wanted_options = {o["name"]: o["value"] for o in fields["options"]["option"]}
+        current = next(a for a in host_svc.fence_agents_for_host(s, host.id, ctx.config) if a["id"] == agent.id)
+        probe = FenceAgent(host_id=host.id, options={})
+        host_svc.apply_spec(ctx, probe, spec, creating=True)   # the options as they would be stored
         if (current["username"], current["password"], current["order"], current["options"]) == \
-                (fields["username"], fields["password"], int(fields["order"]), wanted_options):
+                (spec.username, spec.password, order, probe.options):
             done.append(f"{label} already present")
             continue
-        # fields["options"] is always present (maybe an empty list): options are replaced, not merged
-        host_svc.update_fence_agent(ctx, s, host, agent, Body(fields))
+        host_svc.update_fence_agent(ctx, s, host, agent, spec)
         s.commit()
         done.append(f"updated {label}")
     return done

@@ -1,54 +1,132 @@
 """Templates: a flattened qcow2 copy of a down VM's disks; VMs made from a
-template get thin overlays on those volumes (see vms.add_vm)."""
+template get thin overlays on those volumes (see vms.add_vm). The copy is
+the engine worker's: meanwhile the template is `locked` and its source VM
+`image_locked`, as in oVirt."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 import libvirt
 from sqlalchemy import select
 
 from .. import virt
-from ..errors import conflict
+from ..errors import Fault, conflict
 from ..models import BLANK_TEMPLATE_ID, Disk, DiskAttachment, Template, Vm, Volume
 from . import disks as disk_svc
 from . import events, jobs, lookup
+from .lookup import Ref
+from .vms import _claim
 
 
-def create_template(ctx, s, body):
-    name = body.name()
-    lookup.unique_name(s, Template, name, "template")
-    vm = lookup.resolve(s, Vm, body.ref("vm", required=True), "VM", "vm")
+@dataclass(frozen=True)
+class TemplateSpec:
+    name: str
+    vm: Ref
+    description: str = ""
+
+
+def create_template(ctx, s, spec: TemplateSpec) -> tuple[Template, jobs.Job]:
+    lookup.unique_name(s, Template, spec.name, "template")
+    vm = lookup.require(s, Vm, spec.vm, "VM", "vm")
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; a template is made from a down VM")
-    t = Template(name=name, description=body.str("description", default=""), cluster_id=vm.cluster_id,
-                 memory=vm.memory, cpus=vm.cpus, os_type=vm.os_type, source_vm_id=vm.id)
+    t = Template(name=spec.name, description=spec.description, cluster_id=vm.cluster_id, memory=vm.memory,
+                 cpus=vm.cpus, os_type=vm.os_type, source_vm_id=vm.id, status="locked")
     s.add(t)
     s.flush()
-    job = jobs.start(s, f"Creating template {name} from VM {vm.name}", ctx.user_id)
-    for i, (att, disk, sd) in enumerate(disk_svc.vm_disks(s, vm.id)):
-        tdisk = Disk(name=f"{name}_Disk{i + 1}", storage_domain_id=sd.id, provisioned_size=disk.provisioned_size,
-                     template_id=t.id, active_volume="")
-        s.add(tdisk)
-        s.flush()
-        vol = disk_svc.new_volume_name(tdisk.id)
-        with disk_svc.pool_for(ctx, s, sd) as pool:
-            try:
-                virt.clone_volume(pool, disk.active_volume, vol)
-            except libvirt.libvirtError as e:
-                raise conflict(f"cannot copy disk {disk.name}: {e.get_error_message()}")
-        tdisk.active_volume = vol
-        s.add(Volume(name=vol, disk_id=tdisk.id))
-        s.add(DiskAttachment(id=tdisk.id, disk_id=tdisk.id, template_id=t.id, interface=att.interface,
-                             bootable=att.bootable, position=i))
-    jobs.finish(job)
-    events.add(s, events.TEMPLATE_CREATED, f"Template {name} was created from VM {vm.name}.",
-               template_id=t.id, vm_id=vm.id, user_id=ctx.user_id)
-    return t
+    _claim(s, vm, ("down",), "image_locked", 3600, verb="copy")
+    job = jobs.submit(s, jobs.TEMPLATE_CREATE, {"template_id": t.id, "vm_id": vm.id},
+                      f"Creating template {spec.name} from VM {vm.name}", ctx.user_id)
+    return t, job
 
 
-def remove_template(ctx, s, t):
+def run_create(ctx, s, job):
+    t, vm = s.get(Template, job.params["template_id"]), s.get(Vm, job.params["vm_id"])
+    if t is None or vm is None:
+        raise conflict("the template or its VM was removed")
+    made = []
+    try:
+        for i, (att, disk, sd) in enumerate(disk_svc.vm_disks(s, vm.id)):
+            jobs.step(s, job, f"Copying disk {disk.name}")
+            tdisk = Disk(name=f"{t.name}_Disk{i + 1}", storage_domain_id=sd.id,
+                         provisioned_size=disk.provisioned_size, template_id=t.id, active_volume="")
+            s.add(tdisk)
+            s.flush()
+            vol = disk_svc.new_volume_name(tdisk.id)
+            s.commit()
+            with disk_svc.pool_for(ctx, s, sd) as pool:
+                try:
+                    virt.clone_volume(pool, disk.active_volume, vol)
+                except libvirt.libvirtError as e:
+                    raise conflict(f"cannot copy disk {disk.name}: {e.get_error_message()}")
+            made.append((sd, vol))
+            tdisk.active_volume = vol
+            s.add(Volume(name=vol, disk_id=tdisk.id))
+            s.add(DiskAttachment(id=tdisk.id, disk_id=tdisk.id, template_id=t.id, interface=att.interface,
+                                 bootable=att.bootable, position=i))
+            s.commit()
+    except Fault:
+        s.rollback()
+        _undo(ctx, s, job, made)
+        raise
+    t.status = "ok"
+    vm.status, vm.busy_until = "down", None
+    events.add(s, events.TEMPLATE_CREATED, f"Template {t.name} was created from VM {vm.name}.",
+               template_id=t.id, vm_id=vm.id, user_id=job.owner_id)
+    return {"template_id": t.id}
+
+
+def _undo(ctx, s, job, made):
+    for sd, vol in made:
+        try:
+            with disk_svc.pool_for(ctx, s, sd) as pool:
+                virt.delete_volume(pool, vol)
+        except Fault:
+            pass   # the copy stays behind as an unreferenced file; the failure is reported anyway
+    t, vm = s.get(Template, job.params["template_id"]), s.get(Vm, job.params["vm_id"])
+    for d in s.scalars(select(Disk).where(Disk.template_id == job.params["template_id"])):
+        s.delete(d)
+    if t is not None:
+        s.delete(t)
+    if vm is not None:
+        vm.status, vm.busy_until = "down", None
+    s.commit()
+
+
+def remove_template(ctx, s, t) -> jobs.Job | None:
     if t.id == BLANK_TEMPLATE_ID:
         raise conflict("the Blank template cannot be removed")
+    if t.status != "ok":
+        raise conflict(f"template {t.name} is {t.status}")
     users = s.scalars(select(Vm.name).where(Vm.template_id == t.id)).all()
     if users:
         raise conflict(f"template {t.name} is used by VMs: {', '.join(sorted(users))}")
-    for _att, disk, _sd in disk_svc.template_disks(s, t.id):
-        disk_svc.delete_disk(ctx, s, disk)
+    if not disk_svc.template_disks(s, t.id):
+        s.delete(t)
+        events.add(s, events.TEMPLATE_REMOVED, f"Template {t.name} was removed.", user_id=ctx.user_id)
+        return None
+    t.status = "locked"
+    return jobs.submit(s, jobs.TEMPLATE_REMOVE, {"template_id": t.id}, f"Removing template {t.name}",
+                       ctx.user_id)
+
+
+def run_remove(ctx, s, job):
+    t = s.get(Template, job.params["template_id"])
+    if t is None:
+        return {}
+    name = t.name
+    try:
+        for _att, disk, _sd in disk_svc.template_disks(s, t.id):
+            jobs.step(s, job, f"Removing disk {disk.name}")
+            disk_svc.delete_volumes_of(ctx, s, disk)
+            s.delete(disk)
+            s.commit()
+    except Fault:
+        s.rollback()
+        t = s.get(Template, job.params["template_id"])
+        t.status = "ok"
+        s.commit()
+        raise
     s.delete(t)
-    events.add(s, events.TEMPLATE_REMOVED, f"Template {t.name} was removed.", user_id=ctx.user_id)
+    events.add(s, events.TEMPLATE_REMOVED, f"Template {name} was removed.", user_id=job.owner_id)
+    return {}

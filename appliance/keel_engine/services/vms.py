@@ -1,108 +1,185 @@
-"""VM lifecycle. The database holds each VM's configuration; running it
-means building a transient libvirt domain from that configuration on the
-host the scheduler picks. State transitions that race (two starts, start
-versus migrate) are claimed with a conditional UPDATE, so exactly one wins."""
+"""VMs: configuration (database only) and lifecycle.
+
+Running a VM means building a transient libvirt domain from its
+configuration on the host the scheduler picks. A request checks what it can
+in the database, claims the VM's state with a conditional UPDATE (so of two
+racing requests exactly one wins, and the other gets a 409 at once), and
+records a job; the engine worker then does the libvirt part (`run_*`).
+"""
+from __future__ import annotations
+
 import logging
 import random
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 import libvirt
 from sqlalchemy import select, update
 from sqlalchemy.orm.exc import StaleDataError
 
+from keel_common import domainxml
+
 from .. import virt
 from ..errors import Fault, bad_request, conflict
 from ..models import BLANK_TEMPLATE_ID, Cluster, Disk, Host, Network, Nic, StorageDomain, Template, Vm, utcnow
 from . import disks as disk_svc
-from . import events, hooks, jobs, lookup, scheduler
+from . import events, jobs, lookup, scheduler
+from .lookup import Ref
 
 log = logging.getLogger("keel.engine.vms")
 MiB = 2 ** 20
-NIC_MODELS = {"virtio": "virtio", "e1000": "e1000", "rtl8139": "rtl8139"}
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+MIN_MEMORY, MAX_MEMORY = 16 * MiB, 2 ** 40
+MAX_CPUS = 64
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+DISK_INTERFACES = ("virtio", "virtio_scsi", "ide", "sata")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 RUNNING = ("up", "powering_up", "powering_down", "paused", "migrating", "reboot_in_progress")
+STOPPABLE = ("up", "powering_up", "powering_down", "paused", "unknown", "reboot_in_progress",
+             "not_responding", "suspended")
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """A new VM (POST /vms)."""
+    name: str
+    cluster: Ref
+    template: Ref | None = None
+    description: str = ""
+    memory: int | None = None          # bytes; None: the template's
+    cpus: int | None = None            # None: the template's
+    os_type: str | None = None
+    high_availability: bool = False
+    ha_priority: int = 1               # oVirt's scale: 1 low, 50 medium, 100 high
+    lease_storage_domain: Ref | None = None
+
+
+@dataclass(frozen=True)
+class VmChanges:
+    """An update (PUT /vms/{id}); None leaves a field as it is."""
+    name: str | None = None
+    description: str | None = None
+    memory: int | None = None
+    cpus: int | None = None
+    os_type: str | None = None
+    high_availability: bool | None = None
+    ha_priority: int | None = None
+    cluster: Ref | None = None
+    lease_storage_domain: Ref | None = None
+    remove_lease: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    name: str
+    interface: str = "virtio"
+    mac: str | None = None
+    network: Ref | None = None         # a vNIC profile's id is its network's id
+
+
+@dataclass(frozen=True)
+class AttachmentSpec:
+    """Attach an existing disk (disk) or a new one (new_disk)."""
+    interface: str = "virtio"
+    bootable: bool = False
+    active: bool = True
+    disk: Ref | None = None
+    new_disk: disk_svc.DiskSpec | None = None
+
+
+def _check(vm_memory, cpus, priority):
+    if vm_memory is not None and not MIN_MEMORY <= vm_memory <= MAX_MEMORY:
+        raise bad_request(f"memory: must be at least {MIN_MEMORY} and at most {MAX_MEMORY}, got {vm_memory}")
+    if cpus is not None and not 1 <= cpus <= MAX_CPUS:
+        raise bad_request(f"cpu.topology: 1 to {MAX_CPUS} virtual CPUs, got {cpus}")
+    if priority is not None and not 0 <= priority <= 100:
+        raise bad_request(f"high_availability.priority: must be from 0 to 100, got {priority}")
 
 
 # ---- configuration --------------------------------------------------------
-def _cpus(body, default):
-    topo = body.sub("cpu").sub("topology")
-    if not body.sub("cpu").has("topology"):
-        return default
-    n = (topo.int("sockets", default=1, minimum=1, maximum=64) * topo.int("cores", default=1, minimum=1, maximum=64)
-         * topo.int("threads", default=1, minimum=1, maximum=8))
-    if n > 64:
-        raise bad_request("cpu.topology: more than 64 virtual CPUs")
-    return n
-
-
-def _priority(body, default):
-    # oVirt's scale: 1 low, 50 medium, 100 high
-    return body.sub("high_availability").int("priority", default=default, minimum=0, maximum=100)
-
-
-def _set_lease(s, vm, body):
-    """<lease><storage_domain id=.../></lease> sets the VM's lease; an empty <lease/> removes it."""
-    ref = body.sub("lease").ref("storage_domain")
-    if ref is None:
-        if body.has("lease"):
-            raise bad_request("lease.storage_domain: give the storage domain (id or name) for the VM's lease, "
-                              "or an empty <lease/> to remove it")
-        vm.lease_storage_domain_id = None
-        return
-    vm.lease_storage_domain_id = lookup.resolve(s, StorageDomain, ref, "storage domain",
-                                                "lease.storage_domain").id
-
-
-def add_vm(ctx, s, body):
-    name = body.name()
-    lookup.unique_name(s, Vm, name, "VM")
-    cluster = lookup.resolve(s, Cluster, body.ref("cluster", required=True), "cluster", "cluster")
-    template = lookup.resolve(s, Template, body.ref("template") or (BLANK_TEMPLATE_ID, None), "template", "template")
-    vm = Vm(name=name, cluster_id=cluster.id, template_id=template.id,
-            description=body.str("description", default=""),
-            memory=body.int("memory", default=template.memory, minimum=16 * MiB, maximum=2 ** 40),
-            cpus=_cpus(body, template.cpus),
-            os_type=body.sub("os").str("type", default=template.os_type, maxlen=64),
-            high_availability=body.sub("high_availability").bool("enabled", default=False),
-            ha_priority=_priority(body, 1))
-    _set_lease(s, vm, body)
+def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
+    """The VM row now; its disks (thin overlays on the template's) by a job.
+    Until they exist the VM is image_locked, as in oVirt."""
+    lookup.unique_name(s, Vm, spec.name, "VM")
+    cluster = lookup.require(s, Cluster, spec.cluster, "cluster", "cluster")
+    template = lookup.resolve(s, Template, spec.template or Ref(id=BLANK_TEMPLATE_ID), "template", "template")
+    _check(spec.memory, spec.cpus, spec.ha_priority)
+    if template.status != "ok":
+        raise conflict(f"template {template.name} is {template.status}")
+    vm = Vm(name=spec.name, cluster_id=cluster.id, template_id=template.id, description=spec.description,
+            memory=spec.memory or template.memory, cpus=spec.cpus or template.cpus,
+            os_type=spec.os_type or template.os_type, high_availability=spec.high_availability,
+            ha_priority=spec.ha_priority)
+    if spec.lease_storage_domain:
+        vm.lease_storage_domain_id = lookup.resolve(s, StorageDomain, spec.lease_storage_domain,
+                                                    "storage domain", "lease.storage_domain").id
     s.add(vm)
     s.flush()
-    # thin copies: each template disk becomes a qcow2 overlay on the template's volume
-    for i, (att, disk, sd) in enumerate(disk_svc.template_disks(s, template.id)):
-        new = disk_svc.create_disk(ctx, s, sd, f"{name}_Disk{i + 1}", disk.provisioned_size,
-                                   backing=(sd, disk.active_volume))
+    job = None
+    tdisks = disk_svc.template_disks(s, template.id)
+    for i, (att, disk, sd) in enumerate(tdisks):
+        new = disk_svc.new_disk_row(s, sd, f"{spec.name}_Disk{i + 1}", disk.provisioned_size,
+                                    backing_volume=disk.active_volume)
         disk_svc.attach(s, vm, new, att.interface, att.bootable)
-    events.add(s, events.VM_CREATED, f"VM {name} was created from template {template.name}.",
+    if tdisks:
+        vm.status = "image_locked"
+        job = jobs.submit(s, jobs.VM_CREATE_DISKS, {"vm_id": vm.id},
+                          f"Creating the disks of VM {spec.name} from template {template.name}", ctx.user_id)
+    events.add(s, events.VM_CREATED, f"VM {spec.name} was created from template {template.name}.",
                vm_id=vm.id, cluster_id=cluster.id, template_id=template.id, user_id=ctx.user_id)
-    return vm
+    return vm, job
 
 
-def update_vm(ctx, s, vm, body):
-    if body.has("name"):
-        name = body.name()
-        lookup.unique_name(s, Vm, name, "VM", exclude_id=vm.id)
-        if vm.status != "down" and name != vm.name:
+def run_create_disks(ctx, s, job):
+    vm = s.get(Vm, job.params["vm_id"])
+    if vm is None:
+        raise conflict("the VM was removed before its disks were created")
+    try:
+        for _att, disk, sd in disk_svc.vm_disks(s, vm.id):
+            if disk.status == "locked":
+                jobs.step(s, job, f"Creating disk {disk.name} on storage domain {sd.name}")
+                s.commit()
+                disk_svc.create_volume_of(ctx, s, disk)
+                s.commit()
+    except Fault:
+        s.rollback()
+        _remove_rows(ctx, s, s.get(Vm, vm.id), delete_volumes=True)
+        events.add(s, events.VM_REMOVED, f"VM {vm.name} was removed: its disks could not be created.",
+                   severity="error", user_id=job.owner_id)
+        s.commit()
+        raise
+    vm.status = "down"
+    return {"vm_id": vm.id}
+
+
+def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:
+    _check(ch.memory, ch.cpus, ch.ha_priority)
+    if vm.status == "image_locked":
+        raise conflict(f"VM {vm.name} is image_locked; wait until its disks are ready")
+    if ch.name is not None and ch.name != vm.name:
+        lookup.unique_name(s, Vm, ch.name, "VM", exclude_id=vm.id)
+        if vm.status != "down":
             raise conflict(f"VM {vm.name} is {vm.status}; rename it while it is down")
-        vm.name = name
-    if body.has("description"):
-        vm.description = body.str("description")
-    if body.has("memory"):
-        vm.memory = body.int("memory", minimum=16 * MiB, maximum=2 ** 40)
-    if body.sub("cpu").has("topology"):
-        vm.cpus = _cpus(body, vm.cpus)
-    if body.sub("os").has("type"):
-        vm.os_type = body.sub("os").str("type", maxlen=64)
-    if body.sub("high_availability").has("enabled"):
-        vm.high_availability = body.sub("high_availability").bool("enabled")
-    vm.ha_priority = _priority(body, vm.ha_priority)
-    if "lease" in body.data:
+        vm.name = ch.name
+    if ch.description is not None:
+        vm.description = ch.description
+    if ch.memory is not None:
+        vm.memory = ch.memory
+    if ch.cpus is not None:
+        vm.cpus = ch.cpus
+    if ch.os_type is not None:
+        vm.os_type = ch.os_type
+    if ch.high_availability is not None:
+        vm.high_availability = ch.high_availability
+    if ch.ha_priority is not None:
+        vm.ha_priority = ch.ha_priority
+    if ch.lease_storage_domain or ch.remove_lease:
         if vm.status != "down":
             raise conflict(f"VM {vm.name} is {vm.status}; change its lease while it is down")
-        _set_lease(s, vm, body)
-    if body.has("cluster"):
-        cl = lookup.resolve(s, Cluster, body.ref("cluster"), "cluster", "cluster")
+        vm.lease_storage_domain_id = None if ch.remove_lease else lookup.resolve(
+            s, StorageDomain, ch.lease_storage_domain, "storage domain", "lease.storage_domain").id
+    if ch.cluster:
+        cl = lookup.resolve(s, Cluster, ch.cluster, "cluster", "cluster")
         if cl.id != vm.cluster_id and vm.status != "down":
             raise conflict(f"VM {vm.name} must be down to change its cluster")
         vm.cluster_id = cl.id
@@ -112,17 +189,51 @@ def update_vm(ctx, s, vm, body):
     return vm
 
 
-def remove_vm(ctx, s, vm):
+def remove_vm(ctx, s, vm) -> jobs.Job | None:
+    """A down VM goes with its disks; deleting volumes and its lease file is
+    the worker's (a job), a VM with neither goes at once."""
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; stop it before removing it")
+    if not disk_svc.vm_disks(s, vm.id) and not vm.lease_storage_domain_id:
+        _remove_rows(ctx, s, vm, delete_volumes=False)
+        events.add(s, events.VM_REMOVED, f"VM {vm.name} was removed.", user_id=ctx.user_id)
+        return None
+    _claim(s, vm, ("down",), "image_locked", 3600, verb="remove")
+    return jobs.submit(s, jobs.VM_REMOVE, {"vm_id": vm.id}, f"Removing VM {vm.name} and its disks",
+                       ctx.user_id)
+
+
+def run_remove(ctx, s, job):
+    vm = s.get(Vm, job.params["vm_id"])
+    if vm is None:
+        return {}
+    name = vm.name
+    jobs.step(s, job, f"Removing the disks of VM {name}")
+    s.commit()
+    try:
+        _remove_rows(ctx, s, vm, delete_volumes=True)
+    except Fault:
+        s.rollback()
+        vm = s.get(Vm, job.params["vm_id"])
+        vm.status, vm.busy_until = "down", None
+        s.commit()
+        raise
+    events.add(s, events.VM_REMOVED, f"VM {name} was removed.", user_id=job.owner_id)
+    return {}
+
+
+def _remove_rows(ctx, s, vm, delete_volumes):
     for _att, disk, _sd in disk_svc.vm_disks(s, vm.id):
-        disk_svc.delete_disk(ctx, s, disk)
-    hooks.vm_removed(ctx, s, vm)
+        if delete_volumes and disk.active_volume and disk.status != "locked":
+            disk_svc.delete_volumes_of(ctx, s, disk)
+        s.delete(disk)
+    if vm.lease_storage_domain_id and ctx.leases is not None:
+        ctx.leases.remove(s, vm)
     s.delete(vm)
-    events.add(s, events.VM_REMOVED, f"VM {vm.name} was removed.", user_id=ctx.user_id)
+    s.flush()
 
 
-# ---- transitions ----------------------------------------------------------
+# ---- state claims -----------------------------------------------------------
 def _claim(s, vm, from_states, to_state, seconds, verb=None, **values):
     """Atomically move vm from one of from_states to to_state, or fail with 409."""
     res = s.execute(update(Vm).where(Vm.id == vm.id, Vm.status.in_(from_states))
@@ -130,11 +241,16 @@ def _claim(s, vm, from_states, to_state, seconds, verb=None, **values):
                             version=Vm.version + 1, **values)
                     .execution_options(synchronize_session=False))
     if res.rowcount != 1:
-        s.rollback()
         s.refresh(vm)
         raise conflict(f"VM {vm.name} is {vm.status}; cannot {verb or to_state.replace('_', ' ')} it now")
-    s.commit()
     s.refresh(vm)
+
+
+def _vm(s, job) -> Vm:
+    vm = s.get(Vm, job.params["vm_id"])
+    if vm is None:
+        raise conflict("the VM was removed")
+    return vm
 
 
 def _conn(ctx, host):
@@ -144,20 +260,32 @@ def _conn(ctx, host):
         raise conflict(f"host {host.name} does not answer: {e}")
 
 
-def _bridge_for(ctx, s):
-    def bridge(network_name):
-        return ctx.config.bridge_map.get(network_name, network_name)
-    return bridge
+def _domain(ctx, s, vm):
+    host = s.get(Host, vm.host_id) if vm.host_id else None
+    if host is None:
+        raise conflict(f"VM {vm.name} has no host")
+    conn = _conn(ctx, host)
+    try:
+        dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm.id), ctx.config.libvirt_timeout,
+                                 f"find {vm.name}")
+    except virt.VirtError:
+        dom = None
+    return host, conn, dom
 
 
-def build_domain_xml(ctx, s, vm, lease=None):
-    disk_specs = [(disk_svc.volume_path(sd, disk.active_volume), att.interface, att.bootable)
-                  for att, disk, sd in disk_svc.vm_disks(s, vm.id) if att.active]
-    nic_specs = []
+def domain_of(ctx, s, vm, lease=None) -> domainxml.Domain:
+    disks = tuple(domainxml.Disk(path=disk_svc.volume_path(sd, disk.active_volume), interface=att.interface)
+                  for att, disk, sd in disk_svc.vm_disks(s, vm.id) if att.active)
+    nics = []
     for nic in s.scalars(select(Nic).where(Nic.vm_id == vm.id).order_by(Nic.name)):
         net = s.get(Network, nic.network_id) if nic.network_id else None
-        nic_specs.append((nic.mac, NIC_MODELS.get(nic.interface, "virtio"), net.name if net else None))
-    return virt.domain_xml(vm, disk_specs, nic_specs, _bridge_for(ctx, s), lease=lease)
+        bridge = ctx.config.bridge_map.get(net.name, net.name) if net else None
+        nics.append(domainxml.Nic(mac=nic.mac, model=nic.interface if nic.interface in NIC_MODELS else "virtio",
+                                  bridge=bridge))
+    bootable = any(att.bootable for att, _d, _sd in disk_svc.vm_disks(s, vm.id))
+    return domainxml.Domain(name=vm.name, uuid=vm.id, memory_bytes=vm.memory, vcpus=vm.cpus, type="qemu",
+                            description=vm.description or "", disks=disks, nics=tuple(nics), lease=lease,
+                            boot="hd" if bootable else "network", vnc_listen="127.0.0.1")
 
 
 def _ensure_pools(ctx, s, conn, vm):
@@ -165,6 +293,7 @@ def _ensure_pools(ctx, s, conn, vm):
         virt.ensure_pool(conn, s.get(StorageDomain, sd_id))
 
 
+# ---- start ---------------------------------------------------------------------
 # libvirt's sanlock lock driver reports sanlock's errno; say what it means here
 LOCK_ERRORS = {
     "No space left on device": "the host has not joined the sanlock lockspace of VM leases yet "
@@ -186,12 +315,59 @@ def _explain(err) -> str:
     return text
 
 
-def start_vm(ctx, s, vm, host=None):
+def request_start(ctx, s, vm, host=None) -> jobs.Job:
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; only a down VM can be started")
-    # the lease is made ready on storage before the VM is claimed: a failure here
-    # (storage unwritable, no lockspace configured, lease held) leaves the VM down, untouched
-    lease = hooks.vm_lease(ctx, s, vm)
+    if host is not None:
+        scheduler.pick(s, vm, required=host)   # a pinned host that cannot take it: say so now
+    _claim(s, vm, ("down",), "wait_for_launch", _start_budget(ctx), verb="start", stop_reason="")
+    where = f" on host {host.name}" if host else ""
+    return jobs.submit(s, jobs.VM_START, {"vm_id": vm.id, "host_id": host.id if host else None},
+                       f"Starting VM {vm.name}{where}", ctx.user_id)
+
+
+def _start_budget(ctx):
+    return ctx.config.libvirt_timeout * 8 + 60
+
+
+def run_start(ctx, s, job):
+    host = s.get(Host, job.params["host_id"]) if job.params.get("host_id") else None
+    vm, target = start_vm(ctx, s, _vm(s, job), host, job=job, claimed=True)
+    return {"vm_id": vm.id, "host_id": target.id}
+
+
+def start_vm(ctx, s, vm, host=None, job=None, claimed=False):
+    """Start a down VM (worker only): lease, host, domain. Returns (vm, host).
+    On failure the VM is down again and the Fault says why."""
+    if not claimed:
+        if vm.status != "down":
+            raise conflict(f"VM {vm.name} is {vm.status}; only a down VM can be started")
+        _claim(s, vm, ("down",), "wait_for_launch", _start_budget(ctx), verb="start", stop_reason="")
+        s.commit()
+    vm_id = vm.id
+    try:
+        return _start(ctx, s, vm, host, job)
+    except Fault:
+        s.rollback()
+        vm = s.get(Vm, vm_id)
+        if vm is not None and vm.status == "wait_for_launch":
+            vm.status, vm.host_id, vm.busy_until = "down", None, None
+            s.commit()
+        raise
+
+
+def _start(ctx, s, vm, host, job):
+    # the lease is made ready on storage first: a failure here (storage unwritable,
+    # no lockspace configured, lease held) leaves the VM down, untouched
+    if job is not None:
+        jobs.step(s, job, f"Preparing the lease of VM {vm.name}")
+    if ctx.leases is None:
+        if vm.lease_storage_domain_id:
+            raise conflict(f"VM {vm.name} has a lease, but this process cannot handle VM leases")
+        lease = None
+    else:
+        lease = ctx.leases.lease_for(s, vm)
+    s.commit()
     tried, last = set(), None
     while True:
         try:
@@ -201,7 +377,7 @@ def start_vm(ctx, s, vm, host=None):
                 raise
             raise conflict(f"failed to start VM {vm.name}: {last}") from None
         try:
-            return _start_on(ctx, s, vm, target, lease)
+            return _start_on(ctx, s, vm, target, lease, job), target
         except _HostCannotLease as exc:
             if host is not None:
                 raise conflict(f"failed to start VM {vm.name} on host {target.name}: {exc}") from None
@@ -211,12 +387,12 @@ def start_vm(ctx, s, vm, host=None):
             last = f"host {target.name}: {exc}"
 
 
-def _start_on(ctx, s, vm, target, lease):
-    _claim(s, vm, ("down",), "wait_for_launch", ctx.config.libvirt_timeout * 6, host_id=target.id,
-           stop_reason="", verb="start")
-    job = jobs.start(s, f"Starting VM {vm.name} on host {target.name}", ctx.user_id)
+def _start_on(ctx, s, vm, target, lease, job):
+    vm.host_id, vm.busy_until = target.id, utcnow() + timedelta(seconds=_start_budget(ctx))
+    if job is not None:
+        jobs.step(s, job, f"Starting VM {vm.name} on host {target.name}")
     s.commit()
-    xml = build_domain_xml(ctx, s, vm, lease=lease)
+    xml = domainxml.domain_xml(domain_of(ctx, s, vm, lease))
     try:
         conn = _conn(ctx, target)
         try:
@@ -227,15 +403,18 @@ def _start_on(ctx, s, vm, target, lease):
             conn.close()
     except (virt.VirtError, Fault) as e:
         why = _explain(e)
-        vm.status, vm.host_id, vm.busy_until = "down", None, None
-        jobs.finish(job, ok=False)
+        elsewhere = NOT_IN_LOCKSPACE in str(e)
+        vm.host_id = None
+        if not elsewhere:
+            vm.status, vm.busy_until = "down", None
         events.add(s, events.VM_DOWN, f"Failed to start VM {vm.name} on host {target.name}: {why}.",
                    severity="error", vm_id=vm.id, host_id=target.id, user_id=ctx.user_id)
         s.commit()
-        if NOT_IN_LOCKSPACE in str(e):
+        if elsewhere:
             raise _HostCannotLease(why) from None
         raise conflict(f"failed to start VM {vm.name} on host {target.name}: {why}")
     vm.status, vm.busy_until, vm.start_time = "up", None, utcnow()
+    vm.ha_restart_host_id = None
     try:
         s.flush()
     except StaleDataError:
@@ -244,79 +423,82 @@ def _start_on(ctx, s, vm, target, lease):
         s.rollback()
         s.refresh(vm)
         if not (vm.host_id == target.id and vm.status in RUNNING):
-            jobs.finish(job, ok=False)
-            s.commit()
             raise conflict(f"VM {vm.name} changed while it was being started; it is now {vm.status}")
-    jobs.finish(job)
     events.add(s, events.VM_UP, f"VM {vm.name} was started on host {target.name}.",
                vm_id=vm.id, host_id=target.id, cluster_id=vm.cluster_id, user_id=ctx.user_id)
     s.commit()
-    return vm, job
+    return vm
 
 
-def _domain(ctx, s, vm):
-    host = s.get(Host, vm.host_id) if vm.host_id else None
-    if host is None:
-        raise conflict(f"VM {vm.name} has no host")
-    conn = _conn(ctx, host)
-    try:
-        dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm.id), ctx.config.libvirt_timeout,
-                                 f"find {vm.name}")
-    except virt.VirtError:
-        dom = None
-    return host, conn, dom
-
-
-def stop_vm(ctx, s, vm, reason="stopped by user"):
-    if vm.status in ("down", "migrating", "wait_for_launch"):
+# ---- stop, shutdown, reboot ------------------------------------------------------
+def request_stop(ctx, s, vm, reason="stopped by user") -> jobs.Job:
+    if vm.status in ("down", "migrating", "wait_for_launch", "image_locked"):
         raise conflict(f"VM {vm.name} is {vm.status}; cannot stop it now")
-    _claim(s, vm, ("up", "powering_up", "powering_down", "paused", "unknown", "reboot_in_progress",
-                   "not_responding", "suspended"), "powering_down", ctx.config.libvirt_timeout * 3, verb="stop")
+    _claim(s, vm, STOPPABLE, "powering_down", ctx.config.libvirt_timeout * 3 + 60, verb="stop")
+    return jobs.submit(s, jobs.VM_STOP, {"vm_id": vm.id, "reason": reason}, f"Stopping VM {vm.name}",
+                       ctx.user_id)
+
+
+def run_stop(ctx, s, job):
+    vm = _vm(s, job)
     host, conn, dom = _domain(ctx, s, vm)
     try:
         if dom is not None:
             try:
                 virt.with_deadline(dom.destroy, ctx.config.libvirt_timeout, f"stop {vm.name}")
             except virt.VirtError as e:
-                if "not running" not in str(e) and "no domain" not in str(e):
+                if not virt.is_error(e, libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN):
                     vm.busy_until = None   # the monitor reports the real state again
                     s.commit()
                     raise conflict(f"cannot stop VM {vm.name}: {e}")
     finally:
         conn.close()
+    reason = job.params.get("reason") or "stopped by user"
     vm.status, vm.host_id, vm.shutdown_deadline, vm.stop_reason = "down", None, None, reason
-    vm.busy_until = None
+    vm.busy_until, vm.ha_restart_host_id = None, None
     events.add(s, events.VM_STOPPED, f"VM {vm.name} was powered off on host {host.name} ({reason}).",
-               vm_id=vm.id, host_id=host.id, user_id=ctx.user_id)
-    return vm
+               vm_id=vm.id, host_id=host.id, user_id=job.owner_id)
+    return {"vm_id": vm.id}
 
 
-def shutdown_vm(ctx, s, vm):
+def request_shutdown(ctx, s, vm) -> jobs.Job:
     if vm.status not in ("up", "powering_up", "reboot_in_progress"):
         raise conflict(f"VM {vm.name} is {vm.status}; only a running VM can be shut down")
-    _claim(s, vm, ("up", "powering_up", "reboot_in_progress"), "powering_down", ctx.config.libvirt_timeout * 3,
-           verb="shut down")
+    _claim(s, vm, ("up", "powering_up", "reboot_in_progress"), "powering_down",
+           ctx.config.libvirt_timeout * 3 + 60, verb="shut down")
+    return jobs.submit(s, jobs.VM_SHUTDOWN, {"vm_id": vm.id}, f"Shutting down VM {vm.name}", ctx.user_id)
+
+
+def run_shutdown(ctx, s, job):
+    vm = _vm(s, job)
     host, conn, dom = _domain(ctx, s, vm)
     try:
         if dom is None:
             raise conflict(f"VM {vm.name} is not running on host {host.name}")
         virt.with_deadline(dom.shutdown, ctx.config.libvirt_timeout, f"shutdown {vm.name}")
-    except virt.VirtError as e:
+    except (virt.VirtError, Fault) as e:
         vm.busy_until = None
         s.commit()
-        raise conflict(f"cannot shut down VM {vm.name}: {e}")
+        raise conflict(f"cannot shut down VM {vm.name}: {e}") if isinstance(e, virt.VirtError) else e
     finally:
         conn.close()
-    vm.status, vm.busy_until = "powering_down", None
+    vm.busy_until = None
     vm.shutdown_deadline = utcnow() + timedelta(seconds=ctx.config.shutdown_timeout)
     events.add(s, events.VM_SHUTDOWN,
                f"Shutdown of VM {vm.name} requested (ACPI); it is powered off if still running "
                f"after {ctx.config.shutdown_timeout:.0f} s.", vm_id=vm.id, host_id=host.id,
-               user_id=ctx.user_id)
-    return vm
+               user_id=job.owner_id)
+    return {"vm_id": vm.id}
 
 
-def reboot_vm(ctx, s, vm):
+def request_reboot(ctx, s, vm) -> jobs.Job:
+    if vm.status != "up":
+        raise conflict(f"VM {vm.name} is {vm.status}; only an up VM can be rebooted")
+    return jobs.submit(s, jobs.VM_REBOOT, {"vm_id": vm.id}, f"Rebooting VM {vm.name}", ctx.user_id)
+
+
+def run_reboot(ctx, s, job):
+    vm = _vm(s, job)
     if vm.status != "up":
         raise conflict(f"VM {vm.name} is {vm.status}; only an up VM can be rebooted")
     host, conn, dom = _domain(ctx, s, vm)
@@ -329,38 +511,52 @@ def reboot_vm(ctx, s, vm):
     finally:
         conn.close()
     events.add(s, events.VM_REBOOT, f"Reboot of VM {vm.name} was requested (ACPI).", vm_id=vm.id,
-               host_id=host.id, user_id=ctx.user_id)
-    return vm
+               host_id=host.id, user_id=job.owner_id)
+    return {"vm_id": vm.id}
 
 
+# ---- migration ---------------------------------------------------------------
 def migration_params(dest):
     """Send the memory stream to the address the engine knows the destination
     by. Left alone, libvirt uses the destination's own hostname, which need
     not resolve from the source (it did not in the lab)."""
-    if "://" in dest.address:   # a full libvirt URI as address: no plain host to aim at
-        return {}
     host = f"[{dest.address}]" if ":" in dest.address else dest.address   # IPv6 literal
     return {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{host}"}
 
 
-def migrate_vm(ctx, s, vm, host=None, reason="requested by user"):
+def request_migrate(ctx, s, vm, host=None, reason="requested by user", owner_id=None) -> jobs.Job:
     if vm.status != "up":
         raise conflict(f"VM {vm.name} is {vm.status}; only an up VM can be migrated")
+    dest = scheduler.pick(s, vm, exclude={vm.host_id}, required=host)
     source = s.get(Host, vm.host_id)
-    dest = scheduler.pick(s, vm, exclude={source.id}, required=host)
-    _claim(s, vm, ("up",), "migrating", ctx.config.migration_timeout + 30, verb="migrate")
-    job = jobs.start(s, f"Migrating VM {vm.name} from {source.name} to {dest.name}", ctx.user_id)
+    _claim(s, vm, ("up",), "migrating", ctx.config.migration_timeout + 60, verb="migrate")
     events.add(s, events.VM_MIGRATION_START, f"Migration of VM {vm.name} from host {source.name} to "
                f"host {dest.name} started ({reason}).", vm_id=vm.id, host_id=source.id,
-               user_id=ctx.user_id)
+               user_id=owner_id or ctx.user_id)
+    return jobs.submit(s, jobs.VM_MIGRATE, {"vm_id": vm.id, "host_id": dest.id},
+                       f"Migrating VM {vm.name} from {source.name} to {dest.name}", owner_id or ctx.user_id)
+
+
+def run_migrate(ctx, s, job):
+    vm = _vm(s, job)
+    dest = s.get(Host, job.params["host_id"])
+    jobs.step(s, job, f"Live migration of VM {vm.name} to host {dest.name}")
     s.commit()
+    _migrate(ctx, s, vm, dest, job.owner_id)
+    return {"vm_id": vm.id, "host_id": dest.id}
+
+
+def _migrate(ctx, s, vm, dest, owner_id):
+    """Live-migrate a VM already claimed 'migrating' (worker)."""
+    source = s.get(Host, vm.host_id)
     flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
     if ctx.config.storage_shared_unrecognised:
         flags |= libvirt.VIR_MIGRATE_UNSAFE
     try:
         conn = _conn(ctx, source)
         try:
-            dom = conn.lookupByUUIDString(vm.id)
+            dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm.id), ctx.config.libvirt_timeout,
+                                     f"find {vm.name}")
             try:
                 virt.with_deadline(lambda: dom.migrateToURI3(dest.libvirt_uri, migration_params(dest), flags),
                                    ctx.config.migration_timeout, f"migrate {vm.name}")
@@ -372,20 +568,56 @@ def migrate_vm(ctx, s, vm, host=None, reason="requested by user"):
                 raise
         finally:
             conn.close()
-    except (virt.VirtError, libvirt.libvirtError, Fault) as e:
-        msg = e.get_error_message() if isinstance(e, libvirt.libvirtError) else str(e)
+    except (virt.VirtError, Fault) as e:
+        msg = e.detail if isinstance(e, Fault) else str(e)
         vm.status, vm.busy_until = "up", None
-        jobs.finish(job, ok=False)
         events.add(s, events.VM_MIGRATION_FAILED, f"Migration of VM {vm.name} to host {dest.name} "
                    f"failed: {msg}.", severity="error", vm_id=vm.id, host_id=source.id)
         s.commit()
         raise conflict(f"migration of VM {vm.name} to host {dest.name} failed: {msg}")
     vm.status, vm.busy_until, vm.host_id = "up", None, dest.id
-    jobs.finish(job)
     events.add(s, events.VM_MIGRATION_DONE, f"Migration of VM {vm.name} from host {source.name} to "
-               f"host {dest.name} completed.", vm_id=vm.id, host_id=dest.id, user_id=ctx.user_id)
+               f"host {dest.name} completed.", vm_id=vm.id, host_id=dest.id, user_id=owner_id)
     s.commit()
-    return vm, job
+
+
+def run_evacuate(ctx, s, job):
+    """Maintenance: migrate every VM off the host, one at a time; the host is in
+    maintenance once none is left, or back up (with the reason) if one cannot move."""
+    host = s.get(Host, job.params["host_id"])
+    if host is None or host.status != "preparing_for_maintenance":
+        return {}
+    reason = f"host {host.name} is going into maintenance"
+    for vm in s.scalars(select(Vm).where(Vm.host_id == host.id).order_by(Vm.name)).all():
+        if vm.status != "up":
+            continue
+        jobs.step(s, job, f"Migrating VM {vm.name}")
+        try:
+            dest = scheduler.pick(s, vm, exclude={host.id})
+            _claim(s, vm, ("up",), "migrating", ctx.config.migration_timeout + 60, verb="migrate")
+            events.add(s, events.VM_MIGRATION_START, f"Migration of VM {vm.name} from host {host.name} to "
+                       f"host {dest.name} started ({reason}).", vm_id=vm.id, host_id=host.id,
+                       user_id=job.owner_id)
+            s.commit()
+            _migrate(ctx, s, vm, dest, job.owner_id)
+        except Fault as f:
+            s.rollback()
+            host = s.get(Host, job.params["host_id"])
+            host.maintenance_requested = False
+            from .hosts import set_status
+            set_status(s, host, "up", f"maintenance failed: VM {vm.name} could not migrate: {f.detail}")
+            events.add(s, events.HOST_MAINTENANCE_FAILED,
+                       f"Host {host.name} could not enter maintenance: {f.detail}.", severity="error",
+                       host_id=host.id)
+            s.commit()
+            raise
+    s.refresh(host)
+    left = s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")).all()
+    if left:
+        raise conflict(f"host {host.name} still runs {', '.join(v.name for v in left)}")
+    from .hosts import set_status
+    set_status(s, host, "maintenance", "all VMs migrated away")
+    return {"host_id": host.id}
 
 
 # ---- nics -------------------------------------------------------------------
@@ -396,28 +628,25 @@ def _new_mac(s):
             return mac
 
 
-def add_nic(ctx, s, vm, body):
+def add_nic(ctx, s, vm, spec: NicSpec) -> Nic:
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; network interfaces are added while it is down")
-    name = body.name()
-    if s.scalar(select(Nic).where(Nic.vm_id == vm.id, Nic.name == name)):
-        raise conflict(f"VM {vm.name} already has a network interface named {name}")
-    mac = body.sub("mac").str("address")
+    if spec.interface not in NIC_MODELS:
+        raise bad_request(f"interface: expected one of {', '.join(NIC_MODELS)}, got '{spec.interface}'")
+    if s.scalar(select(Nic).where(Nic.vm_id == vm.id, Nic.name == spec.name)):
+        raise conflict(f"VM {vm.name} already has a network interface named {spec.name}")
+    mac = spec.mac.lower() if spec.mac else None
     if mac is not None:
         if not MAC_RE.match(mac):
-            raise bad_request(f"mac.address: '{mac}' is not a MAC address")
-        mac = mac.lower()
+            raise bad_request(f"mac.address: '{spec.mac}' is not a MAC address")
         if s.scalar(select(Nic).where(Nic.mac == mac)):
             raise conflict(f"MAC address {mac} is already in use")
-    # a vNIC profile's id is its network's id (one profile per network)
-    ref = body.ref("vnic_profile") or body.ref("network")
-    net = lookup.resolve(s, Network, ref, "network", "vnic_profile") if ref else None
-    nic = Nic(vm_id=vm.id, name=name, mac=mac or _new_mac(s),
-              interface=body.str("interface", default="virtio", choices=tuple(NIC_MODELS)),
+    net = lookup.resolve(s, Network, spec.network, "network", "vnic_profile")
+    nic = Nic(vm_id=vm.id, name=spec.name, mac=mac or _new_mac(s), interface=spec.interface,
               network_id=net.id if net else None)
     s.add(nic)
     s.flush()
-    events.add(s, events.OBJECT_ADDED, f"Network interface {name} was added to VM {vm.name}.",
+    events.add(s, events.OBJECT_ADDED, f"Network interface {spec.name} was added to VM {vm.name}.",
                vm_id=vm.id, user_id=ctx.user_id)
     return nic
 
@@ -431,34 +660,35 @@ def remove_nic(ctx, s, vm, nic):
 
 
 # ---- disk attachments ---------------------------------------------------------
-def add_disk_attachment(ctx, s, vm, body):
+def add_disk_attachment(ctx, s, vm, spec: AttachmentSpec):
+    """Returns (attachment, job creating the new disk's volume or None)."""
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; disks are attached while it is down")
-    interface = body.str("interface", default="virtio", choices=("virtio", "virtio_scsi", "ide", "sata"))
-    bootable = body.bool("bootable", default=False)
-    active = body.bool("active", default=True)
-    d = body.sub("disk")
-    if d.data.get("id") and not d.has("provisioned_size"):
-        disk = lookup.resolve(s, Disk, (d.data["id"], None), "disk", "disk")
+    if spec.interface not in DISK_INTERFACES:
+        raise bad_request(f"interface: expected one of {', '.join(DISK_INTERFACES)}, got '{spec.interface}'")
+    job = None
+    if spec.new_disk is None:
+        disk = lookup.require(s, Disk, spec.disk, "disk", "disk")
         if disk.template_id:
             raise conflict(f"disk {disk.name} belongs to a template")
     else:
         n = len(disk_svc.vm_disks(s, vm.id)) + 1
-        disk = disk_svc.disk_from_body(ctx, s, d, f"{vm.name}_Disk{n}")
-    att = disk_svc.attach(s, vm, disk, interface, bootable, active)
+        disk, job = disk_svc.add_disk(ctx, s, spec.new_disk, default_name=f"{vm.name}_Disk{n}")
+    att = disk_svc.attach(s, vm, disk, spec.interface, spec.bootable, spec.active)
     s.flush()
     events.add(s, events.OBJECT_ADDED, f"Disk {disk.name} was attached to VM {vm.name}.", vm_id=vm.id,
                user_id=ctx.user_id)
-    return att
+    return att, job
 
 
-def remove_disk_attachment(ctx, s, vm, att, detach_only=True):
+def remove_disk_attachment(ctx, s, vm, att, detach_only=True) -> jobs.Job | None:
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; disks are detached while it is down")
     disk = s.get(Disk, att.disk_id)
     s.delete(att)
     s.flush()
-    if not detach_only:
-        disk_svc.delete_disk(ctx, s, disk)
     events.add(s, events.OBJECT_REMOVED, f"Disk {disk.name} was detached from VM {vm.name}.",
                vm_id=vm.id, user_id=ctx.user_id)
+    if not detach_only:
+        return disk_svc.remove_disk(ctx, s, disk)
+    return None

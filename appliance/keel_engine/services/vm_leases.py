@@ -13,18 +13,9 @@ qemu's lifetime, so:
 - without a confirmed fence the engine restarts the VM elsewhere only once
   the lease is free: released, or its owner's host-id lease expired.
 
-The engine initialises lease files itself (``sanlock direct init``, no
-daemon needed), so it needs the storage domain's path; the lab's engine sees
-it directly. (The engine appliance mounting NFS domains comes later.)
-
-Paxos leader record of a resource (sanlock 3.x ``struct leader_record``,
-little endian, first sector): magic u32 @0 (0x06152010), owner_id u64 @32,
-owner_generation u64 @40, lver u64 @48, space_name @56, resource_name @104,
-timestamp u64 @152. Sector 1 is the request record; host id N's ballot
-(``struct paxos_dblock``) is sector N + 1: mbal, bal, inp (owner id), inp2
-(generation), inp3 (timestamp), lver (u64 each), checksum u32 @48, flags u32
-@52 with 0x1 = released (a clean release marks the owner's ballot, not the
-leader).
+The engine worker initialises lease files itself (``sanlock direct init``,
+no daemon needed), so it must see the storage domain's path. The on-disk
+records are read with keel_common.sanlock_disk.
 """
 
 from __future__ import annotations
@@ -33,19 +24,18 @@ import grp
 import logging
 import os
 import pwd
-import struct
 import subprocess
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from keel_common.domainxml import Lease
+from keel_common.sanlock_disk import LockspaceWatcher, read_delta_leases, read_resource_owner
+
 from ..errors import conflict
 from ..models import Cluster, Disk, DiskAttachment, StorageDomain
-from ..services import events
-from .sanlock_leases import _read, read_delta_leases
+from . import events
 
-log = logging.getLogger("keel.engine.power")
-PAXOS_MAGIC = 0x06152010
+log = logging.getLogger("keel.engine.leases")
 LEASE_DIR = ".keel-leases"
 LEASE_SIZE = 1024 * 1024          # one sanlock lease at the default 1 MiB alignment
 EV_VM_LEASE = 9024
@@ -53,32 +43,6 @@ EV_VM_LEASE = 9024
 
 class VmLeaseError(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class VmLeaseSpec:
-    lockspace: str
-    key: str
-    path: str
-    offset: int = 0
-
-    def as_tuple(self):
-        return (self.lockspace, self.key, self.path, self.offset)
-
-
-DBLOCK_RELEASED = 0x1
-
-
-@dataclass(frozen=True)
-class LeaseOwner:
-    owner_id: int          # the owner's host id in the lockspace (0: never acquired)
-    generation: int
-    timestamp: int         # 0: released (older sanlock)
-    released: bool = False # the owner's ballot says it released this very acquisition
-
-    @property
-    def free(self) -> bool:
-        return self.owner_id == 0 or self.timestamp == 0 or self.released
 
 
 def lease_path(sd_path: str, vm_id: str) -> str:
@@ -129,61 +93,39 @@ def _give_to_sanlock(directory: str, path: str) -> None:
         os.chmod(p, mode)
 
 
-def read_owner(path: str) -> LeaseOwner | None:
-    """The lease's current owner from its leader record; None if unreadable or not a lease."""
-    try:
-        data = _read(path, 512 * 2)
-    except OSError:
-        return None
-    if len(data) < 1024 or struct.unpack_from("<I", data, 0)[0] != PAXOS_MAGIC:
-        return None
-    owner, gen = struct.unpack_from("<QQ", data, 32)
-    ts, = struct.unpack_from("<Q", data, 152)
-    released = False
-    if 0 < owner <= 2000:
-        try:
-            ballot = _read_sector(path, owner + 1)
-        except OSError:
-            ballot = b""
-        if len(ballot) >= 56:
-            inp, inp2, inp3 = struct.unpack_from("<QQQ", ballot, 16)
-            flags, = struct.unpack_from("<I", ballot, 52)
-            # only a release of this very acquisition (same owner, generation, time) counts
-            released = bool(flags & DBLOCK_RELEASED) and (inp, inp2, inp3) == (owner, gen, ts)
-    return LeaseOwner(owner, gen, ts, released)
-
-
-def _read_sector(path: str, index: int) -> bytes:
-    return _read(path, 512 * (index + 1))[512 * index:]
-
-
 class VmLeases:
-    """The engine's VM lease handler (registered with services.hooks)."""
+    """The HA VMs' sanlock leases, as the engine worker handles them."""
 
-    def __init__(self, lockspace: str, watcher=None):
+    def __init__(self, lockspace: str, watcher: LockspaceWatcher | None = None):
         self.lockspace = lockspace       # '' = VM leases disabled
         self.watcher = watcher           # LockspaceWatcher of that lockspace, or None
+
+    @classmethod
+    def from_settings(cls, power) -> "VmLeases":
+        watcher = LockspaceWatcher(power.lockspace_path) if power.lockspace_path else None
+        return cls(power.vm_lease_lockspace, watcher)
 
     @property
     def enabled(self) -> bool:
         return bool(self.lockspace)
 
-    # ---- hooks ----------------------------------------------------------
-    def lease_for(self, ctx, s, vm) -> tuple | None:
+    # ---- starting and removing VMs ---------------------------------------
+    def lease_for(self, s, vm) -> Lease | None:
+        """The lease the VM's domain must hold, ready on storage; None: no lease.
+        May raise a Fault (storage unwritable, lease held elsewhere)."""
         if not vm.lease_storage_domain_id and vm.high_availability and self.enabled:
             sd = self._default_domain(s, vm)
             if sd is not None:
                 vm.lease_storage_domain_id = sd.id
                 events.add(s, EV_VM_LEASE, f"HA VM {vm.name} gets its own lease on storage domain {sd.name}: "
                            "no two hosts can run it at once.", vm_id=vm.id, storage_domain_id=sd.id)
-                s.commit()
         if not vm.lease_storage_domain_id:
             return None
         sd = s.get(StorageDomain, vm.lease_storage_domain_id)
         if not self.enabled:
             raise conflict(f"VM {vm.name} has a lease on storage domain {sd.name}, but VM leases are not "
                            "enabled in this engine (vm_lease_lockspace in the [power] config)")
-        spec = VmLeaseSpec(self.lockspace, vm.id, lease_path(sd.path, vm.id))
+        spec = Lease(self.lockspace, vm.id, lease_path(sd.path, vm.id))
         try:
             init_lease(spec.lockspace, spec.key, spec.path)
         except VmLeaseError as exc:
@@ -192,15 +134,15 @@ class VmLeases:
         # sanlock wait, inside libvirtd, for that host's death (minutes), and the
         # target would stop answering meanwhile: refuse now, with the reason.
         if not self.is_free(vm, s):
-            owner = read_owner(spec.path)
+            owner = read_resource_owner(spec.path)
             holder = f"host id {owner.owner_id}" if owner else "an unknown host"
             name = self.host_name(owner.owner_id) if owner else None
             raise conflict(f"the lease of VM {vm.name} is held by {holder}"
                            f"{f' ({name})' if name else ''}: the VM runs there, or that host has not been "
                            "confirmed off and its sanlock lease has not expired yet")
-        return spec.as_tuple()
+        return spec
 
-    def remove(self, ctx, s, vm) -> None:
+    def remove(self, s, vm) -> None:
         sd = s.get(StorageDomain, vm.lease_storage_domain_id)
         if sd is None:
             return
@@ -261,7 +203,7 @@ class VmLeases:
         if not (self.enabled and vm.lease_storage_domain_id):
             return None
         sd = s.get(StorageDomain, vm.lease_storage_domain_id)
-        owner = read_owner(lease_path(sd.path, vm.id)) if sd is not None else None
+        owner = read_resource_owner(lease_path(sd.path, vm.id)) if sd is not None else None
         if owner is None:
             return False          # unreadable: never guess that it is free
         if owner.free:

@@ -1,42 +1,70 @@
-"""Seams for the power module: fence agents (passwords encrypted at rest,
-never returned), the fence action's handler, and the host-status hook the
-monitor calls. In-process app and monitor against a real SQLite file and a
-real (refused) libvirt connection."""
+"""Fence agents (passwords encrypted at rest, never returned, options checked
+when written), the fence action as a job the engine worker runs through
+power management, and what the host monitor tells power management.
+In-process app against a real SQLite file and a real (refused) libvirt
+connection; the BMC is stood in for by a recorder of the IPMI calls power
+management makes (real BMCs are in tests/power)."""
 import pytest
 from sqlalchemy import text
 
 from harness.engineapp import engine_app_with_host
-from keel_engine.models import Host
-from keel_engine.monitor import Monitor
-from keel_engine.services import hooks
+from keel_engine.models import Host, Job
+from keel_engine.power import failover as fo
+from keel_engine.power.ipmi import IpmiResult
+from keel_engine.power.manager import PowerManagement
+from keel_engine.services import Context
 from keel_engine.services.hosts import fence_agents_for_host
+from keel_engine.worker.executors import table
+from keel_engine.worker.monitor import Monitor
+from keel_engine.worker.runner import JobRunner
 
 API = "/ovirt-engine/api"
 
 
+class StatusRecorder:
+    """Stands in for power management where only the monitor's calls matter."""
+
+    def __init__(self):
+        self.changes, self.ha_down = [], []
+
+    def host_status_changed(self, host_id, old, new):
+        self.changes.append((host_id, old, new))
+
+    def ha_vm_down(self, vm_id, host_id):
+        self.ha_down.append((vm_id, host_id))
+
+
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    # these tests exercise the seams themselves, without the power module's handlers
-    from keel_engine import power_seam
-    monkeypatch.setattr(power_seam, "install", lambda ctx: None)
-    saved = (list(hooks._status_handlers), hooks._fence_handler)
-    hooks._status_handlers[:] = []
-    hooks.set_fence_handler(None)
+def env(tmp_path):
     # 127.0.1.19: nothing listens there, so libvirt refuses at once
     cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.1.19")
     client = app.test_client()
     tok = client.post("/ovirt-engine/sso/oauth/token", data={"grant_type": "password", "username": "admin@internal",
                                                               "password": "pw12345"}).get_json()["access_token"]
-    yield cfg, app, sm, client, {"Authorization": f"Bearer {tok}"}, host_id
-    hooks._status_handlers[:] = saved[0]
-    hooks.set_fence_handler(saved[1])
+    return cfg, app, sm, client, {"Authorization": f"Bearer {tok}"}, host_id
 
 
-def add_agent(client, h, host_id):
+def add_agent(client, h, host_id, options="<options><option><name>lanplus</name><value>1</value></option></options>"):
     return client.post(f"{API}/hosts/{host_id}/fenceagents", headers=h, data=(
         "<agent><type>ipmilan</type><address>127.0.2.5</address><port>6230</port><username>admin</username>"
-        "<password>bmc-secret</password><order>1</order>"
-        "<options><option><name>lanplus</name><value>1</value></option></options></agent>"))
+        f"<password>bmc-secret</password><order>1</order>{options}</agent>"))
+
+
+def run_jobs(cfg, sm, ipmi_calls, power=None):
+    """Run every waiting job as the engine worker would; BMC calls are recorded."""
+    ctx = Context(config=cfg, sessionmaker=sm)
+
+    def fake_ipmi(spec, op, deadline):
+        ipmi_calls.append((spec.address, spec.port, spec.password, op))
+        return IpmiResult(op, True, power="on", message="power is on")
+    power = power or PowerManagement(ctx, failover=fo.Failover(ctx, cfg.power, run=fake_ipmi))
+    runner = JobRunner(ctx, table(power), threads=1)
+    with sm() as s:
+        ids = s.scalars(text("SELECT id FROM jobs WHERE claimed_by IS NULL AND kind IS NOT NULL")).all()
+    for job_id in ids:
+        runner.run_one(job_id)
+    runner.shutdown()
+    return ids
 
 
 def test_fence_agent_crud_and_password_never_leaves(env):
@@ -60,61 +88,87 @@ def test_fence_agent_crud_and_password_never_leaves(env):
         assert fence_agents_for_host(s, host_id, cfg) == []
 
 
-def test_fence_without_handler_or_agent_is_409(env):
+@pytest.mark.parametrize("name,value,needle", [
+    ("passwd", "s3cret", "unknown fence agent option 'passwd'"),
+    ("cipher", "1", "only cipher suite 3"),
+    ("lanplus", "maybe", "lanplus=maybe: expected 1 or 0"),
+])
+def test_fence_agent_options_are_checked_when_written(env, name, value, needle):
+    """An option fencing would refuse is refused when written: never stored (a
+    secret one would sit in clear text and come back in every answer), and
+    never left to fail every later fence of the host."""
     cfg, app, sm, client, h, host_id = env
-    hooks.set_fence_handler(None)
-    add_agent(client, h, host_id)
+    r = add_agent(client, h, host_id, f"<options><option><name>{name}</name><value>{value}</value></option></options>")
+    assert r.status_code == 400 and needle in r.data.decode(), r.data
+    with sm() as s:
+        assert s.execute(text("SELECT count(*) FROM fence_agents")).scalar() == 0
+        if name == "passwd":
+            assert value.encode() not in b"".join(str(x).encode() for x in s.execute(text("SELECT * FROM events")))
+
+
+def test_fence_without_an_agent_is_409_and_records_nothing(env):
+    cfg, app, sm, client, h, host_id = env
     r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>status</fence_type></action>")
     assert r.status_code == 409 and b"no power management configured" in r.data
+    with sm() as s:
+        assert s.execute(text("SELECT count(*) FROM jobs")).scalar() == 0
 
 
-def test_fence_calls_the_registered_handler_with_plain_specs(env):
+def test_fence_is_a_job_the_worker_runs_with_the_decrypted_agent(env):
     cfg, app, sm, client, h, host_id = env
-    calls = []
-
-    def handler(ctx, host, action, agents):
-        calls.append((host.id, action, agents[0]["password"]))
-        return {"status": "complete", "power_management": {"status": "on"}}
-    hooks.set_fence_handler(handler)
-    r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>status</fence_type></action>")
-    assert r.status_code == 409   # handler present but no agent yet
     add_agent(client, h, host_id)
-    r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>status</fence_type></action>")
-    assert r.status_code == 200, r.data
-    assert b"<status>on</status>" in r.data
-    assert calls == [(host_id, "status", "bmc-secret")]
+    r = client.post(f"{API}/hosts/{host_id}/fence?async=true", headers=h,
+                    data="<action><fence_type>status</fence_type></action>")
+    assert r.status_code == 202, r.data
+    assert b"<status>pending</status>" in r.data and b"<job " in r.data
+    calls = []
+    assert len(run_jobs(cfg, sm, calls)) == 1
+    assert calls == [("127.0.2.5", 6230, "bmc-secret", "status")]   # the BMC was asked by the worker only
+    with sm() as s:
+        job = s.scalars(text("SELECT id FROM jobs")).first()
+        job = s.get(Job, job)
+        assert job.status == "finished" and job.result["power_management"] == {"status": "on"}
     r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>explode</fence_type></action>")
     assert r.status_code == 400
 
 
-def test_manual_fence_needs_no_agent_but_a_handler(env):
+def test_manual_fence_needs_no_agent_but_a_non_responsive_host(env):
     cfg, app, sm, client, h, host_id = env
-    calls = []
-    hooks.set_fence_handler(lambda ctx, host, action, agents: calls.append((action, agents)) or
-                            {"status": "complete"})
+    r = client.post(f"{API}/hosts/{host_id}/fence?async=true", headers=h,
+                    data="<action><fence_type>manual</fence_type></action>")
+    assert r.status_code == 409 and b"only a non-responsive host" in r.data
+    with sm() as s:
+        s.get(Host, host_id).status = "non_responsive"
+        s.commit()
     # "Confirm host has been rebooted" works without power management...
-    r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>manual</fence_type></action>")
-    assert r.status_code == 200, r.data
-    assert calls == [("manual", [])]
+    r = client.post(f"{API}/hosts/{host_id}/fence?async=true", headers=h,
+                    data="<action><fence_type>manual</fence_type></action>")
+    assert r.status_code == 202, r.data
+    calls = []
+    run_jobs(cfg, sm, calls)
+    assert calls == []
+    with sm() as s:
+        host = s.get(Host, host_id)
+        fence = s.execute(text("SELECT method, state FROM fences WHERE id = :i"), {"i": host.fence_id}).one()
+        assert host.status == "down" and tuple(fence) == ("manual", "confirmed")
     # ...but every other fence type still needs an agent.
     r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>stop</fence_type></action>")
     assert r.status_code == 409 and b"add a fence agent" in r.data
 
 
-def test_monitor_marks_unreachable_host_and_calls_status_hook(env):
+def test_monitor_marks_unreachable_host_and_tells_power_management(env):
     cfg, app, sm, client, h, host_id = env
-    seen = []
-    hooks.on_host_status_changed(lambda ctx, host, old, new: seen.append((host.id, old, new)))
-    mon = Monitor(cfg)
+    power = StatusRecorder()
+    mon = Monitor(Context(config=cfg, sessionmaker=sm), power)
     mon.poll_once()   # one failure is tolerated
     with sm() as s:
         assert s.get(Host, host_id).status == "up"
     mon.poll_once()
     with sm() as s:
         assert s.get(Host, host_id).status == "non_responsive"
-    assert seen == [(host_id, "up", "non_responsive")]
+    assert power.changes == [(host_id, "up", "non_responsive")]
     mon.poll_once()   # no change, no second call
-    assert len(seen) == 1
+    assert len(power.changes) == 1
     events = client.get(f"{API}/events?search=host%3Dhx", headers=h).data.decode()
     assert "from up to non_responsive" in events
 
@@ -133,7 +187,7 @@ def test_a_host_that_accepts_but_never_answers_does_not_hang_the_monitor(env):
         with sm() as s:
             s.get(Host, host_id).libvirt_uri = "qemu+tcp://127.0.1.18/system"
             s.commit()
-        mon = Monitor(cfg)   # libvirt_timeout = 3 s
+        mon = Monitor(Context(config=cfg, sessionmaker=sm))   # libvirt_timeout = 3 s
         started = time.monotonic()
         mon.poll_once()
         mon.poll_once()
@@ -149,7 +203,7 @@ def test_a_host_that_accepts_but_never_answers_does_not_hang_the_monitor(env):
 def test_monitor_never_applies_an_observation_older_than_the_row(env, monkeypatch):
     """The poll sees no domain (say, mid-stop), but while it polls an API
     worker changes the VM: the stale observation must not overwrite it."""
-    from keel_engine import monitor as monitor_mod
+    from keel_engine.worker import monitor as monitor_mod
     from keel_engine.models import Template, Vm
     cfg, app, sm, client, h, host_id = env
     with sm() as s:
@@ -169,7 +223,7 @@ def test_monitor_never_applies_an_observation_older_than_the_row(env, monkeypatc
         return {h_.id: (facts, {}) for h_ in hosts}   # the host answers: no domains at all
 
     monkeypatch.setattr(monitor_mod, "poll_all", poll_all_racing_with_api)
-    mon = Monitor(cfg)
+    mon = Monitor(Context(config=cfg, sessionmaker=sm))
     mon.poll_once()
     with sm() as s:
         v = s.get(Vm, vm_id)
@@ -208,7 +262,7 @@ def test_a_returning_host_never_takes_over_a_vm_restarted_elsewhere(env, monkeyp
     """hx was fenced and its HA VM restarted on hy; hx comes back still
     running its old copy. The record must stay on hy (the status hook then
     destroys the stale copy), never follow the copy to hx."""
-    from keel_engine import monitor as monitor_mod
+    from keel_engine.worker import monitor as monitor_mod
     from keel_engine.models import Vm
     cfg, app, sm, client, h, host_id = env
     hy = _second_host(sm, host_id, "hy", "127.0.1.18", "up")
@@ -216,28 +270,27 @@ def test_a_returning_host_never_takes_over_a_vm_restarted_elsewhere(env, monkeyp
     with sm() as s:
         s.get(Host, host_id).status = "non_responsive"
         s.commit()
-    seen_hook = []
-    hooks.on_host_status_changed(lambda ctx, host, old, new: seen_hook.append((host.name, old, new)))
+    power = StatusRecorder()
     # hx answers again and (listed last) still runs the VM; hy runs it too.
     monkeypatch.setattr(monitor_mod, "poll_all", lambda hosts, timeout: dict(
         [(hy, (FACTS, {vm_id: "up"})), (host_id, (FACTS, {vm_id: "up"}))]))
-    Monitor(cfg).poll_once()
+    Monitor(Context(config=cfg, sessionmaker=sm), power).poll_once()
     with sm() as s:
         v = s.get(Vm, vm_id)
         assert (v.status, v.host_id) == ("up", hy)
         assert s.get(Host, host_id).status == "up"
-    assert seen_hook == [("hx", "non_responsive", "up")]   # the hook that cleans the stale copy
+    assert power.changes == [(host_id, "non_responsive", "up")]   # power management cleans the stale copy
 
 
 def test_a_vm_found_on_two_settled_hosts_is_an_alarm_not_an_adoption(env, monkeypatch):
-    from keel_engine import monitor as monitor_mod
+    from keel_engine.worker import monitor as monitor_mod
     from keel_engine.models import Vm
     cfg, app, sm, client, h, host_id = env
     hy = _second_host(sm, host_id, "hy", "127.0.1.18", "up")
     vm_id = _ha_vm(sm, hy)
     monkeypatch.setattr(monitor_mod, "poll_all", lambda hosts, timeout: dict(
         [(hy, (FACTS, {vm_id: "up"})), (host_id, (FACTS, {vm_id: "up"}))]))
-    mon = Monitor(cfg)
+    mon = Monitor(Context(config=cfg, sessionmaker=sm))
     mon.poll_once()
     mon.poll_once()
     with sm() as s:

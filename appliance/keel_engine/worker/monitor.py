@@ -1,8 +1,9 @@
-"""The background monitor: its own process (`keel-engine monitor`), never
+"""The host monitor, part of the engine worker (`keel-engine worker`), never
 inside web workers. Every interval it polls every host through libvirt (in
 parallel, each under a deadline), keeps host status and every VM's real
 state in the database, writes an event for every change, enforces graceful
-shutdown deadlines, and carries out host maintenance (migrating VMs away)."""
+shutdown deadlines, and tells power management about failed hosts and HA
+VMs that went down."""
 import logging
 import threading
 import time
@@ -10,21 +11,19 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import db, virt
-from .errors import Fault
-from .models import Host, Vm, utcnow
-from .services import Context, events, hooks
-from .services import hosts as host_svc
-from .services import vms as vm_svc
-from .timeutil import aware
+from .. import virt
+from ..models import Host, Vm, utcnow
+from ..services import events
+from ..services import hosts as host_svc
+from ..timeutil import aware
 
 log = logging.getLogger("keel.engine.monitor")
 FAILURES_BEFORE_NON_RESPONSIVE = 2
 POLLED = ("up", "non_responsive", "preparing_for_maintenance", "connecting")
-# A host the engine fenced is 'down' with this detail (power/failover.py's FENCED).
-# An admin may power it on by hand; it then comes back to 'up' by itself, as in
-# oVirt. Hosts down for any other reason are not polled.
-FENCED_DETAIL = "fenced: "
+# A host the engine fenced is 'down' and points at its fence (fence_id). An
+# admin may power it on by hand; it then comes back by itself, as in oVirt
+# (to 'up', or to 'maintenance' if the admin had put it there). Hosts down
+# for any other reason are not polled.
 # Fenced hosts are polled every few cycles only: they are normally powered off,
 # and a powered-off machine does not refuse a connection, it lets it run into
 # the libvirt deadline, which stretches the whole cycle (hosts are polled in
@@ -63,11 +62,12 @@ def poll_all(hosts, timeout):
 
 
 class Monitor:
-    def __init__(self, config):
-        self.config = config
-        self.engine = db.make_engine(config.database_url)
-        self.sessionmaker = db.make_sessionmaker(self.engine)
-        self.ctx = Context(config=config, sessionmaker=self.sessionmaker)
+    def __init__(self, ctx, power=None):
+        """power: the worker's PowerManagement (told about failed hosts and HA VMs that went down)."""
+        self.config = ctx.config
+        self.sessionmaker = ctx.sessionmaker
+        self.ctx = ctx
+        self.power = power
         self.failures = {}
         self.versions = {}
         self.running_on = {}
@@ -77,8 +77,6 @@ class Monitor:
         self.fenced_announced = set()   # fenced hosts whose polling was logged
         self.ha_down = []
         self.stopping = threading.Event()
-        from . import power_seam
-        power_seam.install(self.ctx)
 
     def run_forever(self):
         log.info("monitor started: polling every %.1f s", self.config.monitor_interval)
@@ -98,7 +96,7 @@ class Monitor:
         with self.sessionmaker() as s:
             polled = Host.status.in_(POLLED)
             if self.cycles % self.fenced_poll_every == 0:
-                polled = polled | ((Host.status == "down") & Host.status_detail.startswith(FENCED_DETAIL))
+                polled = polled | ((Host.status == "down") & Host.fence_id.is_not(None))
             self.cycles += 1
             hosts = s.scalars(select(Host).where(polled)).all()
             self._announce_fenced(hosts)
@@ -148,14 +146,12 @@ class Monitor:
                 s.rollback()
                 log.info("a VM changed while it was observed; re-checking next cycle")
                 return
-        for host_id, old, new in changes:
-            with self.sessionmaker() as s:
-                host = s.get(Host, host_id)
-                if host is not None:
-                    hooks.host_status_changed(self.ctx, host, old, new)
-        for vm_id, host_id in self.ha_down:
-            hooks.ha_vm_down(self.ctx, vm_id, host_id)
-        self._maintenance()
+        if self.power is not None:
+            for host_id, old, new in changes:
+                self.power.host_status_changed(host_id, old, new)
+            for vm_id, host_id in self.ha_down:
+                self.power.ha_vm_down(vm_id, host_id)
+        self._release_stale_claims()
 
     def _announce_fenced(self, hosts):
         """Log once per fenced episode that the host is watched for its return."""
@@ -168,7 +164,7 @@ class Monitor:
                          h.name, h.status_detail, self.fenced_poll_every)
 
     def _purge_tokens(self):
-        from .services import auth
+        from ..services import auth
         with self.sessionmaker() as s:
             auth.purge_expired(s)
             s.commit()
@@ -193,12 +189,14 @@ class Monitor:
         if host.status in ("non_responsive", "connecting") or _fenced(host):
             reason = "libvirt answers again"
             if _fenced(host):
-                # powered on outside the engine (or never really off): the status
-                # hook destroys stale copies of VMs the engine restarted elsewhere
+                # powered on outside the engine (or never really off): power
+                # management destroys stale copies of VMs restarted elsewhere
                 reason = f"libvirt answers again after the host was {host.status_detail}"
-            old = host_svc.set_status(s, host, "up", reason)
+            new = host_svc.returned_status(host)
+            host.fence_id = None
+            old = host_svc.set_status(s, host, new, reason)
             if old:
-                changes.append((host.id, old, "up"))
+                changes.append((host.id, old, new))
         now = utcnow()
         # VMs the database places here
         for vm in s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")):
@@ -270,6 +268,7 @@ class Monitor:
     def _vm_down(self, s, vm, reason, severity="warning"):
         old = vm.status
         vm.status, vm.host_id, vm.shutdown_deadline, vm.stop_reason = "down", None, None, reason
+        vm.busy_until = None
         events.add(s, events.VM_DOWN, f"VM {vm.name} is down ({old} before): {reason}.", severity=severity,
                    vm_id=vm.id)
 
@@ -293,41 +292,24 @@ class Monitor:
             self._vm_down(s, vm, f"did not shut down within {self.config.shutdown_timeout:.0f} s; powered off",
                           severity="warning")
 
-    # ---- maintenance -------------------------------------------------------
-    def _maintenance(self):
+    # ---- claims nobody finishes -----------------------------------------------
+    def _release_stale_claims(self):
+        """A VM claimed for a start that never reached a host (the job was lost
+        with a worker that died) goes back to down once its claim expires."""
+        now = utcnow()
         with self.sessionmaker() as s:
-            preparing = s.scalars(select(Host).where(Host.status == "preparing_for_maintenance")).all()
-            for host in preparing:
-                vms = s.scalars(select(Vm).where(Vm.host_id == host.id)).all()
-                failed = None
-                for vm in vms:
-                    if vm.status != "up" or (vm.busy_until and aware(vm.busy_until) > utcnow()):
-                        continue
-                    try:
-                        vm_svc.migrate_vm(self.ctx, s, vm, reason=f"host {host.name} is going into maintenance")
-                    except Fault as f:
-                        failed = (vm, f)
-                        break
-                s.refresh(host)
-                if failed:
-                    old = host_svc.set_status(s, host, "up", f"maintenance failed: VM {failed[0].name} "
-                                              f"could not migrate: {failed[1].detail}")
-                    events.add(s, events.HOST_MAINTENANCE_FAILED,
-                               f"Host {host.name} could not enter maintenance: {failed[1].detail}.",
-                               severity="error", host_id=host.id)
-                    s.commit()
-                    hooks.host_status_changed(self.ctx, host, old, "up")
-                    continue
-                left = s.scalars(select(Vm).where(Vm.host_id == host.id, Vm.status != "down")).all()
-                if not left:
-                    old = host_svc.set_status(s, host, "maintenance", "all VMs migrated away")
-                    s.commit()
-                    if old:
-                        hooks.host_status_changed(self.ctx, host, old, "maintenance")
+            for vm in s.scalars(select(Vm).where(Vm.status == "wait_for_launch", Vm.host_id.is_(None),
+                                                 Vm.busy_until.is_not(None))):
+                if aware(vm.busy_until) < now:
+                    self._vm_down(s, vm, "its start did not reach a host in time", severity="warning")
+            try:
+                s.commit()
+            except StaleDataError:
+                s.rollback()
 
 
 def _fenced(host):
-    return host.status == "down" and (host.status_detail or "").startswith(FENCED_DETAIL)
+    return host.status == "down" and host.fence_id is not None
 
 
 class _H:

@@ -1,8 +1,9 @@
-"""Read hosts' sanlock delta leases straight from the lockspace on shared storage.
+"""sanlock's on-disk records, read straight from shared storage: the one
+reader every Keel part uses (the engine, which is not a member of the
+lockspace and cannot ask a sanlock daemon; the HA agents when they judge a
+silent host; the lab's observer).
 
-The engine is not a member of the lockspace, so it cannot ask a sanlock
-daemon; it reads the on-disk records instead, the way sanlock's own hosts
-judge each other: a host whose lease timestamp keeps changing is alive (it
+Hosts' delta leases are judged the way sanlock's own hosts judge each other: a host whose lease timestamp keeps changing is alive (it
 still reaches storage, even if its management link is down); a host whose
 timestamp stopped changing for ``8 * io_timeout + 60`` seconds (sanlock's
 host-dead time) holds no lease any more, so every resource lease it held,
@@ -43,7 +44,9 @@ class DeltaLease:
         return 8 * max(1, self.io_timeout) + WATCHDOG_ALLOWANCE
 
 
-def _read(path: str, size: int) -> bytes:
+def read_head(path: str, size: int) -> bytes:
+    """The first ``size`` bytes of a lease file, read with O_DIRECT where the
+    file system allows it (sanlock writes with O_DIRECT: no stale cache)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
     except OSError:
@@ -63,7 +66,7 @@ def _read(path: str, size: int) -> bytes:
 
 def read_delta_leases(path: str, max_hosts: int = 250) -> dict[int, DeltaLease]:
     """{host id: lease} for every initialised record of the lockspace file."""
-    data = _read(path, max_hosts * SECTOR)
+    data = read_head(path, max_hosts * SECTOR)
     out = {}
     for i in range(len(data) // SECTOR):
         rec = data[i * SECTOR:(i + 1) * SECTOR]
@@ -167,3 +170,53 @@ class LockspaceWatcher:
         # The last renewal is dated by the read that found it (its upper
         # bound): expiry is never declared early.
         return self.clock() - self._seen[lease.name].hi > lease.host_dead_seconds
+
+
+# ---- resource leases (paxos) -------------------------------------------------
+# Leader record of a resource (``struct leader_record``, first sector):
+# magic u32 @0 (0x06152010), owner_id u64 @32, owner_generation u64 @40,
+# lver u64 @48, space_name @56, resource_name @104, timestamp u64 @152.
+# Sector 1 is the request record; host id N's ballot (``struct
+# paxos_dblock``) is sector N + 1: mbal, bal, inp (owner id), inp2
+# (generation), inp3 (timestamp), lver (u64 each), checksum u32 @48, flags
+# u32 @52 with 0x1 = released (a clean release marks the owner's ballot, not
+# the leader).
+PAXOS_MAGIC = 0x06152010
+DBLOCK_RELEASED = 0x1
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    owner_id: int          # the owner's host id in the lockspace (0: never acquired)
+    generation: int
+    timestamp: int         # 0: released (older sanlock)
+    released: bool = False  # the owner's ballot says it released this very acquisition
+
+    @property
+    def free(self) -> bool:
+        return self.owner_id == 0 or self.timestamp == 0 or self.released
+
+
+def read_resource_owner(path: str) -> LeaseOwner | None:
+    """A resource lease's current owner from its leader record; None if
+    unreadable or not a lease."""
+    try:
+        data = read_head(path, SECTOR * 2)
+    except OSError:
+        return None
+    if len(data) < 2 * SECTOR or struct.unpack_from("<I", data, 0)[0] != PAXOS_MAGIC:
+        return None
+    owner, gen = struct.unpack_from("<QQ", data, 32)
+    ts, = struct.unpack_from("<Q", data, 152)
+    released = False
+    if 0 < owner <= 2000:
+        try:
+            ballot = read_head(path, SECTOR * (owner + 2))[SECTOR * (owner + 1):]
+        except OSError:
+            ballot = b""
+        if len(ballot) >= 56:
+            inp, inp2, inp3 = struct.unpack_from("<QQQ", ballot, 16)
+            flags, = struct.unpack_from("<I", ballot, 52)
+            # only a release of this very acquisition (same owner, generation, time) counts
+            released = bool(flags & DBLOCK_RELEASED) and (inp, inp2, inp3) == (owner, gen, ts)
+    return LeaseOwner(owner, gen, ts, released)

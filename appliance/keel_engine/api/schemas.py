@@ -1,0 +1,49 @@
+"""The request bodies the API accepts, declared with api.fields: each parses
+a body and documents it in the OpenAPI document. Limits come from the
+service layer, which checks them again for every other caller."""
+from ..services import disks as disk_svc
+from ..services import vms as vm_svc
+from ..services.inventory import SCHEDULING_POLICIES, STORAGE_TYPES
+from .fields import Bool, Int, ListOf, Name, Obj, Reference, Text
+
+ID_OR_NAME = Reference()
+DESCRIPTION = Text(maxlen=4000)
+TOPOLOGY = Obj(sockets=Int(1, 64), cores=Int(1, 64), threads=Int(1, 8))
+HIGH_AVAILABILITY = Obj(enabled=Bool(), priority=Int(0, 100))
+PLACEMENT = Obj(hosts=ListOf("host", ID_OR_NAME, max_items=16))
+
+DATA_CENTER = Obj(name=Name(), description=DESCRIPTION, local=Bool())
+CLUSTER = Obj(name=Name(), description=DESCRIPTION, data_center=ID_OR_NAME,
+              scheduling_policy=Obj(name=Text(64, SCHEDULING_POLICIES)))
+NETWORK = Obj(name=Name(), description=DESCRIPTION, data_center=ID_OR_NAME, vlan=Obj(id=Int(1, 4094)),
+              mtu=Int(0, 65535))
+STORAGE_DOMAIN = Obj(name=Name(), description=DESCRIPTION, type=Text(16, ("data",)),
+                     storage=Obj(type=Text(16, STORAGE_TYPES), path=Text(1024), address=Text(255)),
+                     data_center=ID_OR_NAME, host=ID_OR_NAME)
+ATTACH_STORAGE_DOMAIN = Obj(id=Text(64), name=Name())
+HOST = Obj(name=Name(), address=Text(255), cluster=ID_OR_NAME,
+           # oVirt clients send these for host deployment; Keel reaches hosts through libvirt
+           root_password=Text(1024), port=Int(1, 65535))
+FENCE_AGENT = Obj(type=Text(32, ("ipmilan",)), address=Text(255), port=Int(1, 65535), username=Text(255),
+                  password=Text(255), order=Int(1, 100), encrypt_options=Bool(),
+                  options=ListOf("option", Obj(name=Text(64), value=Text(255)), max_items=16))
+DISK = Obj(name=Name(), alias=Name(), description=DESCRIPTION, format=Text(8, ("cow", "raw")),
+           provisioned_size=Int(disk_svc.MIN_DISK, disk_svc.MAX_DISK),
+           storage_domains=ListOf("storage_domain", ID_OR_NAME, max_items=1), id=Text(64))
+DISK_ATTACHMENT = Obj(interface=Text(16, vm_svc.DISK_INTERFACES), bootable=Bool(), active=Bool(), disk=DISK)
+NIC = Obj(name=Name(), interface=Text(16, vm_svc.NIC_MODELS), mac=Obj(address=Text(32)),
+          vnic_profile=ID_OR_NAME, network=ID_OR_NAME)
+VM = Obj(name=Name(), description=DESCRIPTION, cluster=ID_OR_NAME, template=ID_OR_NAME,
+         memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY),
+         os=Obj(type=Text(64)), high_availability=HIGH_AVAILABILITY,
+         lease=Obj(storage_domain=ID_OR_NAME), placement_policy=PLACEMENT)
+TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME)
+SNAPSHOT = Obj(description=Text(1024), persist_memorystate=Bool())
+EVENT = Obj(description=Text(4000), severity=Text(16, ("normal", "warning", "error", "alert")),
+            origin=Text(255), custom_id=Int(0, 2 ** 31 - 1), vm=ID_OR_NAME, host=ID_OR_NAME, cluster=ID_OR_NAME)
+
+# actions: <action>...</action>
+ACTION = Obj(**{"async": Bool()})
+START = Obj(**{"async": Bool()}, vm=Obj(placement_policy=PLACEMENT), use_cloud_init=Bool())
+MIGRATE = Obj(**{"async": Bool()}, host=ID_OR_NAME, force=Bool())
+FENCE = Obj(**{"async": Bool()}, fence_type=Text(16))

@@ -1,0 +1,168 @@
+"""Reads: what the API and the UI show, in a constant number of queries per
+answer. Lists come back as plain rows (no ORM objects: a list of 10,000 VMs
+is the common big read); whatever a view needs beside a row (its NICs, its
+host's name, a host's VM count) is loaded in one query for the whole page.
+
+Every read goes through here, so there is one place that decides what a
+caller may see."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from functools import lru_cache
+
+from sqlalchemy import bindparam, func, select
+
+from .. import search as search_mod
+from ..errors import not_found
+from ..models import (Cluster, DataCenter, Disk, DiskAttachment, Event, FenceAgent, Host, Job, Network, Nic,
+                      Permission, Role, Snapshot, Step, StorageDomain, Template, User, Vm)
+from ..search import Via
+from ..text import invalid_char
+
+CHUNK = 500    # ids per IN (...) list
+
+
+@dataclass(frozen=True, eq=False)
+class Collection:
+    model: type
+    kind: str                    # how messages name one (e.g. "VM")
+    order: tuple = ()
+    search: dict | None = None   # search field -> column or Via
+
+
+def _names(model, column):
+    """A search field on the name of the row another column points at."""
+    return Via(lambda value: column.in_(select(model.id).where(search_mod.matches_column(model.name, value))),
+               column)
+
+
+def _dc_of_cluster(column):
+    return Via(lambda value: column.in_(select(Cluster.id).join(DataCenter, DataCenter.id == Cluster.data_center_id)
+                                        .where(search_mod.matches_column(DataCenter.name, value))), column)
+
+
+VMS = Collection(Vm, "VM", (Vm.name,), {
+    "name": Vm.name, "status": Vm.status, "description": Vm.description, "id": Vm.id,
+    "cluster": _names(Cluster, Vm.cluster_id), "host": _names(Host, Vm.host_id),
+    "template": _names(Template, Vm.template_id), "datacenter": _dc_of_cluster(Vm.cluster_id)})
+HOSTS = Collection(Host, "host", (Host.name,), {
+    "name": Host.name, "status": Host.status, "address": Host.address, "id": Host.id,
+    "cluster": _names(Cluster, Host.cluster_id), "datacenter": _dc_of_cluster(Host.cluster_id)})
+DATACENTERS = Collection(DataCenter, "data center", (DataCenter.name,),
+                         {"name": DataCenter.name, "id": DataCenter.id, "description": DataCenter.description})
+CLUSTERS = Collection(Cluster, "cluster", (Cluster.name,), {
+    "name": Cluster.name, "id": Cluster.id, "description": Cluster.description,
+    "datacenter": _names(DataCenter, Cluster.data_center_id)})
+STORAGE_DOMAINS = Collection(StorageDomain, "storage domain", (StorageDomain.name,), {
+    "name": StorageDomain.name, "status": StorageDomain.status, "id": StorageDomain.id,
+    "datacenter": _names(DataCenter, StorageDomain.data_center_id)})
+NETWORKS = Collection(Network, "network", (Network.name,), {
+    "name": Network.name, "id": Network.id, "datacenter": _names(DataCenter, Network.data_center_id)})
+TEMPLATES = Collection(Template, "template", (Template.name,), {
+    "name": Template.name, "id": Template.id, "status": Template.status, "description": Template.description,
+    "cluster": _names(Cluster, Template.cluster_id)})
+DISKS = Collection(Disk, "disk", (Disk.name,), {
+    "name": Disk.name, "alias": Disk.name, "id": Disk.id, "status": Disk.status,
+    "storage": _names(StorageDomain, Disk.storage_domain_id)})
+EVENTS = Collection(Event, "event", (Event.id.desc(),), {
+    "severity": Event.severity, "code": Event.code, "description": Event.description, "origin": Event.origin,
+    "vm": _names(Vm, Event.vm_id), "vm.name": _names(Vm, Event.vm_id),
+    "host": _names(Host, Event.host_id), "host.name": _names(Host, Event.host_id),
+    "cluster": _names(Cluster, Event.cluster_id)})
+JOBS = Collection(Job, "job", (Job.start_time.desc(),), {"name": Job.description, "status": Job.status,
+                                                        "description": Job.description})
+USERS = Collection(User, "user", (User.name,), {"name": User.name, "usrname": User.name})
+ROLES = Collection(Role, "role", (Role.name,), {"name": Role.name})
+PERMISSIONS = Collection(Permission, "permission", (Permission.id,), {"name": Permission.id})
+NICS = Collection(Nic, "network interface", (Nic.name,), {"name": Nic.name})
+SNAPSHOTS = Collection(Snapshot, "snapshot", (Snapshot.date,), {"name": Snapshot.description,
+                                                                "description": Snapshot.description})
+FENCE_AGENTS = Collection(FenceAgent, "fence agent", (FenceAgent.order,), {"name": FenceAgent.address})
+STEPS = Collection(Step, "step", (Step.number,), {})
+
+
+def _select(coll: Collection):
+    return select(*coll.model.__table__.columns)
+
+
+def list_rows(ctx, s, coll: Collection, search: str | None = None, limit: int | None = None, *where):
+    """Rows of a collection, searched (oVirt's syntax) and limited, in its order."""
+    q = _select(coll)
+    terms = search_mod.parse(search, set(coll.search or {})) if search else []
+    cond = search_mod.where(terms, coll.search or {})
+    if cond is not None:
+        q = q.where(cond)
+    for w in where:
+        q = q.where(w)
+    q = q.order_by(*coll.order)
+    if limit is not None:
+        q = q.limit(limit)
+    return s.execute(q).all()
+
+
+@lru_cache(maxsize=None)
+def _by_id(coll: Collection):
+    """One statement per collection, built once: SQLAlchemy then reuses its
+    compiled form (a GET of one object is the API's most common call)."""
+    return _select(coll).where(coll.model.__table__.c.id == bindparam("ident"))
+
+
+def get_row(ctx, s, coll: Collection, ident, *where):
+    """One row by id, or a 404 naming what was asked for."""
+    if not isinstance(ident, (str, int)) or (isinstance(ident, str) and (len(ident) > 64 or invalid_char(ident))):
+        raise not_found(coll.kind, "?")
+    q = _by_id(coll)
+    for w in where:
+        q = q.where(w)
+    row = s.execute(q, {"ident": ident}).first()
+    if row is None:
+        raise not_found(coll.kind, ident)
+    return row
+
+
+def _chunks(ids):
+    ids = list(ids)
+    for i in range(0, len(ids), CHUNK):
+        yield ids[i:i + CHUNK]
+
+
+def by_id(s, model, ids) -> dict:
+    out = {}
+    for part in _chunks({i for i in ids if i}):
+        for r in s.execute(select(*model.__table__.columns).where(model.id.in_(part))):
+            out[r.id] = r
+    return out
+
+
+def grouped(s, model, key_column, ids, order=()) -> dict:
+    """{key: [rows]} of the rows whose key_column is one of ids."""
+    out = {}
+    for part in _chunks(ids):
+        q = select(*model.__table__.columns).where(key_column.in_(part)).order_by(*order)
+        for r in s.execute(q):
+            out.setdefault(getattr(r, key_column.key), []).append(r)
+    return out
+
+
+def vm_counts(s, host_ids) -> dict:
+    out = {}
+    for part in _chunks(host_ids):
+        out.update(s.execute(select(Vm.host_id, func.count()).where(Vm.host_id.in_(part))
+                             .group_by(Vm.host_id)).all())
+    return out
+
+
+def attachments(s, owner_column, ids) -> dict:
+    """{owner id: [(attachment row, disk row)]} in attachment order."""
+    out = {}
+    for part in _chunks(ids):
+        q = (select(DiskAttachment, Disk).join(Disk, Disk.id == DiskAttachment.disk_id)
+             .where(owner_column.in_(part)).order_by(DiskAttachment.position))
+        for att, disk in s.execute(q):
+            out.setdefault(getattr(att, owner_column.key), []).append((att, disk))
+    return out
+
+
+def count(s, model, *where) -> int:
+    return s.scalar(select(func.count()).select_from(model).where(*where))

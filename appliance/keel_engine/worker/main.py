@@ -1,0 +1,93 @@
+"""The engine worker process: the lease, the host monitor, power management
+and the job runner, wired together."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from sqlalchemy import select
+
+from .. import db
+from ..models import Host, Job
+from ..power.manager import PowerManagement
+from ..services import Context, jobs
+from . import executors, lease
+from .monitor import Monitor
+from .runner import JobRunner
+
+log = logging.getLogger("keel.engine.worker")
+JOB_POLL = 0.1        # seconds between looks at the job queue
+LEASE_RENEW = 5.0
+
+
+class Worker:
+    def __init__(self, config, power: PowerManagement | None = None):
+        self.config = config
+        self.engine = db.make_engine(config.database_url)
+        self.sessionmaker = db.make_sessionmaker(self.engine)
+        self.ctx = Context(config=config, sessionmaker=self.sessionmaker)
+        self.power = power or PowerManagement(self.ctx)
+        self.ctx.leases = self.power.leases
+        self.monitor = Monitor(self.ctx, self.power)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.runner = JobRunner(self.ctx, executors.table(self.power), config.job_threads, self.owner)
+        self.stopping = threading.Event()
+        self._monitor_thread = None
+
+    def run_forever(self) -> None:
+        told = False
+        while not lease.take(self.sessionmaker, self.owner):
+            if not told:
+                log.warning("another engine worker holds the worker lease; waiting until it is stale "
+                            "(%.0f s without renewal)", lease.STALE_AFTER)
+                told = True
+            if self.stopping.wait(LEASE_RENEW):
+                return
+        log.info("engine worker started (%s): jobs, host monitor every %.1f s, power management",
+                 self.owner, self.config.monitor_interval)
+        self.start()
+        renewed = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.runner.poll()
+                except Exception:   # the database was away: try again
+                    log.exception("job queue poll failed")
+                if time.monotonic() - renewed > LEASE_RENEW:
+                    if not lease.take(self.sessionmaker, self.owner):
+                        log.error("the worker lease was taken by another worker; stopping")
+                        break
+                    renewed = time.monotonic()
+                self.stopping.wait(JOB_POLL)
+        finally:
+            self.stop()
+            lease.release(self.sessionmaker, self.owner)
+
+    def start(self) -> None:
+        """Resume what a previous worker left, then start monitoring."""
+        self.runner.recover()
+        self.power.failover.resume()
+        self._resume_evacuations()
+        self._monitor_thread = threading.Thread(target=self.monitor.run_forever, daemon=True, name="monitor")
+        self._monitor_thread.start()
+
+    def _resume_evacuations(self) -> None:
+        with self.sessionmaker() as s:
+            busy = {j.params.get("host_id") for j in s.scalars(
+                select(Job).where(Job.kind == jobs.HOST_EVACUATE, Job.status == "started"))}
+            for host in s.scalars(select(Host).where(Host.status == "preparing_for_maintenance")):
+                if host.id not in busy:
+                    jobs.submit(s, jobs.HOST_EVACUATE, {"host_id": host.id},
+                                f"Moving host {host.name} to maintenance (resumed)")
+            s.commit()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.monitor.stopping.set()
+        self.power.stop(timeout=10)
+        self.runner.shutdown(wait=False)
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(30)

@@ -1,0 +1,133 @@
+"""The one builder of libvirt domain XML (ElementTree, so every value is
+escaped): the HA agent's engine VM and the engine's VMs are both described
+as a `Domain` and written by `domain_xml`."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+# oVirt's disk interfaces -> (device name prefix, libvirt bus)
+BUSES = {"virtio": ("vd", "virtio"), "virtio_scsi": ("sd", "scsi"), "ide": ("hd", "ide"),
+         "sata": ("sd", "sata")}
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: str
+    format: str = "qcow2"              # qcow2 or raw
+    interface: str = "virtio"          # a key of BUSES
+    device: str = "disk"               # disk or cdrom
+    readonly: bool = False
+    cache: str = "none"
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    model: str = "virtio"
+    bridge: str | None = None          # None: qemu's user-mode network
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A sanlock resource lease libvirt's lock driver acquires before qemu
+    starts and holds for qemu's lifetime."""
+    lockspace: str
+    key: str
+    path: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    memory_bytes: int
+    vcpus: int = 1
+    type: str = "qemu"                 # qemu (TCG) or kvm
+    description: str = ""
+    disks: tuple[Disk, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    lease: Lease | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    emulator: str | None = None
+    boot: str | None = None            # hd or network; None: libvirt's default
+    # what libvirt does on its own when the guest powers off, reboots, crashes
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_crash: str = "destroy"
+    serial_log: str | None = None      # a file the serial console appends to; None: a pty
+    vnc_listen: str | None = None      # None: no graphics
+    extra_devices: tuple = field(default=())   # ET.Element factories for devices not modelled here
+
+
+def _sub(parent: ET.Element, tag: str, text=None, **attrs) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k: str(v) for k, v in attrs.items() if v is not None})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def domain_xml(d: Domain) -> str:
+    dom = ET.Element("domain", type=d.type)
+    _sub(dom, "name", d.name)
+    _sub(dom, "uuid", d.uuid)
+    if d.description:
+        _sub(dom, "description", d.description)
+    _sub(dom, "memory", d.memory_bytes, unit="b")
+    _sub(dom, "vcpu", d.vcpus)
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    for tag in ("kernel", "initrd", "cmdline"):
+        if getattr(d, tag):
+            _sub(os_el, tag, getattr(d, tag))
+    if d.boot:
+        _sub(os_el, "boot", dev=d.boot)
+    features = _sub(dom, "features")
+    _sub(features, "acpi")    # a graceful stop is an ACPI power-button press
+    _sub(features, "apic")
+    _sub(dom, "on_poweroff", d.on_poweroff)
+    _sub(dom, "on_reboot", d.on_reboot)
+    _sub(dom, "on_crash", d.on_crash)
+    dev = _sub(dom, "devices")
+    if d.emulator:
+        _sub(dev, "emulator", d.emulator)
+    counters: dict[str, int] = {}
+    for disk in d.disks:
+        prefix, bus = BUSES.get(disk.interface, BUSES["virtio"])
+        n = counters.get(prefix, 0)
+        counters[prefix] = n + 1
+        el = _sub(dev, "disk", type="file", device=disk.device)
+        _sub(el, "driver", name="qemu", type=disk.format, cache=disk.cache)
+        _sub(el, "source", file=disk.path)
+        _sub(el, "target", dev=f"{prefix}{chr(97 + n)}", bus=bus)
+        if disk.readonly or disk.device == "cdrom":
+            _sub(el, "readonly")
+    if counters.get("sd") and any(BUSES.get(x.interface, ("", ""))[1] == "scsi" for x in d.disks):
+        _sub(dev, "controller", type="scsi", model="virtio-scsi")
+    for nic in d.nics:
+        el = _sub(dev, "interface", type="bridge" if nic.bridge else "user")
+        if nic.bridge:
+            _sub(el, "source", bridge=nic.bridge)
+        _sub(el, "mac", address=nic.mac.lower())
+        _sub(el, "model", type=nic.model)
+    if d.lease is not None:
+        el = _sub(dev, "lease")
+        _sub(el, "lockspace", d.lease.lockspace)
+        _sub(el, "key", d.lease.key)
+        _sub(el, "target", path=d.lease.path, offset=int(d.lease.offset))
+    if d.serial_log:
+        el = _sub(dev, "serial", type="file")
+        _sub(el, "source", path=d.serial_log, append="on")
+        _sub(el, "target", port=0)
+    else:
+        _sub(dev, "serial", type="pty")
+        _sub(dev, "console", type="pty")
+    if d.vnc_listen:
+        _sub(dev, "graphics", type="vnc", autoport="yes", listen=d.vnc_listen)
+    for make in d.extra_devices:
+        dev.append(make())
+    _sub(dev, "memballoon", model="none")
+    return ET.tostring(dom, encoding="unicode")
