@@ -54,10 +54,6 @@ def create_app(config=None, migrate=True):
     app.register_blueprint(openapi.openapi_bp)
     app.register_blueprint(framework.api_bp)
 
-    @app.before_request
-    def open_session():
-        g.session = app.config["KEEL_CTX"].sessionmaker()
-
     @app.after_request
     def commit(response):
         # The one place a request's transaction ends. No acknowledgement
@@ -67,9 +63,7 @@ def create_app(config=None, migrate=True):
         if s is None:
             return response
         try:
-            if request.method in ("GET", "HEAD", "OPTIONS") or response.status_code >= 400:
-                s.rollback()
-            else:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and response.status_code < 400:
                 s.commit()
         except StaleDataError:
             s.rollback()
@@ -89,6 +83,9 @@ def create_app(config=None, migrate=True):
         if s is not None:
             s.rollback()
             s.close()
+        conn = g.pop("conn", None)
+        if conn is not None:
+            conn.close()
 
     @app.errorhandler(Fault)
     def on_fault(f):

@@ -169,3 +169,26 @@ def test_health_needs_no_auth(engine):
 def test_basic_auth_works_like_ovirt(engine):
     assert requests.get(f"{engine.url}/clusters", auth=("admin@internal", "keel-test-pw"), timeout=30).ok
     assert requests.get(f"{engine.url}/clusters", auth=("admin@internal", "x"), timeout=30).status_code == 401
+
+
+def test_a_chunked_body_over_the_limit_is_413_under_gunicorn(engine, token):
+    def chunks():
+        for _ in range(40):
+            yield b"<data_center><name>big</name><description>" + b"x" * 65536
+        yield b"</description></data_center>"
+    r = requests.post(f"{engine.url}/datacenters", data=chunks(), timeout=60,
+                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"})
+    assert r.status_code == 413, r.text
+    assert count(engine, "datacenters", "name = 'big'") == 0
+
+
+def test_tokens_never_reach_the_access_log(engine):
+    tok = sso(engine, grant_type="password", username="admin@internal", password="keel-test-pw").json()["access_token"]
+    requests.get(engine.url.replace("/api", "/services/sso-logout"), params={"token": tok}, timeout=30)
+    assert requests.get(f"{engine.url}/vms", headers={"Authorization": f"Bearer {tok}"}, timeout=30).status_code == 401
+    import os
+    import time
+    log = os.path.join(engine.workdir, "serve.log")
+    time.sleep(1)   # gunicorn writes its access log line after the answer
+    text_ = open(log, encoding="utf-8", errors="replace").read()
+    assert "sso-logout" in text_ and tok not in text_

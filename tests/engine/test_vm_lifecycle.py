@@ -321,3 +321,28 @@ def test_host_goes_non_responsive_and_comes_back(sdk, engine, cluster_setup, tmp
         extra.stop()
 
 
+
+
+def test_an_async_migration_answers_at_once_and_its_job_tells_the_end(sdk, engine, cluster_setup, token):
+    """oVirt's async: the request records the migration and answers 202 with the
+    job; the engine worker carries it out; the job says how it ended."""
+    svc = new_vm(sdk, cluster_setup, "amig1", disk=False)
+    h1, h2 = cluster_setup["hosts"]
+    hdr = {"Authorization": f"Bearer {token}", "Content-Type": "application/xml", "Accept": "application/json"}
+    try:
+        svc.start(vm=t.Vm(placement_policy=t.VmPlacementPolicy(hosts=[t.Host(id=h1.id)])))
+        vm_id = svc.get().id
+        r = requests.post(f"{engine.url}/vms/{vm_id}/migrate", headers=hdr, timeout=30,
+                          data=f'<action><async>true</async><host id="{h2.id}"/></action>')
+        assert r.status_code == 202 and r.json()["status"] == "pending", r.text
+        job_url = f"{engine.url}/jobs/{r.json()['job']['id']}"
+        job = wait_for(lambda: (j := requests.get(job_url, headers=hdr, timeout=30).json())["status"] != "started"
+                       and j, 120, what="the migration job to end")
+        assert job["status"] == "finished", job
+        assert [st["description"] for st in job["steps"]["step"]] == [f"Live migration of VM amig1 to host h2"]
+        assert svc.get().host.id == h2.id and "amig1" in domains_on(engine)[1]
+        # a second async start of a running VM is refused at once, not queued
+        r = requests.post(f"{engine.url}/vms/{vm_id}/start?async=true", headers=hdr, data="<action/>", timeout=30)
+        assert r.status_code == 409 and "only a down VM can be started" in r.text
+    finally:
+        cleanup(svc)

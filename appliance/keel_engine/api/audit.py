@@ -7,7 +7,7 @@ from ..services import lookup, reads
 from . import schemas, views
 from .common import listing, row
 from .fields import parse_int, required
-from .framework import body, created, ctx, from_param, max_param, render, route, search_param, session
+from .framework import body, created, ctx, from_param, max_param, reader, render, route, search_param, session
 
 
 # ---- events and jobs ----------------------------------------------------------------------
@@ -15,7 +15,7 @@ from .framework import body, created, ctx, from_param, max_param, render, route,
 def events_list():
     since = from_param()
     where = (Event.id > since,) if since is not None else ()
-    rows = reads.list_rows(ctx(), session(), reads.EVENTS, search_param(), max_param(), *where)
+    rows = reads.list_rows(ctx(), reader(), reads.EVENTS, search_param(), max_param(), *where)
     return render("events", Many("event", [views.event(e) for e in rows]))
 
 
@@ -49,7 +49,7 @@ def jobs_list():
 @route("/jobs/<ident>", ["GET"], "Get a job (with its steps)")
 def job_get(ident):
     j = row(reads.JOBS, ident)
-    steps = reads.list_rows(ctx(), session(), reads.STEPS, None, None, Step.job_id == j.id)
+    steps = reads.list_rows(ctx(), reader(), reads.STEPS, None, None, Step.job_id == j.id)
     return render("job", views.job(j, steps))
 
 

@@ -97,7 +97,23 @@ def body(schema: Obj) -> dict:
 
 
 def session():
+    """The request's ORM session (writes, and the reads of a request that writes),
+    made on first use; app.py commits or closes it once, at the end."""
+    if "session" not in g:
+        g.session = current_app.config["KEEL_CTX"].sessionmaker()
     return g.session
+
+
+def reader():
+    """What a read runs on: a plain connection for GET (no ORM session is made
+    at all), the request's session otherwise (one transaction per request)."""
+    conn = g.get("conn")
+    if conn is not None:
+        return conn
+    if request.method not in ("GET", "HEAD"):
+        return session()
+    g.conn = conn = current_app.config["KEEL_CTX"].engine.connect()
+    return conn
 
 
 def ctx() -> Context:
@@ -123,9 +139,8 @@ def route(path, methods, summary, body=None, query=(), created=False, job=False)
 
 def _authenticate():
     header = request.headers.get("Authorization", "")
-    s = g.session
     if header[:7].lower() == "bearer ":
-        user_id = auth.user_id_for_token(s, header[7:].strip())
+        user_id = auth.user_id_for_token(reader(), header[7:].strip())
         if user_id is None:
             raise Fault(401, "Unauthorized", "the access token is unknown, expired or revoked")
         return user_id
@@ -137,8 +152,12 @@ def _authenticate():
         if not name or len(name) > 1024 or len(password) > 1024 or text.invalid_char(name + password):
             raise Fault(401, "Unauthorized", "malformed Basic credentials")
         cfg = current_app.config["KEEL_CTX"].config
-        user = auth.check_password(s, name, password, request.remote_addr or "", cfg)
-        s.commit()    # the throttle's bookkeeping stays, whatever the request does next
+        s = current_app.config["KEEL_CTX"].sessionmaker()
+        try:
+            user = auth.check_password(s, name, password, request.remote_addr or "", cfg)
+            s.commit()    # the throttle's bookkeeping stays, whatever the request does next
+        finally:
+            s.close()
         if user is None:
             raise Fault(401, "Unauthorized", "wrong user name or password")
         return user.id
@@ -166,6 +185,8 @@ def from_param():
 
 
 def follow_param():
+    if not request.query_string:
+        return set()
     raw = request.args.get("follow", "")
     if len(raw) > 256:
         raise Fault(400, "Operation Failed", "follow: longer than 256 characters")
@@ -199,7 +220,7 @@ def finish_job(job, done, pending, action=None):
     """Commit (the worker sees the job), then answer: `pending(job)` (202) for
     async clients or when the wait runs out, `done(job)` when it finished, the
     job's fault when it failed."""
-    s = g.session
+    s = session()
     s.commit()
     if wants_async(action):
         return pending(job)

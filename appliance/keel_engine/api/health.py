@@ -1,6 +1,6 @@
 """Health (no auth): is the engine up and can it reach its database? The HA
 broker's engine-health monitor polls this."""
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -10,7 +10,8 @@ health_bp = Blueprint("health", __name__)
 @health_bp.route("/ovirt-engine/services/health", methods=["GET"])
 def health():
     try:
-        g.session.execute(text("SELECT 1"))
+        from .framework import reader
+        reader().execute(text("SELECT 1"))
         db_ok, detail = True, "up"
     except SQLAlchemyError as e:
         db_ok, detail = False, str(e).splitlines()[0]

@@ -6,12 +6,12 @@ from ..services import lookup, reads
 from . import schemas, views
 from .common import listing, obj, row
 from .fields import required
-from .framework import (action_answer, action_job, body, created, ctx, finish_job, follow_param, removed, render,
-                        route, session)
+from .framework import (action_answer, action_job, body, created, ctx, finish_job, follow_param, reader, removed,
+                        render, route, session)
 
 
 def _host_page(follow):
-    s = session()
+    s = reader()
 
     def page(rows):
         return {"vms": reads.vm_counts(s, [r.id for r in rows]),
@@ -124,7 +124,7 @@ def _agent(host_id, agent_id):
 
 @route("/hosts/<ident>/fenceagents/<agent>", ["GET"], "Get a fence agent")
 def fence_agent_get(ident, agent):
-    return render("agent", views.fence_agent(_agent(row(reads.HOSTS, ident).id, agent)))
+    return render("agent", views.fence_agent(row(reads.FENCE_AGENTS, agent, FenceAgent.host_id == row(reads.HOSTS, ident).id)))
 
 
 @route("/hosts/<ident>/fenceagents/<agent>", ["PUT"], "Update a fence agent", body=schemas.FENCE_AGENT)

@@ -1,7 +1,7 @@
 """The API entry point: product info, special objects, summary, time."""
 from ..models import BLANK_TEMPLATE_ID, Host, StorageDomain, User, Vm, utcnow
 from ..services import reads
-from .framework import API, g, render, route, session
+from .framework import API, g, reader, render, route
 from .views import href, ref
 
 COLLECTIONS = ("clusters", "datacenters", "disks", "events", "hosts", "jobs", "networks", "permissions",
@@ -10,7 +10,7 @@ COLLECTIONS = ("clusters", "datacenters", "disks", "events", "hosts", "jobs", "n
 
 @route("", ["GET"], "The API root: product info, special objects, summary")
 def api_root():
-    s = session()
+    s = reader()
     return render("api", {
         "link": [{"rel": c, "href": f"{API}/{c}"} for c in COLLECTIONS]
         + [{"rel": f"{c}/search", "href": f"{API}/{c}?search={{query}}"} for c in ("vms", "hosts", "events")],

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from .. import text
 from ..representation import BadBody, parse_json
 from ..services import auth, events
-from .framework import read_body_bytes
+from .framework import read_body_bytes, session
 
 log = logging.getLogger("keel.engine.sso")
 sso_bp = Blueprint("sso", __name__)
@@ -46,15 +46,15 @@ def token():
                       "characters, without control characters)")
     cfg = current_app.config["KEEL_CTX"].config
     try:
-        got = auth.login(g.session, username, password, request.remote_addr or "", cfg)
+        got = auth.login(session(), username, password, request.remote_addr or "", cfg)
     except auth.Throttled as t:
-        g.session.commit()
+        session().commit()
         return _error(429, "access_denied", t.detail, t.retry_after)
     if got is None:
-        g.session.commit()     # the failure counts, though the answer is a refusal
+        session().commit()     # the failure counts, though the answer is a refusal
         return _error(401, "access_denied", "Cannot authenticate user: wrong user name or password")
     tok, user = got
-    events.add(g.session, events.USER_LOGIN, f"User {user.name}@{user.domain} logged in.", user_id=user.id)
+    events.add(session(), events.USER_LOGIN, f"User {user.name}@{user.domain} logged in.", user_id=user.id)
     return jsonify({"access_token": tok, "token_type": "bearer", "scope": p.get("scope", "ovirt-app-api"),
                     "exp": str(cfg.token_lifetime * 1000)})
 
@@ -66,8 +66,10 @@ def logout():
     p = _params() if request.method == "POST" else request.args
     tok = p.get("token") or request.headers.get("Authorization", "")[7:].strip()
     tok = tok if isinstance(tok, str) else ""
-    user = auth.user_for_token(g.session, tok) if tok else None
-    if tok and auth.revoke(g.session, tok) and user is not None:
-        events.add(g.session, events.USER_LOGOUT, f"User {user.name}@{user.domain} logged out.",
+    s = session()
+    user = auth.user_for_token(s, tok) if tok else None
+    if tok and auth.revoke(s, tok) and user is not None:
+        events.add(s, events.USER_LOGOUT, f"User {user.name}@{user.domain} logged out.",
                    user_id=user.id)
+    s.commit()     # also for GET, which is otherwise never committed
     return jsonify({})

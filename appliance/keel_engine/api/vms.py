@@ -12,8 +12,8 @@ from . import schemas, views
 from .common import listing, obj, row
 from .fields import get, required
 from ..representation import Many
-from .framework import (action_job, body, bool_param, created, ctx, follow_param, raw_body, removed, render,
-                        route, session)
+from .framework import (action_job, body, bool_param, created, ctx, follow_param, raw_body, reader, removed,
+                        render, route, session)
 
 LIST = ("search", "max")
 
@@ -22,7 +22,7 @@ LIST = ("search", "max")
 def _template_page(follow):
     def page(rows):
         if "disk_attachments" in follow:
-            return reads.attachments(session(), DiskAttachment.template_id, [r.id for r in rows])
+            return reads.attachments(reader(), DiskAttachment.template_id, [r.id for r in rows])
         return None
     return page
 
@@ -50,7 +50,7 @@ def templates_add():
 
 def _template_now(ident):
     t = row(reads.TEMPLATES, ident)
-    return views.template(t, reads.attachments(session(), DiskAttachment.template_id, [t.id]).get(t.id, []))
+    return views.template(t, reads.attachments(reader(), DiskAttachment.template_id, [t.id]).get(t.id, []))
 
 
 @route("/templates/<ident>", ["GET"], "Get a template", query=("follow",))
@@ -68,14 +68,14 @@ def template_remove(ident):
 @route("/templates/<ident>/diskattachments", ["GET"], "List a template's disks")
 def template_disks(ident):
     t = row(reads.TEMPLATES, ident)
-    atts = reads.attachments(session(), DiskAttachment.template_id, [t.id]).get(t.id, [])
+    atts = reads.attachments(reader(), DiskAttachment.template_id, [t.id]).get(t.id, [])
     return render("disk_attachments", Many("disk_attachment", [
         views.disk_attachment(a, d, "templates", t.id) for a, d in atts]))
 
 
 # ---- vms ------------------------------------------------------------------------------
 def _vm_page(follow):
-    s = session()
+    s = reader()
 
     def page(rows):
         ids = [r.id for r in rows]
@@ -107,7 +107,8 @@ def _vm_view(v, extra):
 
 def _vm_now(ident):
     v = row(reads.VMS, ident)
-    return _vm_view(v, _vm_page(follow_param())([v]))
+    follow = follow_param()
+    return _vm_view(v, _vm_page(follow)([v]) if follow else None)
 
 
 @route("/vms", ["GET"], "List VMs (search: name, status, cluster, host, template, description, datacenter)",
@@ -250,7 +251,7 @@ def _nic(vm_id, nic_id):
 
 @route("/vms/<ident>/nics/<nic>", ["GET"], "Get a network interface")
 def vm_nic_get(ident, nic):
-    return render("nic", views.nic(_nic(row(reads.VMS, ident).id, nic)))
+    return render("nic", views.nic(row(reads.NICS, nic, Nic.vm_id == row(reads.VMS, ident).id)))
 
 
 @route("/vms/<ident>/nics/<nic>", ["DELETE"], "Remove a network interface")
@@ -263,7 +264,7 @@ def vm_nic_remove(ident, nic):
 @route("/vms/<ident>/diskattachments", ["GET"], "List a VM's disk attachments")
 def vm_disks(ident):
     vm = row(reads.VMS, ident)
-    atts = reads.attachments(session(), DiskAttachment.vm_id, [vm.id]).get(vm.id, [])
+    atts = reads.attachments(reader(), DiskAttachment.vm_id, [vm.id]).get(vm.id, [])
     return render("disk_attachments", Many("disk_attachment", [
         views.disk_attachment(a, d, "vms", vm.id) for a, d in atts]))
 
@@ -304,8 +305,8 @@ def _attachment(vm_id, att_id):
 @route("/vms/<ident>/diskattachments/<att>", ["GET"], "Get a disk attachment")
 def vm_disk_get(ident, att):
     vm = row(reads.VMS, ident)
-    a = _attachment(vm.id, att)
-    return render("disk_attachment", views.disk_attachment(a, session().get(Disk, a.disk_id), "vms", vm.id))
+    a = row(reads.DISK_ATTACHMENTS, att, DiskAttachment.vm_id == vm.id)
+    return render("disk_attachment", views.disk_attachment(a, row(reads.DISKS, a.disk_id), "vms", vm.id))
 
 
 @route("/vms/<ident>/diskattachments/<att>", ["DELETE"], "Detach a disk (detach_only=false also deletes it)",
@@ -342,7 +343,7 @@ def _snapshot(vm_id, snap_id):
 
 @route("/vms/<ident>/snapshots/<snap>", ["GET"], "Get a snapshot")
 def vm_snapshot_get(ident, snap):
-    return render("snapshot", views.snapshot(_snapshot(row(reads.VMS, ident).id, snap)))
+    return render("snapshot", views.snapshot(row(reads.SNAPSHOTS, snap, Snapshot.vm_id == row(reads.VMS, ident).id)))
 
 
 @route("/vms/<ident>/snapshots/<snap>", ["DELETE"], "Remove a snapshot")

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select
 from ..errors import Fault
 from ..models import LoginFailure, Permission, Role, Token, User, utcnow
 from ..timeutil import aware
-from . import events
+from . import events, reads
 
 log = logging.getLogger("keel.engine.auth")
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
@@ -137,7 +137,7 @@ def user_id_for_token(s, token):
     """The signed-in user's id for a bearer token, or None (one query)."""
     if not token or len(token) > 512:
         return None
-    row = s.execute(_TOKEN, {"h": _token_hash(token)}).first()
+    row = reads.run(s, _TOKEN, {"h": _token_hash(token)}).first()
     if row is None or row.revoked or aware(row.expires) <= utcnow():
         return None
     return row.user_id

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
 
 from .. import search as search_mod
 from ..errors import not_found
@@ -78,8 +79,16 @@ PERMISSIONS = Collection(Permission, "permission", (Permission.id,), {"name": Pe
 NICS = Collection(Nic, "network interface", (Nic.name,), {"name": Nic.name})
 SNAPSHOTS = Collection(Snapshot, "snapshot", (Snapshot.date,), {"name": Snapshot.description,
                                                                 "description": Snapshot.description})
+DISK_ATTACHMENTS = Collection(DiskAttachment, "disk attachment", (DiskAttachment.position,), {})
 FENCE_AGENTS = Collection(FenceAgent, "fence agent", (FenceAgent.order,), {"name": FenceAgent.address})
 STEPS = Collection(Step, "step", (Step.number,), {})
+
+
+def run(db, q, params=None):
+    """Execute a Core statement on a plain connection, or on a session's own
+    connection: a read needs none of the ORM's machinery."""
+    conn = db.connection() if isinstance(db, Session) else db
+    return conn.execute(q, params or {})
 
 
 def _select(coll: Collection):
@@ -98,7 +107,7 @@ def list_rows(ctx, s, coll: Collection, search: str | None = None, limit: int | 
     q = q.order_by(*coll.order)
     if limit is not None:
         q = q.limit(limit)
-    return s.execute(q).all()
+    return run(s, q).all()
 
 
 @lru_cache(maxsize=None)
@@ -115,7 +124,7 @@ def get_row(ctx, s, coll: Collection, ident, *where):
     q = _by_id(coll)
     for w in where:
         q = q.where(w)
-    row = s.execute(q, {"ident": ident}).first()
+    row = run(s, q, {"ident": ident}).first()
     if row is None:
         raise not_found(coll.kind, ident)
     return row
@@ -130,7 +139,7 @@ def _chunks(ids):
 def by_id(s, model, ids) -> dict:
     out = {}
     for part in _chunks({i for i in ids if i}):
-        for r in s.execute(select(*model.__table__.columns).where(model.id.in_(part))):
+        for r in run(s, select(*model.__table__.columns).where(model.id.in_(part))):
             out[r.id] = r
     return out
 
@@ -140,7 +149,7 @@ def grouped(s, model, key_column, ids, order=()) -> dict:
     out = {}
     for part in _chunks(ids):
         q = select(*model.__table__.columns).where(key_column.in_(part)).order_by(*order)
-        for r in s.execute(q):
+        for r in run(s, q):
             out.setdefault(getattr(r, key_column.key), []).append(r)
     return out
 
@@ -148,21 +157,17 @@ def grouped(s, model, key_column, ids, order=()) -> dict:
 def vm_counts(s, host_ids) -> dict:
     out = {}
     for part in _chunks(host_ids):
-        out.update(s.execute(select(Vm.host_id, func.count()).where(Vm.host_id.in_(part))
-                             .group_by(Vm.host_id)).all())
+        out.update(run(s, select(Vm.host_id, func.count()).where(Vm.host_id.in_(part))
+                       .group_by(Vm.host_id)).all())
     return out
 
 
 def attachments(s, owner_column, ids) -> dict:
     """{owner id: [(attachment row, disk row)]} in attachment order."""
-    out = {}
-    for part in _chunks(ids):
-        q = (select(DiskAttachment, Disk).join(Disk, Disk.id == DiskAttachment.disk_id)
-             .where(owner_column.in_(part)).order_by(DiskAttachment.position))
-        for att, disk in s.execute(q):
-            out.setdefault(getattr(att, owner_column.key), []).append((att, disk))
-    return out
+    rows = grouped(s, DiskAttachment, owner_column, ids, (DiskAttachment.position,))
+    disks = by_id(s, Disk, [a.disk_id for atts in rows.values() for a in atts])
+    return {owner: [(a, disks[a.disk_id]) for a in atts if a.disk_id in disks] for owner, atts in rows.items()}
 
 
 def count(s, model, *where) -> int:
-    return s.scalar(select(func.count()).select_from(model).where(*where))
+    return run(s, select(func.count()).select_from(model).where(*where)).scalar()
