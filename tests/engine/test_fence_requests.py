@@ -7,7 +7,7 @@ management makes (real BMCs are in tests/power)."""
 import pytest
 from sqlalchemy import text
 
-from harness.engineapp import engine_app_with_host
+from harness.engineapp import admin_headers, engine_app_with_host
 from keel_engine.models import Host, Job
 from keel_engine.power import failover as fo
 from keel_engine.power.ipmi import IpmiResult
@@ -39,9 +39,7 @@ def env(tmp_path):
     # 127.0.1.19: nothing listens there, so libvirt refuses at once
     cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.1.19")
     client = app.test_client()
-    tok = client.post("/ovirt-engine/sso/oauth/token", data={"grant_type": "password", "username": "admin@internal",
-                                                              "password": "pw12345"}).get_json()["access_token"]
-    return cfg, app, sm, client, {"Authorization": f"Bearer {tok}"}, host_id
+    return cfg, app, sm, client, admin_headers(app), host_id
 
 
 def add_agent(client, h, host_id, options="<options><option><name>lanplus</name><value>1</value></option></options>"):

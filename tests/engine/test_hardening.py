@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import text
 
-from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host
+from harness.engineapp import ADMIN_PASSWORD, admin_headers, engine_app_with_host
 
 API = "/ovirt-engine/api"
 
@@ -22,10 +22,8 @@ def env(tmp_path):
     # 127.0.1.29: nothing listens there
     cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.1.29")
     client = app.test_client()
-    tok = client.post("/ovirt-engine/sso/oauth/token", data={
-        "grant_type": "password", "username": "admin@internal", "password": ADMIN_PASSWORD}).get_json()["access_token"]
     return {"cfg": cfg, "app": app, "sm": sm, "client": client, "host_id": host_id, "tmp": tmp_path,
-            "h": {"Authorization": f"Bearer {tok}"}}
+            "h": admin_headers(app)}
 
 
 def call(env, method, path, data=None, ctype="application/json", accept="application/xml", **kw):

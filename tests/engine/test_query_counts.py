@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import event
 
-from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host
+from harness.engineapp import admin_headers, engine_app_with_host
 from keel_engine.models import (BLANK_TEMPLATE_ID, Disk, DiskAttachment, Host, Nic, Snapshot, StorageDomain, Vm,
                                 Volume)
 
@@ -17,12 +17,10 @@ PATHS = ["/vms", "/vms?follow=nics,disk_attachments,snapshots,host,cluster", "/v
 def env(tmp_path):
     cfg, app, sm, host_id = engine_app_with_host(tmp_path, "127.0.1.39")
     client = app.test_client()
-    tok = client.post("/ovirt-engine/sso/oauth/token", data={
-        "grant_type": "password", "username": "admin@internal", "password": ADMIN_PASSWORD}).get_json()["access_token"]
     statements = []
     event.listen(app.config["KEEL_CTX"].engine, "before_cursor_execute",
                  lambda *a, **kw: statements.append(a[2]))
-    return {"client": client, "sm": sm, "host_id": host_id, "h": {"Authorization": f"Bearer {tok}"},
+    return {"client": client, "sm": sm, "host_id": host_id, "h": admin_headers(app),
             "statements": statements}
 
 

@@ -339,7 +339,7 @@ def test_an_async_migration_answers_at_once_and_its_job_tells_the_end(sdk, engin
         job = wait_for(lambda: (j := requests.get(job_url, headers=hdr, timeout=30).json())["status"] != "started"
                        and j, 120, what="the migration job to end")
         assert job["status"] == "finished", job
-        assert [st["description"] for st in job["steps"]["step"]] == [f"Live migration of VM amig1 to host h2"]
+        assert [st["description"] for st in job["steps"]["step"]] == ["Live migration of VM amig1 to host h2"]
         assert svc.get().host.id == h2.id and "amig1" in domains_on(engine)[1]
         # a second async start of a running VM is refused at once, not queued
         r = requests.post(f"{engine.url}/vms/{vm_id}/start?async=true", headers=hdr, data="<action/>", timeout=30)

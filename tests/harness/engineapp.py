@@ -54,3 +54,10 @@ def running_worker(cfg):
     finally:
         worker.stopping.set()
         thread.join(30)
+
+
+def admin_headers(app) -> dict:
+    """The Authorization header of a fresh admin@internal token for the in-process app."""
+    tok = app.test_client().post("/ovirt-engine/sso/oauth/token", data={
+        "grant_type": "password", "username": "admin@internal", "password": ADMIN_PASSWORD}).get_json()["access_token"]
+    return {"Authorization": f"Bearer {tok}"}

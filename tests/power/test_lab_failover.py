@@ -116,7 +116,7 @@ def engine(lab, tmp_path_factory):
     monitor = Monitor(ctx, power)
     thread = threading.Thread(target=monitor.run_forever, daemon=True)
     thread.start()
-    yield {"ctx": ctx, "ids": ids, "lab": lab, "failover": failover}
+    yield {"ctx": ctx, "ids": ids, "lab": lab, "failover": failover, "power": power}
     monitor.stopping.set()
     failover.stop()
     thread.join(30)
@@ -132,6 +132,17 @@ def start_vm(engine, name, host_name):
         vm_svc.start_vm(ctx, s, vm, host=s.get(Host, engine["ids"][host_name]))
         s.commit()
         return vm.id
+
+
+def run_job(engine, job):
+    """Run a recorded job as the engine worker does."""
+    from keel_engine.worker.executors import table
+    from keel_engine.worker.runner import JobRunner
+    runner = JobRunner(engine["ctx"], table(engine["power"]), threads=1)
+    runner.run_one(job.id)
+    runner.shutdown()
+    with engine["ctx"].sessionmaker() as s:
+        return s.get(type(job), job.id)
 
 
 def lease_holder(engine, vm_id):
@@ -204,13 +215,15 @@ def test_vm_lease_refuses_a_second_copy_on_another_host(engine):
     # live migration hands the lease over: libvirt releases it on the source and
     # the destination's sanlock acquires it
     with ctx.sessionmaker() as s:
-        vm_svc.migrate_vm(ctx, s, s.get(Vm, vm_id), host=s.get(Host, engine["ids"]["host2"]))
+        job = vm_svc.request_migrate(ctx, s, s.get(Vm, vm_id), host=s.get(Host, engine["ids"]["host2"]))
         s.commit()
+    assert run_job(engine, job).status == "finished"
     assert lease_holder(engine, vm_id) == (lab.host("host2").index, False)
     assert [h.name for h in lab.all_hosts() if domain_running(h.libvirt_uri, vm_id)] == ["host2"]
     with ctx.sessionmaker() as s:       # a clean stop releases the lease on storage
-        vm_svc.stop_vm(ctx, s, s.get(Vm, vm_id))
+        job = vm_svc.request_stop(ctx, s, s.get(Vm, vm_id))
         s.commit()
+    assert run_job(engine, job).status == "finished"
     wait_for(lambda: lease_holder(engine, vm_id)[1], 30, "the lease released after a clean stop")
 
 
