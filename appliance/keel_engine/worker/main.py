@@ -3,8 +3,6 @@ and the job runner, wired together."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 
@@ -32,7 +30,7 @@ class Worker:
         self.power = power or PowerManagement(self.ctx)
         self.ctx.leases = self.power.leases
         self.monitor = Monitor(self.ctx, self.power)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.owner = lease.owner_name(f"{id(self):x}")
         self.runner = JobRunner(self.ctx, executors.table(self.power), config.job_threads, self.owner)
         self.stopping = threading.Event()
         self._monitor_thread = None
