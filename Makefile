@@ -33,6 +33,8 @@ test-slow: setup
 	$(PYTEST) -q -m "lab" --durations=10
 
 bench: setup
+	$(PY) bench/api.py
+	$(PY) bench/fuzz.py
 	$(PY) bench/failover.py
 	$(PY) bench/ha_vm_failover.py
 

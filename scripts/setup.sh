@@ -12,6 +12,7 @@ PACKAGES=(
   iptables iproute2 bridge-utils procps psmisc curl gcc libc6-dev
   postgresql python3-psycopg2 python3-pycurl python3-venv python3-dev
   fuse3 python3-fusepy
+  wrk
 )
 
 missing=()
@@ -39,6 +40,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+
+bash scripts/setup-fuzz.sh
 
 echo "setup: building the lab's engine VM image (cached)"
 cache="${KEEL_LAB_CACHE:-/var/cache/keel-lab}"

@@ -171,7 +171,8 @@ def test_an_internal_entity_in_a_utf16_body_is_refused(env):
 
 
 # ---- paths and names ----------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["/", "/x/../../etc", "/etc", "/proc/self", "relative/dir", "/srv/./data", "/var"])
+@pytest.mark.parametrize("path", ["/", "//", "///etc", "/x/../../etc", "/etc", "/proc/self", "relative/dir",
+                                  "/srv/./data", "/var"])
 def test_storage_paths_are_canonical_and_never_system_directories(env, path):
     r = call(env, "POST", "/storagedomains", json.dumps({
         "name": "sd1", "type": "data", "storage": {"type": "posixfs", "path": path}, "host": {"name": "hx"}}))
