@@ -46,7 +46,7 @@ def create_app(config=None, migrate=True):
     app = Flask("keel_engine")
     # bodies are read (and bounded, chunked ones too) by api.framework.read_body_bytes
     app.config["MAX_CONTENT_LENGTH"] = None
-    app.config["KEEL_CTX"] = AppContext(config, db.make_sessionmaker(engine), engine)
+    app.config["KEEL_CTX"] = AppContext(config, db.make_sessionmaker(engine, writes=True), engine)
 
     from .api import audit, framework, health, hosts, inventory, openapi, root, sso, vms  # noqa: F401  (routes)
     app.register_blueprint(sso.sso_bp)

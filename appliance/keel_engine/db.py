@@ -32,12 +32,21 @@ def make_engine(url):
 
         @event.listens_for(eng, "connect")
         def _sqlite_pragmas(conn, _record):
+            conn.isolation_level = None     # transactions begin as _begin says, not as pysqlite guesses
             # WAL + FULL sync: a committed change survives a crash; foreign keys on
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(eng, "begin")
+        def _begin(conn):
+            # A transaction that will write takes SQLite's write lock at once: one
+            # that read first and wrote later would fail at once (not wait) if
+            # another writer committed in between (SQLITE_BUSY_SNAPSHOT in WAL mode).
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("keel_writes")
+                                 else "BEGIN")
         return eng
     return create_engine(url, pool_pre_ping=True)
 
@@ -61,8 +70,12 @@ def _clean_text(session, _ctx, _instances):
                 setattr(obj, key, text_policy.clean(value))
 
 
-def make_sessionmaker(engine):
-    sm = sessionmaker(bind=engine, expire_on_commit=False)
+def make_sessionmaker(engine, writes=False):
+    """writes=True: sessions that begin by taking the write lock (SQLite), for
+    short transactions that write (a web request; never one that waits on a
+    host while its transaction is open)."""
+    bind = engine.execution_options(keel_writes=True) if writes else engine
+    sm = sessionmaker(bind=bind, expire_on_commit=False)
     event.listen(sm, "before_flush", _clean_text)
     return sm
 

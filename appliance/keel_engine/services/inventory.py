@@ -158,7 +158,7 @@ def storage_path(path: str) -> str:
     parts = path.split("/")
     if ".." in parts or "." in parts:
         raise bad_request(f"storage.path: '{path}' must not contain '.' or '..' components")
-    canonical = os.path.normpath(path)
+    canonical = "/" + os.path.normpath(path).lstrip("/")    # POSIX keeps a leading '//'; Keel does not
     if canonical in SYSTEM_DIRS or canonical.startswith(("/proc/", "/sys/", "/dev/", "/boot/", "/etc/")):
         raise bad_request(f"storage.path: '{canonical}' is a system directory; give the storage's own "
                           "mount point")
