@@ -225,7 +225,7 @@ def finish_job(job, done, pending, action=None):
     if wants_async(action):
         return pending(job)
     c = current_app.config["KEEL_CTX"]
-    ended = jobs.wait(c.sessionmaker, job.id, c.config.request_wait)
+    ended = jobs.wait(c.engine, job.id, c.config.request_wait)
     if ended is not None and ended.status == "failed":
         raise jobs.fault_of(ended)
     if ended is None or ended.status != "finished":

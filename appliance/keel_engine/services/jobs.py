@@ -6,8 +6,10 @@ submits, commits, and either answers at once (async) or waits for the end.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from ..errors import Fault
 from ..models import Job, Step, utcnow
@@ -85,14 +87,15 @@ def fault_of(job: Job) -> Fault:
                  job.fault_detail or f"{job.description}: failed")
 
 
-def wait(sessionmaker, job_id: str, timeout: float) -> Job:
+def wait(engine, job_id: str, timeout: float) -> Job:
     """Poll the job until it ends or ``timeout`` passes; returns its last row.
     Polling (not a thread, not a socket) keeps web workers simple: a read of
-    one row by primary key is cheap on SQLite and PostgreSQL."""
+    one row by primary key is cheap on SQLite and PostgreSQL. Plain sessions
+    on the engine: a poll only reads, it never takes a write lock."""
     end = time.monotonic() + timeout
     delay = 0.02
     while True:
-        with sessionmaker() as s:
+        with Session(engine) as s:
             job = s.get(Job, job_id)
             if job is None or job.status in DONE or time.monotonic() >= end:
                 if job is not None:
@@ -118,3 +121,28 @@ def run_here(ctx, s, job: Job, fn) -> dict:
     finish(s, job, ok=True, result=result)
     s.commit()
     return result
+
+
+@contextmanager
+def undo_on_failure(s, model, ident, undo):
+    """A job step that may fail: on a Fault, roll back what it had not
+    committed, then `undo(session, row)` on a fresh copy of the row (if it
+    still exists), commit that, and let the Fault go on to the job's record."""
+    try:
+        yield
+    except Fault:
+        s.rollback()
+        row = s.get(model, ident)
+        if row is not None:
+            undo(s, row)
+            s.commit()
+        raise
+
+
+def delete_row(s, row):
+    s.delete(row)
+
+
+def vm_down_again(s, vm):
+    """A VM a job had claimed (image_locked, ...) is down and free again."""
+    vm.status, vm.busy_until = "down", None
