@@ -35,6 +35,8 @@ test-slow: setup
 bench: setup
 	$(PY) bench/api.py
 	$(PY) bench/fuzz.py
+	$(PY) bench/access.py
+	$(PY) bench/appliance_boot.py
 	$(PY) bench/failover.py
 	$(PY) bench/ha_vm_failover.py
 

@@ -12,7 +12,8 @@ PACKAGES=(
   iptables iproute2 bridge-utils procps psmisc curl gcc libc6-dev
   postgresql python3-psycopg2 python3-pycurl python3-venv python3-dev
   fuse3 python3-fusepy
-  wrk
+  wrk slapd ldap-utils
+  mmdebstrap dosfstools mtools
 )
 
 missing=()
@@ -42,6 +43,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 bash scripts/setup-fuzz.sh
+bash scripts/setup-ansible.sh
 
 echo "setup: building the lab's engine VM image (cached)"
 cache="${KEEL_LAB_CACHE:-/var/cache/keel-lab}"

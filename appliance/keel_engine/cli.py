@@ -1,6 +1,6 @@
 """`keel-engine`: serve (gunicorn, the web workers), worker (the engine
 worker: monitoring, power management, jobs), db-upgrade, create-admin,
-init-cluster."""
+init-cluster, user and directory (access_cli.py)."""
 import argparse
 import getpass
 import logging
@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 
+from . import access_cli
 from . import config as config_mod
 
 
@@ -209,6 +210,7 @@ def main(argv=None):
     ic.add_argument("--storage", action="append", metavar="NAME=PATH")
     ic.add_argument("--fence-agent", action="append", metavar=FENCE_AGENT_SYNTAX,
                     help="a host's fence agent (repeatable; the password is read from the file)")
+    access_cli.add_parsers(sub)   # user ..., directory ...
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
@@ -219,7 +221,8 @@ def main(argv=None):
     os.umask(0o077)   # whatever the engine creates (database, key, logs) is private
     try:
         {"serve": cmd_serve, "worker": cmd_worker, "monitor": cmd_worker, "db-upgrade": cmd_db_upgrade,
-         "create-admin": cmd_create_admin, "init-cluster": cmd_init_cluster}[args.command](cfg, args)
+         "create-admin": cmd_create_admin, "init-cluster": cmd_init_cluster,
+         "user": access_cli.cmd_user, "directory": access_cli.cmd_directory}[args.command](cfg, args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:   # one line for the operator; details in debug logs

@@ -4,7 +4,7 @@ observed state (written by the monitor)."""
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
                         String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,7 +38,54 @@ class User(Base):
     domain: Mapped[str] = mapped_column(String(255), default="internal")
     password_hash: Mapped[str | None] = mapped_column(String(512))
     created: Mapped[datetime] = _created()
+    # the directory's own id of the account (entryUUID, nsUniqueId, objectGUID); None: internal
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    first_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    last_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    email: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # a disabled user cannot sign in, and its tokens stop working at once
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     __table_args__ = (UniqueConstraint("name", "domain"),)
+
+
+class Group(Base):
+    """A directory group the engine knows (added by an administrator): its
+    members are whoever the directory says at their last sign-in."""
+    __tablename__ = "groups"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255))
+    domain: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str] = mapped_column(String(255))
+    namespace: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    created: Mapped[datetime] = _created()
+    __table_args__ = (UniqueConstraint("domain", "external_id"),)
+
+
+class DirectoryMembership(Base):
+    """The groups a directory user belonged to when they last signed in
+    (matched to `groups` by domain and the directory's group id)."""
+    __tablename__ = "directory_memberships"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    group_external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class Directory(Base):
+    """An LDAP directory users sign in from as user@NAME."""
+    __tablename__ = "directories"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    profile: Mapped[str] = mapped_column(String(32))          # openldap | 389ds | freeipa | ad
+    urls: Mapped[str] = mapped_column(Text)                    # space-separated ldap:// or ldaps:// URLs
+    tls: Mapped[str] = mapped_column(String(16), default="starttls")   # starttls | ldaps | none
+    ca_file: Mapped[str | None] = mapped_column(String(1024))
+    base_dn: Mapped[str] = mapped_column(String(1024))
+    bind_dn: Mapped[str | None] = mapped_column(String(1024))
+    bind_password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    timeout: Mapped[float] = mapped_column(Float, default=5.0)
+    # AD only: sign in with userPrincipalName (upn) or sAMAccountName
+    login_attribute: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[datetime] = _created()
 
 
 class Token(Base):
@@ -57,16 +104,32 @@ class Role(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     administrative: Mapped[bool] = mapped_column(Boolean, default=False)
+    # built-in roles are read-only
+    mutable: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    # oVirt's allows_viewing_children: a permission with this role shows the
+    # objects under its object too, not only the object itself
+    allows_viewing_children: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+
+
+class RolePermit(Base):
+    """One permit (oVirt's action group, see services/access.py) of a role."""
+    __tablename__ = "role_permits"
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    permit_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Permission(Base):
+    """A role given to a user or a group on an object (and what lies under it)."""
     __tablename__ = "permissions"
     id: Mapped[str] = _id()
     role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    # object the permission applies to; None = the whole system
+    # exactly one of user_id and group_id
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), index=True)
+    # object the permission applies to (oVirt's tag: vm, cluster, data_center,
+    # host, storage_domain, template, vm_pool, disk); None = the whole system
     object_type: Mapped[str | None] = mapped_column(String(32))
-    object_id: Mapped[str | None] = mapped_column(String(36))
+    object_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class DataCenter(Base):
@@ -353,3 +416,41 @@ class WorkerLease(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     renewed: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class VmPool(Base):
+    """oVirt's VM pool: VMs made from one template, handed to users on request;
+    `prestarted_vms` of the free ones are kept running."""
+    __tablename__ = "vm_pools"
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
+    template_id: Mapped[str] = mapped_column(ForeignKey("templates.id"))
+    type: Mapped[str] = mapped_column(String(16), default="automatic")     # automatic | manual
+    size: Mapped[int] = mapped_column(Integer, default=1)
+    prestarted_vms: Mapped[int] = mapped_column(Integer, default=0)
+    max_user_vms: Mapped[int] = mapped_column(Integer, default=1)
+    # removed by an administrator: the worker removes its VMs, then the pool
+    removing: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = _created()
+
+
+class VmPoolMember(Base):
+    """A pool's VM and who holds it. state: preparing (its disks or its clean
+    snapshot are being made), free, allocated (to user_id, through the
+    permission permission_id), returning (its changes being discarded),
+    removing (the pool shrank)."""
+    __tablename__ = "vm_pool_members"
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("vm_pools.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="preparing")
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    permission_id: Mapped[str | None] = mapped_column(String(36))
+    # the snapshot an automatic pool's VM goes back to when its user is done
+    base_snapshot_id: Mapped[str | None] = mapped_column(String(36))
+    allocated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the VM ran since it was allocated (so a down VM means its user is done)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the job that makes the VM clean again (returning) or takes its clean snapshot (preparing)
+    job_id: Mapped[str | None] = mapped_column(String(36))

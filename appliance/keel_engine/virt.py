@@ -6,6 +6,7 @@ Only the engine worker talks to libvirt; a web worker that tried would be a
 bug, so `forbid()` (called when gunicorn loads the app) makes it fail loudly."""
 import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
@@ -103,8 +104,17 @@ def ensure_pool(conn, sd):
         except libvirt.libvirtError as e:
             raise VirtError(f"storage domain {sd.name}: cannot open {sd.path} on the host: "
                             f"{e.get_error_message()}", e.get_error_code())
-    pool.refresh(0)
-    return pool
+    # a refresh is refused while the pool has an asynchronous job (a volume being
+    # made by another of the worker's jobs): wait a little for it
+    for attempt in range(20):
+        try:
+            pool.refresh(0)
+            return pool
+        except libvirt.libvirtError as e:
+            if attempt == 19:
+                raise VirtError(f"storage domain {sd.name}: cannot refresh its pool: {e.get_error_message()}",
+                                e.get_error_code())
+            time.sleep(0.5)
 
 
 def _volume_xml(name, size, backing_path=None):

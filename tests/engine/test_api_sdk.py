@@ -126,10 +126,12 @@ def test_users_roles_permissions(sdk):
 
 def test_networks_and_vnic_profiles(sdk, cluster_setup):
     nets = sdk.system_service().networks_service()
-    net = nets.add(t.Network(name="ovirtmgmt", data_center=t.DataCenter(name="Default")))
+    # every data center has oVirt's management network from the start
+    assert "ovirtmgmt" in [n.name for n in nets.list(search="datacenter=Default")]
+    net = nets.add(t.Network(name="vmnet1", data_center=t.DataCenter(name="Default")))
     assert net.data_center.id == cluster_setup["dc"].id
     profiles = sdk.system_service().vnic_profiles_service().list()
     assert net.id in [p.id for p in profiles]
     with pytest.raises(ovirtsdk4.Error) as e:
-        nets.add(t.Network(name="ovirtmgmt", data_center=t.DataCenter(name="Default")))
+        nets.add(t.Network(name="vmnet1", data_center=t.DataCenter(name="Default")))
     assert e.value.code == 409

@@ -1,9 +1,9 @@
-"""Events, jobs (with their steps), users, roles and permissions."""
+"""Events and jobs (with their steps). Users, roles and permissions: api/access.py."""
 from ..errors import Fault, not_found
-from ..models import Cluster, Event, Host, Permission, Step, Vm
+from ..models import Cluster, Event, Host, Step, Vm
 from ..representation import Many
 from ..services import events as ev_svc
-from ..services import lookup, reads
+from ..services import access, lookup, reads
 from . import schemas, views
 from .common import listing, row
 from .fields import parse_int, required
@@ -23,10 +23,11 @@ def events_list():
 def events_add():
     b = body(schemas.EVENT)
     s = session()
+    access.check(ctx(), s, "inject_external_events", None)
     refs = {}
     for key, model, col in (("vm", Vm, "vm_id"), ("host", Host, "host_id"), ("cluster", Cluster, "cluster_id")):
         if b.get(key):
-            refs[col] = lookup.resolve(s, model, b[key], key, key).id
+            refs[col] = access.require_visible(ctx(), s, lookup.resolve(s, model, b[key], key, key), key, b[key]).id
     e = ev_svc.add(s, ev_svc.CUSTOM, required(b, "description"), severity=b.get("severity", "normal"),
                    origin=required(b, "origin"), custom_id=required(b, "custom_id"), user_id=ctx().user_id, **refs)
     return created("event", None, lambda: views.event(e), None)
@@ -58,40 +59,3 @@ def job_steps(ident):
     j = row(reads.JOBS, ident)
     return listing("steps", "step", reads.STEPS, lambda st, _e: views.step(st), Step.job_id == j.id)
 
-
-# ---- users, roles, permissions ---------------------------------------------------------------
-@route("/users", ["GET"], "List users", query=("search", "max"))
-def users_list():
-    return listing("users", "user", reads.USERS, lambda u, _e: views.user(u))
-
-
-@route("/users/<ident>", ["GET"], "Get a user")
-def user_get(ident):
-    return render("user", views.user(row(reads.USERS, ident)))
-
-
-@route("/users/<ident>/permissions", ["GET"], "List a user's permissions", query=("search", "max"))
-def user_permissions(ident):
-    u = row(reads.USERS, ident)
-    return listing("permissions", "permission", reads.PERMISSIONS, lambda p, _e: views.permission(p),
-                   Permission.user_id == u.id)
-
-
-@route("/roles", ["GET"], "List roles", query=("search", "max"))
-def roles_list():
-    return listing("roles", "role", reads.ROLES, lambda r, _e: views.role(r))
-
-
-@route("/roles/<ident>", ["GET"], "Get a role")
-def role_get(ident):
-    return render("role", views.role(row(reads.ROLES, ident)))
-
-
-@route("/permissions", ["GET"], "List permissions (system-wide)", query=("search", "max"))
-def permissions_list():
-    return listing("permissions", "permission", reads.PERMISSIONS, lambda p, _e: views.permission(p))
-
-
-@route("/permissions/<ident>", ["GET"], "Get a permission")
-def permission_get(ident):
-    return render("permission", views.permission(row(reads.PERMISSIONS, ident)))

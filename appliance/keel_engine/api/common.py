@@ -3,7 +3,7 @@ service layer, lists with oVirt's search and max, and the ORM object a
 write needs."""
 from ..services import lookup, reads
 from ..representation import Many
-from .framework import ctx, max_param, reader, render, search_param, session
+from .framework import bool_param, ctx, max_param, reader, render, search_param, session
 
 
 def row(coll, ident, *where):
@@ -18,6 +18,7 @@ def obj(model, ident, kind):
 def listing(tag, item_tag, coll, to_view, *where, page=None):
     """A collection answer: rows searched and limited in SQL; `page(rows)` loads
     what the views need beside the rows, in one go."""
-    rows = reads.list_rows(ctx(), reader(), coll, search_param(), max_param(), *where)
+    rows = reads.list_rows(ctx(), reader(), coll, search_param(), max_param(), *where,
+                           case_sensitive=bool_param("case_sensitive"))
     extra = page(rows) if page is not None else None
     return render(tag, Many(item_tag, [to_view(r, extra) for r in rows]))

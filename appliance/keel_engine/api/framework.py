@@ -92,8 +92,13 @@ def raw_body() -> dict:
 
 
 def body(schema: Obj) -> dict:
-    """The request body parsed through its declared fields."""
-    return schema.parse(raw_body(), "")
+    """The request body parsed through its declared fields; a field oVirt
+    defines that Keel would ignore is a 400 naming it (api/unsupported.py)."""
+    from . import unsupported
+    raw = raw_body()
+    parsed = schema.parse(raw, "")
+    unsupported.check(raw, schema)
+    return parsed
 
 
 def session():
@@ -117,8 +122,22 @@ def reader():
 
 
 def ctx() -> Context:
+    """The caller as the service layer sees it: the signed-in user (never
+    None here: None would be the engine itself) and oVirt's Filter."""
     c = current_app.config["KEEL_CTX"]
-    return Context(config=c.config, sessionmaker=c.sessionmaker, user_id=getattr(g, "user_id", None))
+    user_id = getattr(g, "user_id", None)
+    if user_id is None:
+        raise Fault(401, "Unauthorized", "not signed in")
+    return Context(config=c.config, sessionmaker=c.sessionmaker, user_id=user_id, filtered=filter_param())
+
+
+def filter_param() -> bool:
+    """oVirt's user-level filter: the `Filter` header or the `filter` query
+    parameter (the SDK's list(filter=True))."""
+    raw = request.headers.get("Filter")
+    if raw is None and request.query_string:
+        raw = request.args.get("filter")
+    return False if raw is None or raw.strip() == "" else parse_bool(raw, "Filter")
 
 
 def route(path, methods, summary, body=None, query=(), created=False, job=False):
@@ -156,6 +175,9 @@ def _authenticate():
         try:
             user = auth.check_password(s, name, password, request.remote_addr or "", cfg)
             s.commit()    # the throttle's bookkeeping stays, whatever the request does next
+        except auth.SignInRefused:
+            s.commit()    # its event stays too
+            raise
         finally:
             s.close()
         if user is None:

@@ -15,7 +15,8 @@ def _host_page(follow):
 
     def page(rows):
         return {"vms": reads.vm_counts(s, [r.id for r in rows]),
-                "cluster": reads.by_id(s, Cluster, [r.cluster_id for r in rows]) if "cluster" in follow else None}
+                "cluster": (reads.by_id(s, Cluster, [r.cluster_id for r in rows], ctx())
+                            if "cluster" in follow else None)}
     return page
 
 
@@ -30,7 +31,7 @@ def _host_now(ident, follow=()):
 
 
 @route("/hosts", ["GET"], "List hosts (search: name, status, cluster, address, datacenter)",
-       query=("search", "max", "follow"))
+       query=("search", "max", "case_sensitive", "follow"))
 def hosts_list():
     return listing("hosts", "host", reads.HOSTS, _host_view, page=_host_page(follow_param()))
 

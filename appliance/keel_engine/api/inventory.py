@@ -9,7 +9,7 @@ from .common import listing, obj, row
 from .fields import get, required
 from .framework import body, created, ctx, removed, render, route, session
 
-LIST = ("search", "max")
+LIST = ("search", "max", "case_sensitive")
 
 
 # ---- data centers ---------------------------------------------------------

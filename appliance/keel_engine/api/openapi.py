@@ -19,6 +19,7 @@ QUERY = {
     "follow": {"type": "string", "maxLength": 256,
                "description": "comma-separated links to include (e.g. nics,disk_attachments)"},
     "async": {"type": "boolean", "description": "answer 202 with the job at once instead of waiting"},
+    "case_sensitive": {"type": "boolean", "description": "the search matches case (default false, as in oVirt)"},
     "detach_only": {"type": "boolean", "description": "false: delete the disk too"},
 }
 HEADERS = [
@@ -40,7 +41,9 @@ def _operation(r):
         params += HEADERS[:1]
     elif r.job:
         params += HEADERS[1:]
-    responses = {"200": {"description": "OK"}, "400": FAULT, "401": FAULT, "404": FAULT, "405": FAULT}
+    # 403: the caller may see the object, not do this to it (services/access.py)
+    responses = {"200": {"description": "OK"}, "400": FAULT, "401": FAULT, "403": FAULT, "404": FAULT,
+                 "405": FAULT}
     if r.method in ("POST", "PUT"):
         responses.update({"409": FAULT, "413": FAULT})
     if r.created:

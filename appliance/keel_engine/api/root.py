@@ -1,7 +1,7 @@
 """The API entry point: product info, special objects, summary, time."""
 from ..models import BLANK_TEMPLATE_ID, Host, StorageDomain, User, Vm, utcnow
 from ..services import reads
-from .framework import API, g, reader, render, route
+from .framework import API, ctx, g, reader, render, route
 from .views import href, ref
 
 COLLECTIONS = ("clusters", "datacenters", "disks", "events", "hosts", "jobs", "networks", "permissions",
@@ -10,7 +10,7 @@ COLLECTIONS = ("clusters", "datacenters", "disks", "events", "hosts", "jobs", "n
 
 @route("", ["GET"], "The API root: product info, special objects, summary")
 def api_root():
-    s = reader()
+    s, c = reader(), ctx()
     return render("api", {
         "link": [{"rel": c, "href": f"{API}/{c}"} for c in COLLECTIONS]
         + [{"rel": f"{c}/search", "href": f"{API}/{c}?search={{query}}"} for c in ("vms", "hosts", "events")],
@@ -20,12 +20,14 @@ def api_root():
                                      "revision": 0}},
         "special_objects": {"blank_template": ref("templates", BLANK_TEMPLATE_ID),
                             "root_tag": {"id": BLANK_TEMPLATE_ID, "href": href("tags", BLANK_TEMPLATE_ID)}},
+        # counts of what the caller may see
         "summary": {
-            "hosts": {"active": reads.count(s, Host, Host.status == "up"), "total": reads.count(s, Host)},
-            "storage_domains": {"active": reads.count(s, StorageDomain, StorageDomain.status == "active"),
-                                "total": reads.count(s, StorageDomain)},
-            "users": {"active": reads.count(s, User), "total": reads.count(s, User)},
-            "vms": {"active": reads.count(s, Vm, Vm.status != "down"), "total": reads.count(s, Vm)},
+            "hosts": {"active": reads.count(s, Host, Host.status == "up", ctx=c),
+                      "total": reads.count(s, Host, ctx=c)},
+            "storage_domains": {"active": reads.count(s, StorageDomain, StorageDomain.status == "active", ctx=c),
+                                "total": reads.count(s, StorageDomain, ctx=c)},
+            "users": {"active": reads.count(s, User, ctx=c), "total": reads.count(s, User, ctx=c)},
+            "vms": {"active": reads.count(s, Vm, Vm.status != "down", ctx=c), "total": reads.count(s, Vm, ctx=c)},
         },
         "time": utcnow(),
     })

@@ -29,7 +29,9 @@ FENCE_AGENT = Obj(type=Text(32, ("ipmilan",)), address=Text(255), port=Int(1, 65
                   options=ListOf("option", Obj(name=Text(64), value=Text(255)), max_items=16))
 DISK = Obj(name=Name(), alias=Name(), description=DESCRIPTION, format=Text(8, ("cow", "raw")),
            provisioned_size=Int(disk_svc.MIN_DISK, disk_svc.MAX_DISK),
-           storage_domains=ListOf("storage_domain", ID_OR_NAME, max_items=1), id=Text(64))
+           storage_domains=ListOf("storage_domain", ID_OR_NAME, max_items=1), id=Text(64),
+           # what every Keel disk is: sparse (thin qcow2) data disks; anything else is refused
+           content_type=Text(16, ("data",)), sparse=Bool())
 DISK_ATTACHMENT = Obj(interface=Text(16, vm_svc.DISK_INTERFACES), bootable=Bool(), active=Bool(), disk=DISK)
 NIC = Obj(name=Name(), interface=Text(16, vm_svc.NIC_MODELS), mac=Obj(address=Text(32)),
           vnic_profile=ID_OR_NAME, network=ID_OR_NAME)
@@ -37,7 +39,7 @@ VM = Obj(name=Name(), description=DESCRIPTION, cluster=ID_OR_NAME, template=ID_O
          memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY),
          os=Obj(type=Text(64)), high_availability=HIGH_AVAILABILITY,
          lease=Obj(storage_domain=ID_OR_NAME), placement_policy=PLACEMENT)
-TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME)
+TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME, cluster=ID_OR_NAME)
 SNAPSHOT = Obj(description=Text(1024), persist_memorystate=Bool())
 EVENT = Obj(description=Text(4000), severity=Text(16, ("normal", "warning", "error", "alert")),
             origin=Text(255), custom_id=Int(0, 2 ** 31 - 1), vm=ID_OR_NAME, host=ID_OR_NAME, cluster=ID_OR_NAME)

@@ -1,9 +1,10 @@
 """oVirt's SSO endpoints: password grant for a bearer token, and logout."""
 import logging
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from .. import text
+from ..errors import Fault
 from ..representation import BadBody, parse_json
 from ..services import auth, events
 from .framework import read_body_bytes, session
@@ -50,6 +51,12 @@ def token():
     except auth.Throttled as t:
         session().commit()
         return _error(429, "access_denied", t.detail, t.retry_after)
+    except auth.SignInRefused as r:
+        session().commit()     # the refusal's event stays
+        return _error(401, "access_denied", f"Cannot authenticate user: {r.detail}")
+    except Fault as f:         # the user's directory does not answer: say so (internal users still sign in)
+        session().rollback()
+        return _error(f.status, "server_error" if f.status >= 500 else "access_denied", f.detail)
     if got is None:
         session().commit()     # the failure counts, though the answer is a refusal
         return _error(401, "access_denied", "Cannot authenticate user: wrong user name or password")

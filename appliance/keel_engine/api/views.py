@@ -35,11 +35,33 @@ def datacenter(dc):
             "link": links(base, "clusters", "storagedomains", "networks")}
 
 
+# scheduling policies as oVirt names them, with fixed ids (api/vm_devices.py serves them)
+SCHEDULING_POLICY_IDS = {"evenly_distributed": "8d5d7bec-68de-4a67-b53e-0ac54686d586",
+                         "none": "b4ed2332-a7ac-4d5f-9596-99a439cb2812"}
+# what a Keel cluster does, in the terms oVirt clients read (and compare
+# before deciding to update): no KSM, no ballooning, fencing on, HA VMs
+# restarted elsewhere, migration settings left to libvirt
+CLUSTER_FACTS = {
+    "ballooning_enabled": False, "virt_service": True, "gluster_service": False, "threads_as_cores": False,
+    "ha_reservation": False, "trusted_service": False, "maintenance_reason_required": False,
+    "optional_reason": False, "switch_type": "legacy", "firewall_type": "firewalld",
+    "ksm": {"enabled": False, "merge_across_nodes": True},
+    "fencing_policy": {"enabled": True, "skip_if_gluster_bricks_up": False, "skip_if_gluster_quorum_not_met": False,
+                       "skip_if_sd_active": {"enabled": False},
+                       "skip_if_connectivity_broken": {"enabled": False, "threshold": 50}},
+    "error_handling": {"on_error": "migrate"},
+    "migration": {"auto_converge": "inherit", "compressed": "inherit", "encrypted": "inherit",
+                  "bandwidth": {"assignment_method": "auto"}},
+    "memory_policy": {"over_commit": {"percent": 100}, "transparent_hugepages": {"enabled": False}},
+}
+
+
 def cluster(cl):
+    policy = SCHEDULING_POLICY_IDS.get(cl.scheduling_policy)
     return {"id": cl.id, "href": f"{API}/clusters/{cl.id}", "name": cl.name, "description": cl.description,
             "data_center": ref("datacenters", cl.data_center_id),
-            "scheduling_policy": {"name": cl.scheduling_policy},
-            "cpu": {"architecture": "x86_64", "type": "qemu64"}, "version": VERSION}
+            "scheduling_policy": {**(ref("schedulingpolicies", policy) or {}), "name": cl.scheduling_policy},
+            "cpu": {"architecture": "x86_64", "type": "qemu64"}, "version": VERSION, **CLUSTER_FACTS}
 
 
 def host(h, vm_count=0, cluster_row=None):
@@ -195,22 +217,3 @@ def step(st):
     return {"id": st.id, "href": f"{API}/jobs/{st.job_id}/steps/{st.id}", "description": st.description,
             "type": st.type, "number": st.number, "status": st.status, "start_time": st.start_time,
             "end_time": st.end_time, "job": ref("jobs", st.job_id)}
-
-
-def user(u):
-    return {"id": u.id, "href": f"{API}/users/{u.id}", "name": u.name, "user_name": f"{u.name}@{u.domain}",
-            "principal": u.name, "namespace": "*", "domain": {"name": u.domain},
-            "link": links(f"{API}/users/{u.id}", "permissions")}
-
-
-def role(r):
-    return {"id": r.id, "href": f"{API}/roles/{r.id}", "name": r.name, "description": r.description,
-            "administrative": r.administrative, "mutable": False}
-
-
-def permission(p):
-    out = {"id": p.id, "href": f"{API}/permissions/{p.id}", "role": ref("roles", p.role_id),
-           "user": ref("users", p.user_id)}
-    if p.object_type:
-        out[p.object_type] = ref(p.object_type + "s", p.object_id)
-    return out

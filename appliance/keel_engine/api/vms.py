@@ -1,7 +1,7 @@
 """VMs (lifecycle actions, NICs, disk attachments, snapshots), templates and
 disks: oVirt documents in, typed service calls, oVirt documents out."""
 from ..errors import bad_request, not_found
-from ..models import Disk, DiskAttachment, Host, Nic, Permission, Snapshot, Template, Vm
+from ..models import Disk, DiskAttachment, Host, Nic, Snapshot, Template, Vm
 from ..services import disks as disk_svc
 from ..services import lookup, reads
 from ..services import snapshots as snap_svc
@@ -15,7 +15,7 @@ from ..representation import Many
 from .framework import (action_job, body, bool_param, created, ctx, follow_param, raw_body, reader, removed,
                         render, route, session)
 
-LIST = ("search", "max")
+LIST = ("search", "max", "case_sensitive")
 
 
 # ---- templates ------------------------------------------------------------------
@@ -43,9 +43,21 @@ def templates_list():
        body=schemas.TEMPLATE, query=("async",), created=True, job=True)
 def templates_add():
     b = body(schemas.TEMPLATE)
+    _same_cluster_as_vm(b)
     t, job = tpl_svc.create_template(ctx(), session(), tpl_svc.TemplateSpec(
         name=required(b, "name"), vm=required(b, "vm"), description=b.get("description", "")))
     return created("template", job, lambda: views.template(t), lambda: _template_now(t.id))
+
+
+def _same_cluster_as_vm(b):
+    """A template lives in its VM's cluster; naming that cluster (as
+    ovirt_template does) is fine, naming another is refused."""
+    if b.get("cluster") and b.get("vm"):
+        vm = lookup.require(session(), Vm, b["vm"], "VM", "vm")
+        cl = lookup.resolve(session(), reads.Cluster, b["cluster"], "cluster", "cluster")
+        if cl.id != vm.cluster_id:
+            raise bad_request("cluster: a template is made in the cluster of its VM; other clusters are "
+                              "not supported yet")
 
 
 def _template_now(ident):
@@ -85,8 +97,8 @@ def _vm_page(follow):
                                  if "disk_attachments" in follow else None),
             "snapshots": (reads.grouped(s, Snapshot, Snapshot.vm_id, ids, (Snapshot.date,))
                           if "snapshots" in follow else None),
-            "host": reads.by_id(s, Host, [r.host_id for r in rows]) if "host" in follow else None,
-            "cluster": (reads.by_id(s, reads.Cluster, [r.cluster_id for r in rows])
+            "host": reads.by_id(s, Host, [r.host_id for r in rows], ctx()) if "host" in follow else None,
+            "cluster": (reads.by_id(s, reads.Cluster, [r.cluster_id for r in rows], ctx())
                         if "cluster" in follow else None),
         }
     return page
@@ -273,6 +285,8 @@ def _disk_spec(d, default_name=None):
     sds = d.get("storage_domains") or []
     if len(sds) != 1 or sds[0] is None:
         raise bad_request("disk.storage_domains: give exactly one storage domain")
+    if d.get("sparse") is False:
+        raise bad_request("disk.sparse: only sparse (thin qcow2) disks are supported yet")
     return disk_svc.DiskSpec(provisioned_size=required({"disk": d}, "disk", "provisioned_size"),
                              storage_domain=sds[0], name=d.get("name") or d.get("alias") or default_name,
                              format=d.get("format", "cow"), description=d.get("description", ""))
@@ -283,7 +297,8 @@ def _disk_spec(d, default_name=None):
 def vm_disks_add(ident):
     b = body(schemas.DISK_ATTACHMENT)
     d = b.get("disk") or {}
-    existing = d.get("id") and "provisioned_size" not in d
+    # an existing disk by id (ovirt_disk sends the whole disk it just made, size included)
+    existing = bool(d.get("id")) and ("provisioned_size" not in d or session().get(Disk, d["id"]) is not None)
     spec = vm_svc.AttachmentSpec(
         interface=b.get("interface", "virtio"), bootable=b.get("bootable", False), active=b.get("active", True),
         disk=Ref(id=d["id"]) if existing else None, new_disk=None if existing else _disk_spec(d))
@@ -359,13 +374,6 @@ def vm_snapshot_restore(ident, snap):
     b = body(schemas.ACTION)
     vm = obj(Vm, ident, "VM")
     return action_job(snap_svc.restore_snapshot(ctx(), session(), vm, _snapshot(vm.id, snap)), b)
-
-
-@route("/vms/<ident>/permissions", ["GET"], "List the permissions on a VM", query=LIST)
-def vm_permissions(ident):
-    vm = row(reads.VMS, ident)
-    return listing("permissions", "permission", reads.PERMISSIONS, lambda p, _e: views.permission(p),
-                   Permission.object_id == vm.id)
 
 
 # ---- disks ------------------------------------------------------------------------------

@@ -96,6 +96,13 @@ class Failover:
             told.add(once_key)
         events.add(s, code, text, severity=severity, **refs)
 
+    def event_now(self, code, text, severity="normal", **refs):
+        """An event in a short transaction of its own: written while the caller
+        waits on a BMC, when the caller's own transaction must not stay open."""
+        with self.ctx.sessionmaker() as s:
+            events.add(s, code, text, severity=severity, **refs)
+            s.commit()
+
     def _agents(self, s, host):
         specs = []
         for rec in host_svc.fence_agents_for_host(s, host.id, self.ctx.config):
@@ -232,7 +239,7 @@ class Failover:
             agents, "off", host=host.name, retries=self.settings.fence_retries,
             backoff=self.settings.fence_backoff, deadline=self.settings.off_deadline,
             run=self.run, sleep=self.sleep,
-            emit=lambda sev, text: events.add(s, EV_FENCE_AGENT, text + ".", sev, **refs))
+            emit=lambda sev, text: self.event_now(EV_FENCE_AGENT, text + ".", sev, **refs))
         fence.ended, fence.outcome = utcnow(), outcome.message
         if not outcome.confirmed_off:
             fence.state = "failed"

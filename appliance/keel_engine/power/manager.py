@@ -98,31 +98,32 @@ class PowerManagement:
             host = s.get(Host, host_id)
             if host is None:
                 return []
-            try:
-                conn = virt.connect(host.libvirt_uri, ctx.config.libvirt_timeout)
-            except virt.VirtError as exc:
-                log.warning("cannot check host %s for stale VMs: %s", host.name, exc)
-                return []
+            name, uri = host.name, host.libvirt_uri
+        try:      # libvirt first, with no transaction open
+            conn = virt.connect(uri, ctx.config.libvirt_timeout)
+        except virt.VirtError as exc:
+            log.warning("cannot check host %s for stale VMs: %s", name, exc)
+            return []
+        try:
+            running = virt.with_deadline(lambda: virt.domains(conn), ctx.config.libvirt_timeout,
+                                         f"list domains of {name}")
+            with ctx.sessionmaker() as s:
+                stale = {vm.id: (vm.name, vm.host_id, vm.status) for vm in s.scalars(
+                    select(Vm).where(Vm.id.in_(list(running)))) if vm.host_id != host_id}
+                where = {vm_id: (f"runs on host {s.get(Host, h).name}" if h else f"is {st}")
+                         for vm_id, (_n, h, st) in stale.items()}
             destroyed = []
-            try:
-                running = virt.with_deadline(lambda: virt.domains(conn), ctx.config.libvirt_timeout,
-                                             f"list domains of {host.name}")
-                for vm_id in running:
-                    vm = s.get(Vm, vm_id)
-                    if vm is None or vm.host_id == host.id:
-                        continue
-                    where = f"runs on host {s.get(Host, vm.host_id).name}" if vm.host_id else f"is {vm.status}"
-                    dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm_id),
-                                             ctx.config.libvirt_timeout, f"find {vm.name}")
-                    virt.with_deadline(dom.destroy, ctx.config.libvirt_timeout, f"destroy {vm.name}")
-                    destroyed.append(vm_id)
-                    events.add(s, fo.EV_STALE_VM, f"Stale copy of VM {vm.name} destroyed on returning host "
-                               f"{host.name} by {fo.AUTO}: the engine records that the VM {where}.",
-                               "warning", vm_id=vm.id, host_id=host.id)
-            finally:
-                conn.close()
-            s.commit()
-            return destroyed
+            for vm_id, (vm_name, _h, _st) in stale.items():
+                dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm_id),
+                                         ctx.config.libvirt_timeout, f"find {vm_name}")
+                virt.with_deadline(dom.destroy, ctx.config.libvirt_timeout, f"destroy {vm_name}")
+                destroyed.append(vm_id)
+                self.failover.event_now(fo.EV_STALE_VM, f"Stale copy of VM {vm_name} destroyed on returning host "
+                                        f"{name} by {fo.AUTO}: the engine records that the VM {where[vm_id]}.",
+                                        "warning", vm_id=vm_id, host_id=host_id)
+        finally:
+            conn.close()
+        return destroyed
 
     # ---- jobs: POST /hosts/{id}/fence and the fence agent test ------------------
     def run_fence(self, ctx, s, job):
@@ -151,8 +152,9 @@ class PowerManagement:
             raise conflict("no power management configured for this host (add a fence agent)")
 
         def emit(sev, text):
-            events.add(s, fo.EV_FENCE_AGENT, text + ".", sev, **refs)
+            self.failover.event_now(fo.EV_FENCE_AGENT, text + ".", sev, **refs)
 
+        s.commit()      # no transaction stays open while a BMC is asked
         if fence_type == "status":
             out = fence_through_agents(specs, "status", host=host.name, retries=0,
                                        deadline=settings.status_deadline, emit=emit, run=self.failover.run)
@@ -209,6 +211,7 @@ class PowerManagement:
         label = f"{record['type']}:{record['username']}@{record['address']}:{record['port']}"
         who = _who(s, job.owner_id)
         refs = {"host_id": host.id, "cluster_id": host.cluster_id, "user_id": job.owner_id}
+        s.commit()      # no transaction stays open while the BMC is asked
         result = test_agent_record(record, self.failover.settings.status_deadline)
         detail = result["detail"]   # names the agent's address, never its credentials
         ok = result["status"] == "complete"

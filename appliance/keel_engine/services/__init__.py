@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 class Context:
     config: EngineConfig
     sessionmaker: object
+    # the signed-in user; None is the engine itself (the worker, the command
+    # line), which services/access.py lets do anything
     user_id: str | None = None
     # the HA VMs' sanlock leases: set in the engine worker, the only process
     # that starts VMs (web workers never talk to libvirt or a BMC)
     leases: VmLeases | None = None
+    # oVirt's `Filter: true`: reads show only what the user's user roles give
+    filtered: bool = False
 
     def as_user(self, user_id):
         return Context(self.config, self.sessionmaker, user_id, self.leases)

@@ -1,5 +1,8 @@
 """Users of the internal domain, password hashes, bearer tokens and the
-sign-in throttle.
+sign-in throttle. Users of a directory (user@DOMAIN) have their password
+checked by services/directory.py, through the same throttle. Either way a
+disabled user, or one without any role that has the login permit, is
+refused (services/access.py).
 
 A sign-in costs the same whether the user exists or not (an unknown user's
 password is checked against a dummy hash), so user names cannot be probed
@@ -19,9 +22,9 @@ from datetime import timedelta
 from sqlalchemy import bindparam, select
 
 from ..errors import Fault
-from ..models import LoginFailure, Permission, Role, Token, User, utcnow
+from ..models import LoginFailure, Permission, Role, RolePermit, Token, User, utcnow
 from ..timeutil import aware
-from . import events, reads
+from . import access, events, permits, reads
 
 log = logging.getLogger("keel.engine.auth")
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
@@ -55,9 +58,17 @@ def _dummy_hash():
     return _DUMMY
 
 
+INTERNAL = "internal"
+# oVirt 4 calls the internal domain's authorization provider internal-authz
+INTERNAL_ALIASES = (INTERNAL, "internal-authz")
+
+
 def split_login(username):
-    name, _, domain = username.partition("@")
-    return name, (domain or "internal")
+    """'name@domain' -> (name, domain); no domain is the internal one."""
+    name, at, domain = username.rpartition("@")
+    if not at:
+        return username, INTERNAL
+    return name, (INTERNAL if domain.lower() in INTERNAL_ALIASES else domain)
 
 
 def _token_hash(token):
@@ -69,6 +80,14 @@ class Throttled(Fault):
     def __init__(self, wait_s: float):
         super().__init__(429, "Too Many Requests", f"too many failed sign-ins; try again in {wait_s:.0f} s")
         self.retry_after = max(1, int(wait_s + 0.999))
+
+
+class SignInRefused(Fault):
+    """The password was right, but this user may not sign in (disabled, or no
+    role with the login permit)."""
+
+    def __init__(self, detail):
+        super().__init__(401, "Unauthorized", detail)
 
 
 def _keys(username, address):
@@ -87,14 +106,20 @@ def check_password(s, username, password, address, cfg) -> User | None:
         raise Throttled((max(blocked) - now).total_seconds())
     name, domain = split_login(username)
     user = None
-    if len(username) <= MAX_LOGIN:
-        user = s.scalar(select(User).where(User.name == name, User.domain == domain))
-    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
-    ok = verify_password(password, stored) and user is not None and bool(user.password_hash)
+    if domain == INTERNAL:
+        if len(username) <= MAX_LOGIN:
+            user = s.scalar(select(User).where(User.name == name, User.domain == domain))
+        stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+        ok = verify_password(password, stored) and user is not None and bool(user.password_hash)
+    else:
+        from . import directory   # ldap3 is loaded only where directories are used
+        user = directory.sign_in(s, cfg, name, domain, password) if len(username) <= MAX_LOGIN else None
+        ok = user is not None
     if ok:
         for r in rows.values():
             s.delete(r)
         s.flush()
+        _may_sign_in(s, user, username)
         return user
     log.warning("sign-in refused for %s from %s", username[:80], address)
     for key in keys:
@@ -118,6 +143,18 @@ def check_password(s, username, password, address, cfg) -> User | None:
     return None
 
 
+def _may_sign_in(s, user, username):
+    if user.disabled:
+        events.add(s, events.USER_LOGIN_FAILED, f"Sign-in refused for {username[:80]}: the account is disabled.",
+                   severity="warning", user_id=user.id)
+        raise SignInRefused(f"the account {user.name}@{user.domain} is disabled")
+    if not access.may_sign_in(s, user.id):
+        events.add(s, events.USER_LOGIN_FAILED, f"Sign-in refused for {username[:80]}: no role of theirs has "
+                   "the login permit.", severity="warning", user_id=user.id)
+        raise SignInRefused(f"{user.name}@{user.domain} may not sign in: none of their roles (or their groups') "
+                            "has the login permit; an administrator must give them one")
+
+
 def login(s, username, password, address, cfg):
     """(token, user), or None for a wrong user name or password; raises Throttled."""
     user = check_password(s, username, password, address, cfg)
@@ -129,8 +166,9 @@ def login(s, username, password, address, cfg):
     return token, user
 
 
-# built once: every API request runs it
-_TOKEN = select(Token.user_id, Token.expires, Token.revoked).where(Token.token_hash == bindparam("h"))
+# built once: every API request runs it (a disabled user's tokens stop working at once)
+_TOKEN = (select(Token.user_id, Token.expires, Token.revoked, User.disabled)
+          .join(User, User.id == Token.user_id).where(Token.token_hash == bindparam("h")))
 
 
 def user_id_for_token(s, token):
@@ -138,7 +176,7 @@ def user_id_for_token(s, token):
     if not token or len(token) > 512:
         return None
     row = reads.run(s, _TOKEN, {"h": _token_hash(token)}).first()
-    if row is None or row.revoked or aware(row.expires) <= utcnow():
+    if row is None or row.revoked or row.disabled or aware(row.expires) <= utcnow():
         return None
     return row.user_id
 
@@ -169,15 +207,9 @@ def purge_expired(s):
 
 
 def ensure_builtin(s, admin_password):
-    """First start: roles, the admin@internal user, its SuperUser permission."""
-    roles = {}
-    for name, admin, desc in (("SuperUser", True, "Roles management administrator"),
-                              ("UserRole", False, "Standard user role")):
-        role = s.scalar(select(Role).where(Role.name == name))
-        if role is None:
-            role = Role(name=name, administrative=admin, description=desc)
-            s.add(role)
-        roles[name] = role
+    """Every start: the built-in roles as services/permits.py has them
+    (read-only); first start: the admin@internal user, its SuperUser permission."""
+    roles = sync_builtin_roles(s)
     admin = s.scalar(select(User).where(User.name == "admin", User.domain == "internal"))
     if admin is None:
         if not admin_password:
@@ -189,6 +221,29 @@ def ensure_builtin(s, admin_password):
         s.flush()
         s.add(Permission(role_id=roles["SuperUser"].id, user_id=admin.id))
         log.info("created admin@internal")
+
+
+def sync_builtin_roles(s) -> dict:
+    """{name: Role}: the built-in roles, made or brought up to date."""
+    roles = {}
+    for spec in permits.BUILTIN_ROLES:
+        role = s.scalar(select(Role).where(Role.name == spec.name))
+        if role is None:
+            taken = s.get(Role, spec.id) is not None
+            role = Role(name=spec.name) if taken else Role(id=spec.id, name=spec.name)
+            s.add(role)
+        role.description, role.administrative = spec.description, spec.administrative
+        role.mutable, role.allows_viewing_children = False, spec.views_children
+        s.flush()
+        want = {permits.BY_NAME[n].id for n in spec.permits}
+        have = set(s.scalars(select(RolePermit.permit_id).where(RolePermit.role_id == role.id)))
+        for pid in have - want:
+            s.delete(s.get(RolePermit, (role.id, pid)))
+        for pid in want - have:
+            s.add(RolePermit(role_id=role.id, permit_id=pid))
+        roles[spec.name] = role
+    s.flush()
+    return roles
 
 
 def set_password(s, username, password):

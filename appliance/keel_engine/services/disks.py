@@ -8,15 +8,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
 from .. import virt
-from ..errors import Fault, bad_request, conflict
+from ..errors import bad_request, conflict
 from ..models import Disk, DiskAttachment, StorageDomain, Volume
-from . import events, hosts, jobs, lookup
+from . import access, events, hosts, jobs, lookup, roles
 from .lookup import Ref
 
 log = logging.getLogger("keel.engine.disks")
@@ -33,21 +34,36 @@ class DiskSpec:
     description: str = ""
 
 
+_POOL_LOCKS: dict[str, threading.Lock] = {}
+_POOL_GUARD = threading.Lock()
+
+
+def _pool_lock(sd_id) -> threading.Lock:
+    with _POOL_GUARD:
+        return _POOL_LOCKS.setdefault(sd_id, threading.Lock())
+
+
 @contextlib.contextmanager
 def pool_for(ctx, s, sd):
+    """The storage domain's pool through an up host (worker), one job at a time
+    per storage domain (libvirt refuses some pool operations while another
+    job's volume is being made). Commits what is pending first: no
+    transaction stays open while the host works."""
     host = hosts.any_up_host(s, sd.data_center_id)
     if host is None:
         raise conflict(f"no 'up' host can reach storage domain {sd.name}")
-    try:
-        conn = virt.connect(host.libvirt_uri, ctx.config.libvirt_timeout)
-    except virt.VirtError as e:
-        raise conflict(str(e))
-    try:
-        yield virt.ensure_pool(conn, sd)
-    except virt.VirtError as e:
-        raise conflict(str(e))
-    finally:
-        conn.close()
+    s.commit()
+    with _pool_lock(sd.id):
+        try:
+            conn = virt.connect(host.libvirt_uri, ctx.config.libvirt_timeout)
+        except virt.VirtError as e:
+            raise conflict(str(e))
+        try:
+            yield virt.ensure_pool(conn, sd)
+        except virt.VirtError as e:
+            raise conflict(str(e))
+        finally:
+            conn.close()
 
 
 def volume_path(sd, name):
@@ -122,9 +138,11 @@ def add_disk(ctx, s, spec: DiskSpec, default_name: str):
         raise bad_request("disk.format: only 'cow' (qcow2) disks are supported")
     sd = lookup.require(s, StorageDomain, spec.storage_domain, "storage domain",
                         "storage_domains.storage_domain")
+    access.check_ref(ctx, s, "create_disk", sd, "storage_domains.storage_domain", spec.storage_domain)
     disk = new_disk_row(s, sd, spec.name or default_name, spec.provisioned_size, description=spec.description)
     job = jobs.submit(s, jobs.DISK_CREATE, {"disk_id": disk.id},
                       f"Creating disk {disk.name} on storage domain {sd.name}", ctx.user_id)
+    roles.grant_owner(ctx, s, disk)
     return disk, job
 
 
@@ -132,19 +150,19 @@ def run_create(ctx, s, job):
     disk = s.get(Disk, job.params["disk_id"])
     if disk is None:
         raise conflict("the disk was removed before its volume was created")
-    try:
+    with jobs.undo_on_failure(s, Disk, disk.id, jobs.delete_row):
         create_volume_of(ctx, s, disk)
-    except Fault:
-        s.rollback()
-        disk = s.get(Disk, job.params["disk_id"])
-        if disk is not None:
-            s.delete(disk)
-            s.commit()
-        raise
     return {"disk_id": disk.id}
 
 
 def remove_disk(ctx, s, disk) -> jobs.Job:
+    access.check(ctx, s, "delete_disk", disk)
+    return request_remove(ctx, s, disk)
+
+
+def request_remove(ctx, s, disk) -> jobs.Job:
+    """remove_disk without its check: for a caller that checked while the
+    disk was still attached to its VM."""
     if disk.status == "locked":
         raise conflict(f"disk {disk.name} is locked by an operation in progress")
     if s.scalar(select(DiskAttachment).where(DiskAttachment.disk_id == disk.id)) is not None:
@@ -157,14 +175,8 @@ def run_remove(ctx, s, job):
     disk = s.get(Disk, job.params["disk_id"])
     if disk is None:
         return {}
-    try:
+    with jobs.undo_on_failure(s, Disk, disk.id, lambda _s, d: setattr(d, "status", "ok")):
         delete_volumes_of(ctx, s, disk)
-    except Fault:
-        s.rollback()
-        disk = s.get(Disk, job.params["disk_id"])
-        disk.status = "ok"
-        s.commit()
-        raise
     s.delete(disk)
     return {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
@@ -16,7 +16,7 @@ from .. import virt
 from ..errors import Fault, bad_request, conflict
 from ..models import Cluster, FenceAgent, Host, Vm, utcnow
 from ..power.agents import AgentConfigError, make_spec
-from . import events, jobs, lookup, scheduler
+from . import access, events, jobs, lookup, scheduler
 from .lookup import Ref
 
 log = logging.getLogger("keel.engine.hosts")
@@ -60,9 +60,10 @@ def _address(address):
 def add_host(ctx, s, spec: HostSpec) -> tuple[Host, jobs.Job]:
     """The host row now (status installing); the worker checks libvirt and
     its capabilities, then the host is up (or gone, with the reason)."""
+    cluster = lookup.require(s, Cluster, spec.cluster, "cluster", "cluster")
+    access.check_ref(ctx, s, "create_host", cluster, "cluster", spec.cluster)
     lookup.unique_name(s, Host, spec.name, "host")
     address = _address(spec.address)
-    cluster = lookup.require(s, Cluster, spec.cluster, "cluster", "cluster")
     uri = ctx.config.libvirt_uri(address)
     if s.scalar(select(Host).where(Host.libvirt_uri == uri)):
         raise conflict(f"a host with address {address} already exists")
@@ -112,6 +113,7 @@ def run_add(ctx, s, job):
 
 
 def update_host(ctx, s, host, name: str | None = None) -> Host:
+    access.check(ctx, s, "edit_host_configuration", host)
     if name is not None:
         lookup.unique_name(s, Host, name, "host", exclude_id=host.id)
         host.name = name
@@ -121,6 +123,7 @@ def update_host(ctx, s, host, name: str | None = None) -> Host:
 
 
 def remove_host(ctx, s, host):
+    access.check(ctx, s, "delete_host", host)
     if host.status not in ("maintenance", "non_responsive", "install_failed", "down"):
         raise conflict(f"host {host.name} is {host.status}: put it into maintenance first")
     if s.scalar(select(func.count()).select_from(Vm).where(Vm.host_id == host.id)):
@@ -155,6 +158,7 @@ def returned_status(host) -> str:
 def deactivate(ctx, s, host):
     """Maintenance: refuse now if a VM could not move; the worker migrates them
     (a job) and then sets 'maintenance'. Returns (host, job or None)."""
+    access.check(ctx, s, "manipulate_host", host)
     if host.status in ("maintenance", "preparing_for_maintenance"):
         raise conflict(f"host {host.name} is already {host.status}")
     if host.status != "up":
@@ -175,6 +179,7 @@ def deactivate(ctx, s, host):
 
 
 def request_activate(ctx, s, host) -> jobs.Job:
+    access.check(ctx, s, "manipulate_host", host)
     if host.status not in ("maintenance", "preparing_for_maintenance"):
         raise conflict(f"host {host.name} is {host.status}, not in maintenance")
     return jobs.submit(s, jobs.HOST_ACTIVATE, {"host_id": host.id}, f"Activating host {host.name}", ctx.user_id)
@@ -186,6 +191,7 @@ def run_activate(ctx, s, job):
         raise conflict("the host was removed")
     if host.status not in ("maintenance", "preparing_for_maintenance"):
         raise conflict(f"host {host.name} is {host.status}, not in maintenance")
+    s.commit()      # no transaction stays open while the host is asked
     try:
         conn = virt.connect(host.libvirt_uri, ctx.config.libvirt_timeout)
         conn.close()
@@ -236,6 +242,7 @@ def apply_spec(ctx, agent, spec: FenceAgentSpec, creating):
 
 
 def add_fence_agent(ctx, s, host, spec: FenceAgentSpec) -> FenceAgent:
+    access.check(ctx, s, "edit_host_configuration", host)
     agent = FenceAgent(host_id=host.id, options={})
     apply_spec(ctx, agent, spec, creating=True)
     s.add(agent)
@@ -246,6 +253,7 @@ def add_fence_agent(ctx, s, host, spec: FenceAgentSpec) -> FenceAgent:
 
 
 def update_fence_agent(ctx, s, host, agent, spec: FenceAgentSpec) -> FenceAgent:
+    access.check(ctx, s, "edit_host_configuration", host)
     apply_spec(ctx, agent, spec, creating=False)
     events.add(s, events.OBJECT_UPDATED, f"Fence agent {agent.address} of host {host.name} was updated.",
                host_id=host.id, user_id=ctx.user_id)
@@ -253,6 +261,7 @@ def update_fence_agent(ctx, s, host, agent, spec: FenceAgentSpec) -> FenceAgent:
 
 
 def remove_fence_agent(ctx, s, host, agent):
+    access.check(ctx, s, "edit_host_configuration", host)
     s.delete(agent)
     events.add(s, events.OBJECT_REMOVED, f"Fence agent {agent.address} was removed from host {host.name}.",
                host_id=host.id, user_id=ctx.user_id)
@@ -277,6 +286,7 @@ def fence_agents_for_host(session, host_id, config):
 
 
 def request_fence(ctx, s, host, fence_type) -> jobs.Job:
+    access.check(ctx, s, "manipulate_host", host)
     if fence_type not in FENCE_TYPES:
         raise bad_request(f"fence_type: expected one of {', '.join(FENCE_TYPES)}, got '{fence_type}'")
     has_agents = s.scalar(select(func.count()).select_from(FenceAgent).where(FenceAgent.host_id == host.id))
@@ -293,5 +303,6 @@ def request_fence(ctx, s, host, fence_type) -> jobs.Job:
 
 
 def request_agent_test(ctx, s, host, agent) -> jobs.Job:
+    access.check(ctx, s, "manipulate_host", host)
     return jobs.submit(s, jobs.FENCE_AGENT_TEST, {"host_id": host.id, "agent_id": agent.id},
                        f"Testing fence agent {agent.address} of host {host.name}", ctx.user_id)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from .. import virt
 from ..errors import bad_request, conflict
 from ..models import Cluster, DataCenter, Disk, Host, Network, Nic, StorageDomain, Vm
-from . import events, jobs, lookup
+from . import access, events, jobs, lookup
 from .lookup import Ref
 
 log = logging.getLogger("keel.engine.inventory")
@@ -59,16 +59,32 @@ class StorageDomainSpec:
 
 # ---- data centers --------------------------------------------------------
 def add_datacenter(ctx, s, spec: DataCenterSpec) -> DataCenter:
+    access.check(ctx, s, "create_storage_pool", None)
     lookup.unique_name(s, DataCenter, spec.name, "data center")
     dc = DataCenter(name=spec.name, description=spec.description, local=spec.local)
     s.add(dc)
     s.flush()
+    add_management_network(s, dc)
     events.add(s, events.OBJECT_ADDED, f"Data center {spec.name} was added.", data_center_id=dc.id,
                user_id=ctx.user_id)
     return dc
 
 
+MANAGEMENT_NETWORK = "ovirtmgmt"
+
+
+def add_management_network(s, dc) -> Network:
+    """oVirt's management network, which every data center has from its start
+    (with its vNIC profile: one per network, same id). Hosts' management
+    bridges map to it through [libvirt] bridge_map (ovirtmgmt:BRIDGE)."""
+    net = Network(name=MANAGEMENT_NETWORK, description="Management Network", data_center_id=dc.id)
+    s.add(net)
+    s.flush()
+    return net
+
+
 def update_datacenter(ctx, s, dc, name: str | None = None, description: str | None = None) -> DataCenter:
+    access.check(ctx, s, "edit_storage_pool_configuration", dc)
     if name is not None:
         lookup.unique_name(s, DataCenter, name, "data center", exclude_id=dc.id)
         dc.name = name
@@ -80,20 +96,23 @@ def update_datacenter(ctx, s, dc, name: str | None = None, description: str | No
 
 
 def remove_datacenter(ctx, s, dc):
+    access.check(ctx, s, "delete_storage_pool", dc)
     if s.scalar(select(func.count()).select_from(Cluster).where(Cluster.data_center_id == dc.id)):
         raise conflict(f"data center {dc.name} still has clusters; remove them first")
     if s.scalar(select(func.count()).select_from(StorageDomain).where(StorageDomain.data_center_id == dc.id)):
         raise conflict(f"data center {dc.name} still has storage domains attached")
     for net in s.scalars(select(Network).where(Network.data_center_id == dc.id)):
         s.delete(net)
+    s.flush()       # the networks (ovirtmgmt at least) go before the data center they reference
     s.delete(dc)
     events.add(s, events.OBJECT_REMOVED, f"Data center {dc.name} was removed.", user_id=ctx.user_id)
 
 
 # ---- clusters -------------------------------------------------------------
 def add_cluster(ctx, s, spec: ClusterSpec) -> Cluster:
-    lookup.unique_name(s, Cluster, spec.name, "cluster")
     dc = lookup.require(s, DataCenter, spec.data_center, "data center", "data_center")
+    access.check_ref(ctx, s, "create_cluster", dc, "data_center", spec.data_center)
+    lookup.unique_name(s, Cluster, spec.name, "cluster")
     if spec.scheduling_policy not in SCHEDULING_POLICIES:
         raise bad_request(f"scheduling_policy.name: expected one of {', '.join(SCHEDULING_POLICIES)}, "
                           f"got '{spec.scheduling_policy}'")
@@ -107,6 +126,7 @@ def add_cluster(ctx, s, spec: ClusterSpec) -> Cluster:
 
 
 def update_cluster(ctx, s, cl, name: str | None = None, description: str | None = None) -> Cluster:
+    access.check(ctx, s, "edit_cluster_configuration", cl)
     if name is not None:
         lookup.unique_name(s, Cluster, name, "cluster", exclude_id=cl.id)
         cl.name = name
@@ -118,6 +138,7 @@ def update_cluster(ctx, s, cl, name: str | None = None, description: str | None 
 
 
 def remove_cluster(ctx, s, cl):
+    access.check(ctx, s, "delete_cluster", cl)
     for model, what in ((Host, "hosts"), (Vm, "VMs")):
         if s.scalar(select(func.count()).select_from(model).where(model.cluster_id == cl.id)):
             raise conflict(f"cluster {cl.name} still has {what}; remove them first")
@@ -128,6 +149,7 @@ def remove_cluster(ctx, s, cl):
 # ---- networks -------------------------------------------------------------
 def add_network(ctx, s, spec: NetworkSpec) -> Network:
     dc = lookup.require(s, DataCenter, spec.data_center, "data center", "data_center")
+    access.check_ref(ctx, s, "create_storage_pool_network", dc, "data_center", spec.data_center)
     lookup.unique_name(s, Network, spec.name, "network in this data center", data_center_id=dc.id)
     if spec.vlan is not None and not 1 <= spec.vlan <= 4094:
         raise bad_request(f"vlan.id: must be from 1 to 4094, got {spec.vlan}")
@@ -143,6 +165,10 @@ def add_network(ctx, s, spec: NetworkSpec) -> Network:
 
 
 def remove_network(ctx, s, net):
+    access.check(ctx, s, "delete_storage_pool_network", net)
+    if net.name == MANAGEMENT_NETWORK:
+        raise conflict(f"network {net.name} is the data center's management network; it stays while the "
+                       "data center exists")
     if s.scalar(select(func.count()).select_from(Nic).where(Nic.network_id == net.id)):
         raise conflict(f"network {net.name} is used by VM network interfaces")
     s.delete(net)
@@ -168,6 +194,11 @@ def storage_path(path: str) -> str:
 def add_storage_domain(ctx, s, spec: StorageDomainSpec) -> tuple[StorageDomain, jobs.Job]:
     """The domain's row now (locked); a host of its data center opens it as a
     libvirt pool (the worker) before it is active."""
+    dc = lookup.resolve(s, DataCenter, spec.data_center, "data center", "data_center")
+    if dc is not None:
+        access.check_ref(ctx, s, "create_storage_domain", dc, "data_center", spec.data_center)
+    else:
+        access.check(ctx, s, "create_storage_domain", None)
     lookup.unique_name(s, StorageDomain, spec.name, "storage domain")
     if spec.storage_type not in STORAGE_TYPES:
         raise bad_request(f"storage.type: expected one of {', '.join(STORAGE_TYPES)}, got '{spec.storage_type}'")
@@ -175,8 +206,7 @@ def add_storage_domain(ctx, s, spec: StorageDomainSpec) -> tuple[StorageDomain, 
     if spec.storage_type == "nfs":
         raise bad_request("storage.type: nfs is not supported yet; mount the export on every host "
                           "and add it as posixfs with its mount path")
-    dc = lookup.resolve(s, DataCenter, spec.data_center, "data center", "data_center")
-    host = lookup.resolve(s, Host, spec.host, "host", "host")
+    host = access.require_visible(ctx, s, lookup.resolve(s, Host, spec.host, "host", "host"), "host", spec.host)
     from .hosts import any_up_host
     probe = host or any_up_host(s, dc.id if dc else None)
     if probe is None:
@@ -216,6 +246,8 @@ def run_add_storage_domain(ctx, s, job):
 
 
 def attach_storage_domain(ctx, s, dc, sd) -> StorageDomain:
+    access.check(ctx, s, "manipulate_storage_domain", dc)
+    access.check_ref(ctx, s, "manipulate_storage_domain", sd, "storage_domain")
     if sd.data_center_id and sd.data_center_id != dc.id:
         raise conflict(f"storage domain {sd.name} is attached to another data center")
     if sd.status == "locked":
@@ -227,6 +259,7 @@ def attach_storage_domain(ctx, s, dc, sd) -> StorageDomain:
 
 
 def remove_storage_domain(ctx, s, sd):
+    access.check(ctx, s, "delete_storage_domain", sd)
     if sd.status == "locked":
         raise conflict(f"storage domain {sd.name} is locked by an operation in progress")
     if s.scalar(select(func.count()).select_from(Disk).where(Disk.storage_domain_id == sd.id)):

@@ -125,12 +125,13 @@ def run_here(ctx, s, job: Job, fn) -> dict:
 
 @contextmanager
 def undo_on_failure(s, model, ident, undo):
-    """A job step that may fail: on a Fault, roll back what it had not
-    committed, then `undo(session, row)` on a fresh copy of the row (if it
-    still exists), commit that, and let the Fault go on to the job's record."""
+    """A job step that may fail: on a Fault (or any error: a raw libvirt one,
+    say), roll back what it had not committed, then `undo(session, row)` on a
+    fresh copy of the row (if it still exists), commit that, and let the error
+    go on to the job's record."""
     try:
         yield
-    except Fault:
+    except Exception:
         s.rollback()
         row = s.get(model, ident)
         if row is not None:

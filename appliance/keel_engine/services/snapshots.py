@@ -11,14 +11,15 @@ import libvirt
 from sqlalchemy import select
 
 from .. import virt
-from ..errors import Fault, conflict
+from ..errors import conflict
 from ..models import Snapshot, Vm, Volume
 from . import disks as disk_svc
-from . import events, jobs
+from . import access, events, jobs
 from .vms import _claim, _domain
 
 
 def create_snapshot(ctx, s, vm, description: str = "") -> tuple[Snapshot, jobs.Job]:
+    access.check(ctx, s, "manipulate_vm_snapshots", vm)
     if vm.status not in ("down", "up"):
         raise conflict(f"VM {vm.name} is {vm.status}; snapshots are taken when it is up or down")
     snap = Snapshot(vm_id=vm.id, description=description, volumes={}, memory=vm.memory, cpus=vm.cpus,
@@ -35,15 +36,8 @@ def run_create(ctx, s, job):
     vm = s.get(Vm, snap.vm_id) if snap is not None else None
     if vm is None:
         raise conflict("the VM or its snapshot was removed")
-    try:
+    with jobs.undo_on_failure(s, Snapshot, snap.id, jobs.delete_row):
         _take(ctx, s, vm, snap, job)
-    except Fault:
-        s.rollback()
-        snap = s.get(Snapshot, job.params["snapshot_id"])
-        if snap is not None:
-            s.delete(snap)
-            s.commit()
-        raise
     return {"snapshot_id": snap.id}
 
 
@@ -86,6 +80,7 @@ def _take(ctx, s, vm, snap, job):
 
 
 def restore_snapshot(ctx, s, vm, snap) -> jobs.Job:
+    access.check(ctx, s, "manipulate_vm_snapshots", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; restore a snapshot while it is down")
     if snap.status != "ok":
@@ -99,16 +94,10 @@ def run_restore(ctx, s, job):
     vm, snap = s.get(Vm, job.params["vm_id"]), s.get(Snapshot, job.params["snapshot_id"])
     if vm is None or snap is None:
         raise conflict("the VM or its snapshot was removed")
-    try:
+    with jobs.undo_on_failure(s, Vm, vm.id, jobs.vm_down_again):
         later = _restore(ctx, s, vm, snap, job)
-    except Fault:
-        s.rollback()
-        vm = s.get(Vm, job.params["vm_id"])
-        vm.status, vm.busy_until = "down", None
-        s.commit()
-        raise
     vm.memory, vm.cpus = snap.memory, snap.cpus
-    vm.status, vm.busy_until = "down", None
+    jobs.vm_down_again(s, vm)
     events.add(s, events.SNAPSHOT_RESTORED, f"VM {vm.name} was restored to snapshot '{snap.description}'"
                f"{f'; {later} later snapshot(s) removed' if later else ''}.", vm_id=vm.id,
                user_id=job.owner_id)
@@ -150,6 +139,7 @@ def _restore(ctx, s, vm, snap, job):
 
 
 def remove_snapshot(ctx, s, vm, snap):
+    access.check(ctx, s, "manipulate_vm_snapshots", vm)
     # The snapshot's qcow2 layer stays in the chain (merging layers is not
     # implemented yet); its space is freed when the VM's disks are removed.
     if snap.status == "locked":

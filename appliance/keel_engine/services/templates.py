@@ -13,7 +13,7 @@ from .. import virt
 from ..errors import Fault, conflict
 from ..models import BLANK_TEMPLATE_ID, Disk, DiskAttachment, Template, Vm, Volume
 from . import disks as disk_svc
-from . import events, jobs, lookup
+from . import access, events, jobs, lookup, roles
 from .lookup import Ref
 from .vms import _claim
 
@@ -26,8 +26,9 @@ class TemplateSpec:
 
 
 def create_template(ctx, s, spec: TemplateSpec) -> tuple[Template, jobs.Job]:
-    lookup.unique_name(s, Template, spec.name, "template")
     vm = lookup.require(s, Vm, spec.vm, "VM", "vm")
+    access.check_ref(ctx, s, "create_template", vm, "vm", spec.vm)
+    lookup.unique_name(s, Template, spec.name, "template")
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; a template is made from a down VM")
     t = Template(name=spec.name, description=spec.description, cluster_id=vm.cluster_id, memory=vm.memory,
@@ -37,6 +38,7 @@ def create_template(ctx, s, spec: TemplateSpec) -> tuple[Template, jobs.Job]:
     _claim(s, vm, ("down",), "image_locked", 3600, verb="copy")
     job = jobs.submit(s, jobs.TEMPLATE_CREATE, {"template_id": t.id, "vm_id": vm.id},
                       f"Creating template {spec.name} from VM {vm.name}", ctx.user_id)
+    roles.grant_owner(ctx, s, t)
     return t, job
 
 
@@ -94,6 +96,7 @@ def _undo(ctx, s, job, made):
 
 
 def remove_template(ctx, s, t) -> jobs.Job | None:
+    access.check(ctx, s, "delete_template", t)
     if t.id == BLANK_TEMPLATE_ID:
         raise conflict("the Blank template cannot be removed")
     if t.status != "ok":
@@ -115,18 +118,12 @@ def run_remove(ctx, s, job):
     if t is None:
         return {}
     name = t.name
-    try:
+    with jobs.undo_on_failure(s, Template, t.id, lambda _s, tpl: setattr(tpl, "status", "ok")):
         for _att, disk, _sd in disk_svc.template_disks(s, t.id):
             jobs.step(s, job, f"Removing disk {disk.name}")
             disk_svc.delete_volumes_of(ctx, s, disk)
             s.delete(disk)
             s.commit()
-    except Fault:
-        s.rollback()
-        t = s.get(Template, job.params["template_id"])
-        t.status = "ok"
-        s.commit()
-        raise
     s.delete(t)
     events.add(s, events.TEMPLATE_REMOVED, f"Template {name} was removed.", user_id=job.owner_id)
     return {}

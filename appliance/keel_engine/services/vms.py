@@ -23,8 +23,8 @@ from keel_common import domainxml
 from .. import virt
 from ..errors import Fault, bad_request, conflict
 from ..models import BLANK_TEMPLATE_ID, Cluster, Disk, Host, Network, Nic, StorageDomain, Template, Vm, utcnow
+from . import access, events, jobs, lookup, roles, scheduler
 from . import disks as disk_svc
-from . import events, jobs, lookup, scheduler
 from .lookup import Ref
 
 log = logging.getLogger("keel.engine.vms")
@@ -100,9 +100,12 @@ def _check(vm_memory, cpus, priority):
 def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
     """The VM row now; its disks (thin overlays on the template's) by a job.
     Until they exist the VM is image_locked, as in oVirt."""
-    lookup.unique_name(s, Vm, spec.name, "VM")
     cluster = lookup.require(s, Cluster, spec.cluster, "cluster", "cluster")
+    access.check_ref(ctx, s, "create_vm", cluster, "cluster", spec.cluster)
     template = lookup.resolve(s, Template, spec.template or Ref(id=BLANK_TEMPLATE_ID), "template", "template")
+    if template.id != BLANK_TEMPLATE_ID:
+        access.check_ref(ctx, s, "create_vm", template, "template", spec.template)
+    lookup.unique_name(s, Vm, spec.name, "VM")
     _check(spec.memory, spec.cpus, spec.ha_priority)
     if template.status != "ok":
         raise conflict(f"template {template.name} is {template.status}")
@@ -111,8 +114,9 @@ def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
             os_type=spec.os_type or template.os_type, high_availability=spec.high_availability,
             ha_priority=spec.ha_priority)
     if spec.lease_storage_domain:
-        vm.lease_storage_domain_id = lookup.resolve(s, StorageDomain, spec.lease_storage_domain,
-                                                    "storage domain", "lease.storage_domain").id
+        sd = lookup.resolve(s, StorageDomain, spec.lease_storage_domain, "storage domain", "lease.storage_domain")
+        access.require_visible(ctx, s, sd, "lease.storage_domain", spec.lease_storage_domain)
+        vm.lease_storage_domain_id = sd.id
     s.add(vm)
     s.flush()
     job = None
@@ -127,6 +131,7 @@ def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
                           f"Creating the disks of VM {spec.name} from template {template.name}", ctx.user_id)
     events.add(s, events.VM_CREATED, f"VM {spec.name} was created from template {template.name}.",
                vm_id=vm.id, cluster_id=cluster.id, template_id=template.id, user_id=ctx.user_id)
+    roles.grant_owner(ctx, s, vm)
     return vm, job
 
 
@@ -153,6 +158,7 @@ def run_create_disks(ctx, s, job):
 
 
 def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:
+    access.check(ctx, s, "edit_vm_properties", vm)
     _check(ch.memory, ch.cpus, ch.ha_priority)
     if vm.status == "image_locked":
         raise conflict(f"VM {vm.name} is image_locked; wait until its disks are ready")
@@ -176,10 +182,16 @@ def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:
     if ch.lease_storage_domain or ch.remove_lease:
         if vm.status != "down":
             raise conflict(f"VM {vm.name} is {vm.status}; change its lease while it is down")
-        vm.lease_storage_domain_id = None if ch.remove_lease else lookup.resolve(
-            s, StorageDomain, ch.lease_storage_domain, "storage domain", "lease.storage_domain").id
+        if ch.remove_lease:
+            vm.lease_storage_domain_id = None
+        else:
+            sd = lookup.resolve(s, StorageDomain, ch.lease_storage_domain, "storage domain", "lease.storage_domain")
+            vm.lease_storage_domain_id = access.require_visible(ctx, s, sd, "lease.storage_domain",
+                                                                ch.lease_storage_domain).id
     if ch.cluster:
         cl = lookup.resolve(s, Cluster, ch.cluster, "cluster", "cluster")
+        if cl.id != vm.cluster_id:
+            access.check_ref(ctx, s, "create_vm", cl, "cluster", ch.cluster)
         if cl.id != vm.cluster_id and vm.status != "down":
             raise conflict(f"VM {vm.name} must be down to change its cluster")
         vm.cluster_id = cl.id
@@ -192,6 +204,7 @@ def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:
 def remove_vm(ctx, s, vm) -> jobs.Job | None:
     """A down VM goes with its disks; deleting volumes and its lease file is
     the worker's (a job), a VM with neither goes at once."""
+    access.check(ctx, s, "delete_vm", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; stop it before removing it")
     if not disk_svc.vm_disks(s, vm.id) and not vm.lease_storage_domain_id:
@@ -210,14 +223,8 @@ def run_remove(ctx, s, job):
     name = vm.name
     jobs.step(s, job, f"Removing the disks of VM {name}")
     s.commit()
-    try:
+    with jobs.undo_on_failure(s, Vm, vm.id, jobs.vm_down_again):
         _remove_rows(ctx, s, vm, delete_volumes=True)
-    except Fault:
-        s.rollback()
-        vm = s.get(Vm, job.params["vm_id"])
-        vm.status, vm.busy_until = "down", None
-        s.commit()
-        raise
     events.add(s, events.VM_REMOVED, f"VM {name} was removed.", user_id=job.owner_id)
     return {}
 
@@ -261,9 +268,12 @@ def _conn(ctx, host):
 
 
 def _domain(ctx, s, vm):
+    """(host, connection, domain or None) of a VM that runs; ends the session's
+    transaction first: none stays open while the engine waits on a host."""
     host = s.get(Host, vm.host_id) if vm.host_id else None
     if host is None:
         raise conflict(f"VM {vm.name} has no host")
+    s.commit()
     conn = _conn(ctx, host)
     try:
         dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm.id), ctx.config.libvirt_timeout,
@@ -288,9 +298,8 @@ def domain_of(ctx, s, vm, lease=None) -> domainxml.Domain:
                             boot="hd" if bootable else "network", vnc_listen="127.0.0.1")
 
 
-def _ensure_pools(ctx, s, conn, vm):
-    for sd_id in {sd.id for _a, _d, sd in disk_svc.vm_disks(s, vm.id)}:
-        virt.ensure_pool(conn, s.get(StorageDomain, sd_id))
+def _storage_domains(s, vm):
+    return list({sd.id: sd for _a, _d, sd in disk_svc.vm_disks(s, vm.id)}.values())
 
 
 # ---- start ---------------------------------------------------------------------
@@ -316,6 +325,9 @@ def _explain(err) -> str:
 
 
 def request_start(ctx, s, vm, host=None) -> jobs.Job:
+    access.check(ctx, s, "run_vm", vm)
+    if host is not None:
+        access.require_visible(ctx, s, host, "host")
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; only a down VM can be started")
     if host is not None:
@@ -393,10 +405,13 @@ def _start_on(ctx, s, vm, target, lease, job):
         jobs.step(s, job, f"Starting VM {vm.name} on host {target.name}")
     s.commit()
     xml = domainxml.domain_xml(domain_of(ctx, s, vm, lease))
+    pools = _storage_domains(s, vm)
+    s.commit()      # no transaction stays open while the host starts the VM
     try:
         conn = _conn(ctx, target)
         try:
-            _ensure_pools(ctx, s, conn, vm)
+            for sd in pools:
+                virt.ensure_pool(conn, sd)
             virt.with_deadline(lambda: conn.createXML(xml, 0), ctx.config.libvirt_timeout * 5,
                                f"start {vm.name} on {target.name}")
         finally:
@@ -432,6 +447,7 @@ def _start_on(ctx, s, vm, target, lease, job):
 
 # ---- stop, shutdown, reboot ------------------------------------------------------
 def request_stop(ctx, s, vm, reason="stopped by user") -> jobs.Job:
+    access.check(ctx, s, "stop_vm", vm)
     if vm.status in ("down", "migrating", "wait_for_launch", "image_locked"):
         raise conflict(f"VM {vm.name} is {vm.status}; cannot stop it now")
     _claim(s, vm, STOPPABLE, "powering_down", ctx.config.libvirt_timeout * 3 + 60, verb="stop")
@@ -462,6 +478,7 @@ def run_stop(ctx, s, job):
 
 
 def request_shutdown(ctx, s, vm) -> jobs.Job:
+    access.check(ctx, s, "shut_down_vm", vm)
     if vm.status not in ("up", "powering_up", "reboot_in_progress"):
         raise conflict(f"VM {vm.name} is {vm.status}; only a running VM can be shut down")
     _claim(s, vm, ("up", "powering_up", "reboot_in_progress"), "powering_down",
@@ -492,6 +509,7 @@ def run_shutdown(ctx, s, job):
 
 
 def request_reboot(ctx, s, vm) -> jobs.Job:
+    access.check(ctx, s, "reboot_vm", vm)
     if vm.status != "up":
         raise conflict(f"VM {vm.name} is {vm.status}; only an up VM can be rebooted")
     return jobs.submit(s, jobs.VM_REBOOT, {"vm_id": vm.id}, f"Rebooting VM {vm.name}", ctx.user_id)
@@ -525,6 +543,9 @@ def migration_params(dest):
 
 
 def request_migrate(ctx, s, vm, host=None, reason="requested by user", owner_id=None) -> jobs.Job:
+    access.check(ctx, s, "migrate_vm", vm)
+    if host is not None:
+        access.require_visible(ctx, s, host, "host")
     if vm.status != "up":
         raise conflict(f"VM {vm.name} is {vm.status}; only an up VM can be migrated")
     dest = scheduler.pick(s, vm, exclude={vm.host_id}, required=host)
@@ -549,6 +570,7 @@ def run_migrate(ctx, s, job):
 def _migrate(ctx, s, vm, dest, owner_id):
     """Live-migrate a VM already claimed 'migrating' (worker)."""
     source = s.get(Host, vm.host_id)
+    s.commit()      # no transaction stays open during the migration
     flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
     if ctx.config.storage_shared_unrecognised:
         flags |= libvirt.VIR_MIGRATE_UNSAFE
@@ -572,7 +594,7 @@ def _migrate(ctx, s, vm, dest, owner_id):
         msg = e.detail if isinstance(e, Fault) else str(e)
         vm.status, vm.busy_until = "up", None
         events.add(s, events.VM_MIGRATION_FAILED, f"Migration of VM {vm.name} to host {dest.name} "
-                   f"failed: {msg}.", severity="error", vm_id=vm.id, host_id=source.id)
+                   f"failed: {msg}.", severity="error", vm_id=vm.id, host_id=source.id, user_id=owner_id)
         s.commit()
         raise conflict(f"migration of VM {vm.name} to host {dest.name} failed: {msg}")
     vm.status, vm.busy_until, vm.host_id = "up", None, dest.id
@@ -608,7 +630,7 @@ def run_evacuate(ctx, s, job):
             set_status(s, host, "up", f"maintenance failed: VM {vm.name} could not migrate: {f.detail}")
             events.add(s, events.HOST_MAINTENANCE_FAILED,
                        f"Host {host.name} could not enter maintenance: {f.detail}.", severity="error",
-                       host_id=host.id)
+                       host_id=host.id, user_id=job.owner_id)
             s.commit()
             raise
     s.refresh(host)
@@ -629,6 +651,7 @@ def _new_mac(s):
 
 
 def add_nic(ctx, s, vm, spec: NicSpec) -> Nic:
+    access.check(ctx, s, "configure_vm_network", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; network interfaces are added while it is down")
     if spec.interface not in NIC_MODELS:
@@ -652,6 +675,7 @@ def add_nic(ctx, s, vm, spec: NicSpec) -> Nic:
 
 
 def remove_nic(ctx, s, vm, nic):
+    access.check(ctx, s, "configure_vm_network", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; network interfaces are removed while it is down")
     s.delete(nic)
@@ -662,6 +686,7 @@ def remove_nic(ctx, s, vm, nic):
 # ---- disk attachments ---------------------------------------------------------
 def add_disk_attachment(ctx, s, vm, spec: AttachmentSpec):
     """Returns (attachment, job creating the new disk's volume or None)."""
+    access.check(ctx, s, "configure_vm_storage", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; disks are attached while it is down")
     if spec.interface not in DISK_INTERFACES:
@@ -669,6 +694,7 @@ def add_disk_attachment(ctx, s, vm, spec: AttachmentSpec):
     job = None
     if spec.new_disk is None:
         disk = lookup.require(s, Disk, spec.disk, "disk", "disk")
+        access.check_ref(ctx, s, "attach_disk", disk, "disk", spec.disk)
         if disk.template_id:
             raise conflict(f"disk {disk.name} belongs to a template")
     else:
@@ -682,13 +708,16 @@ def add_disk_attachment(ctx, s, vm, spec: AttachmentSpec):
 
 
 def remove_disk_attachment(ctx, s, vm, att, detach_only=True) -> jobs.Job | None:
+    access.check(ctx, s, "configure_vm_storage", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; disks are detached while it is down")
     disk = s.get(Disk, att.disk_id)
+    if not detach_only:
+        access.check(ctx, s, "delete_disk", disk)   # while it is still the VM's
     s.delete(att)
     s.flush()
     events.add(s, events.OBJECT_REMOVED, f"Disk {disk.name} was detached from VM {vm.name}.",
                vm_id=vm.id, user_id=ctx.user_id)
     if not detach_only:
-        return disk_svc.remove_disk(ctx, s, disk)
+        return disk_svc.request_remove(ctx, s, disk)
     return None

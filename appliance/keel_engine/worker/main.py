@@ -1,5 +1,5 @@
-"""The engine worker process: the lease, the host monitor, power management
-and the job runner, wired together."""
+"""The engine worker process: the lease, the host monitor, power management,
+the job runner and the VM pool keeper, wired together."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,7 @@ from ..power.manager import PowerManagement
 from ..services import Context, jobs
 from . import executors, lease
 from .monitor import Monitor
+from .pools import PoolKeeper
 from .runner import JobRunner
 
 log = logging.getLogger("keel.engine.worker")
@@ -25,11 +26,14 @@ class Worker:
     def __init__(self, config, power: PowerManagement | None = None):
         self.config = config
         self.engine = db.make_engine(config.database_url)
-        self.sessionmaker = db.make_sessionmaker(self.engine)
+        # every transaction takes the write lock when it begins (SQLite): none is ever
+        # open while the worker waits on a host or a BMC, so none holds it for long
+        self.sessionmaker = db.make_sessionmaker(self.engine, writes=True)
         self.ctx = Context(config=config, sessionmaker=self.sessionmaker)
         self.power = power or PowerManagement(self.ctx)
         self.ctx.leases = self.power.leases
         self.monitor = Monitor(self.ctx, self.power)
+        self.pools = PoolKeeper(self.ctx, db.make_sessionmaker(self.engine, writes=True))
         self.owner = lease.owner_name(f"{id(self):x}")
         self.runner = JobRunner(self.ctx, executors.table(self.power), config.job_threads, self.owner)
         self.stopping = threading.Event()
@@ -71,6 +75,8 @@ class Worker:
         self._resume_evacuations()
         self._monitor_thread = threading.Thread(target=self.monitor.run_forever, daemon=True, name="monitor")
         self._monitor_thread.start()
+        self._pools_thread = threading.Thread(target=self.pools.run_forever, daemon=True, name="pools")
+        self._pools_thread.start()
 
     def _resume_evacuations(self) -> None:
         with self.sessionmaker() as s:
@@ -85,7 +91,10 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
         self.monitor.stopping.set()
+        self.pools.stopping.set()
         self.power.stop(timeout=10)
         self.runner.shutdown(wait=False)
         if self._monitor_thread is not None:
             self._monitor_thread.join(30)
+        if getattr(self, "_pools_thread", None) is not None:
+            self._pools_thread.join(30)

@@ -137,7 +137,7 @@ class Monitor:
                     changes += self._host_failed(s, host, res)
                 else:
                     changes += self._host_ok(s, host, res[0], res[1], seen, h_id in returning)
-            self._enforce_shutdowns(s, seen)
+            overdue = self._overdue_shutdowns(s, seen)
             try:
                 s.commit()
             except StaleDataError:
@@ -146,6 +146,7 @@ class Monitor:
                 s.rollback()
                 log.info("a VM changed while it was observed; re-checking next cycle")
                 return
+        self._force_off(overdue)
         if self.power is not None:
             for host_id, old, new in changes:
                 self.power.host_status_changed(host_id, old, new)
@@ -272,25 +273,38 @@ class Monitor:
         events.add(s, events.VM_DOWN, f"VM {vm.name} is down ({old} before): {reason}.", severity=severity,
                    vm_id=vm.id)
 
-    def _enforce_shutdowns(self, s, seen):
-        now = utcnow()
+    def _overdue_shutdowns(self, s, seen):
+        """[(vm id, vm name, host uri)] of graceful shutdowns past their deadline."""
+        now, out = utcnow(), []
         for vm in s.scalars(select(Vm).where(Vm.status == "powering_down", Vm.shutdown_deadline.is_not(None))):
             if aware(vm.shutdown_deadline) > now or vm.id not in seen or not self._unchanged(vm):
                 continue
-            host = s.get(Host, seen[vm.id][0])
+            out.append((vm.id, vm.name, s.get(Host, seen[vm.id][0]).libvirt_uri))
+        return out
+
+    def _force_off(self, overdue):
+        """Power off what did not shut down in time: the libvirt calls first, with
+        no transaction open, then one short transaction records them."""
+        done = []
+        for vm_id, name, uri in overdue:
+            def destroy(uri=uri, vm_id=vm_id):
+                conn = virt.libvirt.open(uri)
+                try:
+                    conn.lookupByUUIDString(vm_id).destroy()
+                finally:
+                    conn.close()
             try:
-                def destroy():
-                    conn = virt.libvirt.open(host.libvirt_uri)
-                    try:
-                        conn.lookupByUUIDString(vm.id).destroy()
-                    finally:
-                        conn.close()
-                virt.with_deadline(destroy, self.config.libvirt_timeout, f"force off {vm.name}")
+                virt.with_deadline(destroy, self.config.libvirt_timeout, f"force off {name}")
+                done.append(vm_id)
             except virt.VirtError as e:
-                log.warning("could not power off %s after its shutdown timeout: %s", vm.name, e)
-                continue
-            self._vm_down(s, vm, f"did not shut down within {self.config.shutdown_timeout:.0f} s; powered off",
-                          severity="warning")
+                log.warning("could not power off %s after its shutdown timeout: %s", name, e)
+        if not done:
+            return
+        with self.sessionmaker() as s:
+            for vm in s.scalars(select(Vm).where(Vm.id.in_(done), Vm.status == "powering_down")):
+                self._vm_down(s, vm, f"did not shut down within {self.config.shutdown_timeout:.0f} s; powered off",
+                              severity="warning")
+            s.commit()
 
     # ---- claims nobody finishes -----------------------------------------------
     def _release_stale_claims(self):

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select, update
@@ -83,19 +84,28 @@ class JobRunner:
                 jobs.finish(s, job, ok=True, result=result)
                 s.commit()
                 log.info("job %s finished: %s", job.id, job.description)
+                return
             except Fault as f:
-                s.rollback()
-                job = s.get(Job, job_id)
-                jobs.finish(s, job, ok=False, fault=f)
-                s.commit()
-                log.info("job %s failed: %s: %s", job.id, job.description, f.detail or f.reason)
-            except Exception as e:   # a bug: the job fails, the worker goes on
+                fault = f
+                log.info("job %s failed: %s: %s", job_id, job.description, f.detail or f.reason)
+            except Exception as e:   # a bug, or the database refused: the job fails, the worker goes on
                 log.exception("job %s (%s) failed with an internal error", job_id, job.description)
-                s.rollback()
-                job = s.get(Job, job_id)
-                jobs.finish(s, job, ok=False, fault=Fault(500, "Internal Error",
-                                                          f"{type(e).__name__}; see the engine worker's log"))
-                s.commit()
+                fault = Fault(500, "Internal Error", f"{type(e).__name__}; see the engine worker's log")
+        self._record_failure(job_id, fault)
+
+    def _record_failure(self, job_id: str, fault: Fault) -> None:
+        """In a fresh session (the job's may be unusable): a job never stays
+        'started' because recording its end failed once."""
+        for attempt in range(3):
+            try:
+                with self.ctx.sessionmaker() as s:
+                    job = s.get(Job, job_id)
+                    jobs.finish(s, job, ok=False, fault=fault)
+                    s.commit()
+                    return
+            except Exception:
+                log.exception("could not record the failure of job %s (attempt %d)", job_id, attempt + 1)
+                time.sleep(1)
 
     def idle(self) -> bool:
         with self._lock:

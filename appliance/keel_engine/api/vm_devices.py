@@ -1,0 +1,167 @@
+"""The sub-collections oVirt's clients read on every VM, template, host and
+vNIC profile. Where Keel has the facts they are shown (a host's memory, a
+VM's configured memory and CPUs); where Keel has no such device or feature
+(NUMA nodes, watchdogs, host devices, guest sessions) the answer is oVirt's
+empty collection, never a 404, so clients that list them before deciding
+work unchanged. Writes to them are refused with a 400 that says so."""
+from ..errors import bad_request
+from ..models import BLANK_TEMPLATE_ID
+from ..representation import Many
+from ..services import reads
+from . import views
+from .common import row
+from .framework import render, route
+
+# oVirt's id of a VM's one CD-ROM device
+CDROM_ID = BLANK_TEMPLATE_ID
+
+# (path, collection tag, item tag, what Keel lacks): empty answers
+EMPTY_VM_COLLECTIONS = (
+    ("numanodes", "vm_numa_nodes", "vm_numa_node", "virtual NUMA nodes"),
+    ("watchdogs", "watchdogs", "watchdog", "watchdog devices"),
+    ("hostdevices", "host_devices", "host_device", "host device passthrough"),
+    ("sessions", "sessions", "session", "guest sessions (they need oVirt's guest agent)"),
+    ("reporteddevices", "reported_devices", "reported_device", "devices reported by a guest agent"),
+    ("applications", "applications", "application", "applications reported by a guest agent"),
+    ("affinitylabels", "affinity_labels", "affinity_label", "affinity labels"),
+    ("tags", "tags", "tag", "tags"),
+)
+
+
+def _empty_list(path, tag, item, what):
+    def listing(ident):
+        row(reads.VMS, ident)     # 404 for an unknown (or hidden) VM
+        return render(tag, Many(item, []))
+
+    def refuse(ident):
+        row(reads.VMS, ident)
+        raise bad_request(f"{path}: {what} are not supported yet")
+    listing.__name__, refuse.__name__ = f"vm_{path}_list", f"vm_{path}_add"
+    route(f"/vms/<ident>/{path}", ["GET"], f"A VM's {what}: always empty in Keel")(listing)
+    route(f"/vms/<ident>/{path}", ["POST"], f"Refused: {what} are not supported yet")(refuse)
+
+
+for _entry in EMPTY_VM_COLLECTIONS:
+    _empty_list(*_entry)
+
+
+def _stat(vm_or_host_kind, owner_id, name, description, unit, value, kind="gauge", type_="integer"):
+    return {"id": name, "name": name, "description": description, "kind": kind, "type": type_, "unit": unit,
+            "values": Many("value", [{"datum": value}]),
+            vm_or_host_kind: views.ref(f"{vm_or_host_kind}s", owner_id)}
+
+
+@route("/vms/<ident>/statistics", ["GET"], "A VM's statistics (the configured memory and CPUs)")
+def vm_statistics(ident):
+    v = row(reads.VMS, ident)
+    stats = [_stat("vm", v.id, "memory.installed", "Total memory configured", "bytes", v.memory),
+             _stat("vm", v.id, "cpu.current.total", "Number of virtual CPUs", "none", v.cpus)]
+    return render("statistics", Many("statistic", stats))
+
+
+@route("/vms/<ident>/cdroms", ["GET"], "A VM's CD-ROM device (one, empty: Keel has no ISO images yet)")
+def vm_cdroms(ident):
+    v = row(reads.VMS, ident)
+    return render("cdroms", Many("cdrom", [_cdrom(v)]))
+
+
+@route("/vms/<ident>/cdroms/<cdrom>", ["GET"], "A VM's CD-ROM device")
+def vm_cdrom_get(ident, cdrom):
+    v = row(reads.VMS, ident)
+    if cdrom != CDROM_ID:
+        from ..errors import not_found
+        raise not_found("CD-ROM", cdrom)
+    return render("cdrom", _cdrom(v))
+
+
+@route("/vms/<ident>/cdroms/<cdrom>", ["PUT"], "Refused: changing the CD is not supported yet")
+def vm_cdrom_update(ident, cdrom):
+    row(reads.VMS, ident)
+    raise bad_request("cdrom.file: ISO images are not supported yet")
+
+
+def _cdrom(v):
+    return {"id": CDROM_ID, "href": views.href("vms", v.id, "cdroms", CDROM_ID), "vm": views.ref("vms", v.id)}
+
+
+@route("/vms/<ident>/graphicsconsoles", ["GET"], "A VM's graphics consoles (VNC, on the host's loopback)")
+def vm_graphics_consoles(ident):
+    v = row(reads.VMS, ident)
+    console = {"id": "766e63", "href": views.href("vms", v.id, "graphicsconsoles", "766e63"),
+               "protocol": "vnc", "address": "127.0.0.1", "vm": views.ref("vms", v.id)}
+    return render("graphics_consoles", Many("graphics_console", [console]))
+
+
+@route("/templates/<ident>/nics", ["GET"], "A template's network interfaces (templates carry none in Keel)")
+def template_nics(ident):
+    row(reads.TEMPLATES, ident)
+    return render("nics", Many("nic", []))
+
+
+@route("/templates/<ident>/watchdogs", ["GET"], "A template's watchdogs: always empty in Keel")
+def template_watchdogs(ident):
+    row(reads.TEMPLATES, ident)
+    return render("watchdogs", Many("watchdog", []))
+
+
+@route("/vnicprofiles/<ident>", ["GET"], "Get a vNIC profile (one per network, same id)")
+def vnicprofile_get(ident):
+    return render("vnic_profile", views.vnic_profile(row(reads.NETWORKS, ident)))
+
+
+@route("/networks/<ident>/vnicprofiles", ["GET"], "A network's vNIC profiles (one, with the network's id)")
+def network_vnicprofiles(ident):
+    return render("vnic_profiles", Many("vnic_profile", [views.vnic_profile(row(reads.NETWORKS, ident))]))
+
+
+# ---- hosts ----------------------------------------------------------------------------
+@route("/hosts/<ident>/statistics", ["GET"], "A host's statistics (memory and CPUs, as last polled)")
+def host_statistics(ident):
+    h = row(reads.HOSTS, ident)
+    total, free = h.memory_total or 0, h.memory_free or 0
+    stats = [_stat("host", h.id, "memory.total", "Total memory", "bytes", total),
+             _stat("host", h.id, "memory.free", "Free memory", "bytes", free),
+             _stat("host", h.id, "memory.used", "Used memory", "bytes", max(0, total - free)),
+             _stat("host", h.id, "cpu.current.total", "Number of CPUs", "none", h.cpus or 0)]
+    return render("statistics", Many("statistic", stats))
+
+
+@route("/hosts/<ident>/nics", ["GET"], "A host's network interfaces (Keel does not manage host networking: empty)")
+def host_nics(ident):
+    row(reads.HOSTS, ident)
+    return render("host_nics", Many("host_nic", []))
+
+
+@route("/hosts/<ident>/storage", ["GET"], "A host's block storage (LUNs): empty, Keel has no iSCSI/FC domains")
+def host_storage(ident):
+    row(reads.HOSTS, ident)
+    return render("host_storages", Many("host_storage", []))
+
+
+@route("/hosts/<ident>/devices", ["GET"], "A host's devices for passthrough: empty in Keel")
+def host_devices(ident):
+    row(reads.HOSTS, ident)
+    return render("host_devices", Many("host_device", []))
+
+
+# ---- scheduling policies ----------------------------------------------------------------
+def _policy(name, ident):
+    return {"id": ident, "href": views.href("schedulingpolicies", ident), "name": name,
+            "description": {"evenly_distributed": "Spread VMs over the hosts by free memory",
+                            "none": "The first host that fits"}[name], "default_policy": name == "evenly_distributed",
+            "locked": True}
+
+
+@route("/schedulingpolicies", ["GET"], "The scheduling policies a cluster may use")
+def scheduling_policies():
+    return render("scheduling_policies", Many("scheduling_policy", [
+        _policy(n, i) for n, i in views.SCHEDULING_POLICY_IDS.items()]))
+
+
+@route("/schedulingpolicies/<ident>", ["GET"], "Get a scheduling policy")
+def scheduling_policy_get(ident):
+    for n, i in views.SCHEDULING_POLICY_IDS.items():
+        if i == ident:
+            return render("scheduling_policy", _policy(n, i))
+    from ..errors import not_found
+    raise not_found("scheduling policy", ident)

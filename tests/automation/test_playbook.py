@@ -1,0 +1,62 @@
+"""The typical administrator's playbook (playbooks/admin.yml), run with the
+ovirt.ovirt collection as shipped in ansible 8.7.0 against a real engine
+and real libvirt hosts: no task may fail, and what the engine did is
+checked where it happened (libvirt's record of the qemu it started, the
+volumes on the storage domain, the engine's events)."""
+import glob
+import json
+import os
+import subprocess
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "admin.yml")
+
+
+def qemu_img_chain(path):
+    out = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", path], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def test_the_admin_playbook_runs_without_a_failed_task(auto_engine, ansible_playbook, tmp_path):
+    h1, h2 = auto_engine.hosts
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "False",
+           "ANSIBLE_PYTHON_INTERPRETER": os.path.join(os.path.dirname(ansible_playbook), "python")}
+    run = subprocess.run(
+        [ansible_playbook, PLAYBOOK, "-e", f"engine_url={auto_engine.url}", "-e", "engine_password=keel-test-pw",
+         "-e", f"storage_path={auto_engine.storage}", "-e", f"h1_address={h1.address}",
+         "-e", f"h2_address={h2.address}", "-e", f"facts_dir={tmp_path}"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "failed=0" in run.stdout
+    facts = json.loads((tmp_path / "facts.json").read_text())
+
+    # read back while it ran: on h2 after the migration, with its NIC and disk
+    vm, = facts["vm"]
+    assert vm["status"] == "up" and vm["high_availability"]["enabled"] is True
+    assert vm["high_availability"]["priority"] == 50
+    assert [n["name"] for n in vm["nics"]] == ["nic1"]
+
+    # libvirt's own record of the qemu each host ran: the NIC on ovirtmgmt's bridge, the disk
+    for host in (h1, h2):
+        log, = glob.glob(os.path.join(host.root, "log", "qemu", "web1.log"))
+        cmdline = open(log).read()
+        assert "56:6f:00:00:09:01" in cmdline and "virtio-blk" in cmdline
+    # the snapshot's layer under the disk's active volume, on the storage domain
+    token = requests.post(auto_engine.url.replace("/api", "/sso/oauth/token"), timeout=30, data={
+        "grant_type": "password", "username": "admin@internal", "password": "keel-test-pw"}).json()["access_token"]
+    api = requests.Session()
+    api.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    disk, = api.get(f"{auto_engine.url}/disks", params={"search": "name=web1_data"}).json()["disk"]
+    chain = qemu_img_chain(os.path.join(auto_engine.storage, f"{disk['id']}.{disk['image_id']}.qcow2"))
+    assert len(chain) == 2
+    # the template made from it, with its own copy of the disk
+    tpl, = api.get(f"{auto_engine.url}/templates", params={"search": "name=web-template"}).json()["template"]
+    assert tpl["status"] == "ok"
+    assert api.get(f"{auto_engine.url}/templates/{tpl['id']}/diskattachments").json()["disk_attachment"]
+    # the engine's events say what happened
+    texts = [e["description"] for e in facts["events"]]
+    assert any("Migration of VM web1 from host h1 to host h2 completed" in t for t in texts), texts
