@@ -20,6 +20,8 @@ ANSIBLE_VENV = os.path.join(os.path.dirname(__file__), "..", "..", ".venv-ansibl
 @pytest.fixture(scope="session")
 def mgmt_bridge():
     """A bridge without addresses or ports: VMs' NICs on ovirtmgmt plug into it."""
+    # a run that was killed leaves its bridge behind; the name is this fixture's own
+    subprocess.run(["ip", "link", "del", BRIDGE], check=False, capture_output=True)
     subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
     subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
     yield BRIDGE
