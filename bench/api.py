@@ -10,11 +10,15 @@ One run on this machine, everything on loopback, nothing kept afterwards:
    127.0.5.10 and a bearer token from its SSO endpoint;
 3. bench/bare_app.py under gunicorn with the same worker settings on
    127.0.5.11: the same URL, a small JSON VM, no database;
-4. load: wrk, 16 connections, 2 threads, --duration seconds (after a warm-up)
-   on GET /ovirt-engine/api/vms/{id} (JSON, bearer token), engine then bare app;
-5. list: GET /ovirt-engine/api/vms as JSON and as XML (median of 5 after a
-   warm-up; every answer must hold all seeded VMs), against json.dumps of as
-   many plain dicts of the same fields (median of 5).
+4. load: wrk, 16 connections, 2 threads on GET /ovirt-engine/api/vms/{id}
+   (JSON, bearer token): after a warm-up of each, --rounds rounds of
+   --duration seconds on each server back to back, the order swapped every
+   round; the ratio is the median of the rounds' ratios (a stall of this
+   shared machine during one round moves one ratio, not the result);
+5. list: GET /ovirt-engine/api/vms as JSON and as XML (5 times after a
+   warm-up; every answer must hold all seeded VMs), each GET followed at once
+   by a json.dumps of as many plain dicts of the same fields; list/dumps is
+   the median of the pairs' ratios.
 
 It prints requests/s, latency p50/p99 and non-2xx answers of both servers,
 the ratio engine/bare (goal >= 0.5), the list times, json.dumps' time and
@@ -24,7 +28,7 @@ the ratios list/dumps (goal <= 8), in a block headed
 test: a goal not met does not change the exit status; a wrong answer (an
 error status, a list missing VMs) stops the run with one line and status 1.
 
-    .venv/bin/python bench/api.py [--vms N] [--duration S] [--json] [--engine-only] [--keep]
+    .venv/bin/python bench/api.py [--vms N] [--duration S] [--rounds N] [--json] [--engine-only] [--keep]
     .venv/bin/python bench/api.py --profile [N]
 
 --keep leaves the engine running (URL, token and how to stop it are printed).
@@ -138,10 +142,6 @@ def parse_wrk(stdout):
     raise BenchError("wrk printed no result line: " + (stdout.strip().splitlines() or ["(nothing)"])[-1])
 
 
-def ratio(a, b):
-    return a / b if a is not None and b else None
-
-
 def verdict(value, goal, at_least):
     if value is None:
         return "n/a"
@@ -161,12 +161,15 @@ def report_lines(fig):
         f"  commit {fig['commit']}, load average at start {fig['loadavg']}",
         f"  {fig['vms']} VMs seeded in {fig['seed_s']:.2f} s",
         f"  load: GET {API}/vms/{{id}}, wrk {CONNECTIONS} connections, {WRK_THREADS} threads, "
-        f"{fig['duration_s']} s after a {WARMUP_S} s warm-up",
+        f"{fig['rounds']} rounds of {fig['duration_s']} s per server, alternating, after a {WARMUP_S} s warm-up; "
+        f"the round with the median rate",
         load_line("engine", fig["load_engine"]),
         load_line("bare", fig["load_bare"]),
-        f"    ratio engine/bare {lr:.3f}   ({verdict(lr, GOAL_LOAD_RATIO, True)})" if lr is not None
+        f"    ratio engine/bare {lr:.3f} (median of the rounds' ratios)   ({verdict(lr, GOAL_LOAD_RATIO, True)})"
+        if lr is not None
         else "    ratio engine/bare n/a",
-        f"  list: GET {API}/vms ({fig['vms']} VMs), median of {LIST_REPEATS}",
+        f"  list: GET {API}/vms ({fig['vms']} VMs), median of {LIST_REPEATS}, each GET paired with a json.dumps; "
+        f"list/dumps is the median of the pairs' ratios",
         f"    JSON {fig['list_json_s']:8.3f} s   {fig['list_json_bytes'] / 1e6:6.1f} MB   "
         f"list/dumps {lj:7.1f}   ({verdict(lj, GOAL_LIST_RATIO, False)})",
         f"    XML  {fig['list_xml_s']:8.3f} s   {fig['list_xml_bytes'] / 1e6:6.1f} MB   "
@@ -346,18 +349,35 @@ def run_wrk(url, headers, seconds, lua_path):
     return parse_wrk(r.stdout)
 
 
-def load(name, url, headers, seconds, lua_path):
-    step(f"load on the {name}: {WARMUP_S} s warm-up, then {seconds} s")
-    run_wrk(url, headers, WARMUP_S, lua_path)
-    result = run_wrk(url, headers, seconds, lua_path)
-    if result["ok_requests"] == 0:
-        raise BenchError(f"the {name} answered no request with 2xx under load")
-    return result
+def load_rounds(targets, headers, seconds, rounds, lua_path):
+    """Each target warmed up, then `rounds` rounds of `seconds` on each, back to back,
+    the order swapped every round; every result kept, per target."""
+    for name, url in targets:
+        step(f"load on the {name}: {WARMUP_S} s warm-up")
+        run_wrk(url, headers, WARMUP_S, lua_path)
+    results = {name: [] for name, _ in targets}
+    for i in range(rounds):
+        for name, url in (targets if i % 2 == 0 else targets[::-1]):
+            result = run_wrk(url, headers, seconds, lua_path)
+            if result["ok_requests"] == 0:
+                raise BenchError(f"the {name} answered no request with 2xx under load")
+            step(f"  round {i + 1}/{rounds} {name}: {result['requests_per_s']:.0f} requests/s")
+            results[name].append(result)
+    return results
 
 
-def time_list(url, headers, expected_ids, id_reader, what):
-    """Median seconds of LIST_REPEATS full GETs; every answer must hold exactly the seeded VMs."""
-    times, size = [], 0
+def median_round(results):
+    """The round with the median request rate (its latencies belong to it)."""
+    ordered = sorted(results, key=lambda r: r["requests_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def time_list(url, headers, expected_ids, id_reader, what, dumps_once):
+    """LIST_REPEATS full GETs, each followed at once by one json.dumps of as
+    many plain dicts: (median GET seconds, median dumps seconds, median of the
+    paired ratios, answer size). Pairing keeps a stall of this shared machine
+    from landing on one side only. Every answer must hold exactly the seeded VMs."""
+    times, dumps, ratios, size = [], [], [], 0
     with requests.Session() as http:
         for i in range(LIST_REPEATS + 1):   # the first one warms up
             t0 = time.perf_counter()
@@ -373,22 +393,26 @@ def time_list(url, headers, expected_ids, id_reader, what):
             if len(got) != len(expected_ids) or set(got) != expected_ids:
                 raise BenchError(f"{what} list: {len(set(got) & expected_ids)} of the {len(expected_ids)} "
                                  f"seeded VMs in an answer of {len(got)} VMs")
+            dumped = dumps_once()
             if i:
                 times.append(elapsed)
+                dumps.append(dumped)
+                ratios.append(elapsed / dumped)
             size = len(body)
-            step(f"  {what} list {i or 'warm-up'}: {elapsed:.3f} s")
-    return statistics.median(times), size
+            step(f"  {what} list {i or 'warm-up'}: {elapsed:.3f} s (json.dumps {dumped:.4f} s)")
+    return statistics.median(times), statistics.median(dumps), statistics.median(ratios), size
 
 
-def time_dumps(n):
+def dumps_timer(n):
+    """One json.dumps of n plain dicts of a VM's fields, timed (the documents built once)."""
     docs = {"vm": [sample_vm(str(uuid.UUID(int=i, version=4)), i) for i in range(n)]}
     json.dumps(docs)
-    times = []
-    for _ in range(LIST_REPEATS):
+
+    def once():
         t0 = time.perf_counter()
         json.dumps(docs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return time.perf_counter() - t0
+    return once
 
 
 def benchmark(args, run):
@@ -414,7 +438,7 @@ def benchmark(args, run):
     lua = os.path.join(run.dir, "report.lua")
     with open(lua, "w") as f:
         f.write(WRK_REPORT_LUA)
-    fig["load_engine"] = load("engine", engine_url, headers, args.duration, lua)
+    targets = [("engine", engine_url)]
     if not args.engine_only:
         bare_base = f"http://{BARE_ADDR}:{free_port(BARE_ADDR)}"
         step(f"bare app on {bare_base}")
@@ -424,21 +448,28 @@ def benchmark(args, run):
                   f"{bare_base}/ovirt-engine/services/health", cwd=BENCH_DIR)
         bare_url = f"{bare_base}{API}/vms/{vm_id}"
         check_vm_get(bare_url, headers, vm_id)
-        fig["load_bare"] = load("bare app", bare_url, headers, args.duration, lua)
+        targets.append(("bare app", bare_url))
+    rounds = load_rounds(targets, headers, args.duration, args.rounds, lua)
+    fig["rounds"] = args.rounds
+    fig["load_engine"] = median_round(rounds["engine"])
+    if not args.engine_only:
+        fig["load_bare"] = median_round(rounds["bare app"])
         run.stop(keep=("engine",))   # the list timings get the machine to themselves
-        fig["load_ratio"] = ratio(fig["load_engine"]["requests_per_s"], fig["load_bare"]["requests_per_s"])
+        # the ratio of each round (both servers measured back to back), then the median:
+        # a stall of the machine during one round moves one ratio, not the result
+        fig["load_ratio"] = statistics.median(
+            e["requests_per_s"] / b["requests_per_s"] for e, b in zip(rounds["engine"], rounds["bare app"]))
 
     step(f"list of {args.vms} VMs, {LIST_REPEATS} times per format after a warm-up")
     expected = set(ids)
     list_url = f"{engine_base}{API}/vms"
     auth = {"Authorization": f"Bearer {token}"}
-    fig["list_json_s"], fig["list_json_bytes"] = time_list(
-        list_url, {**auth, "Accept": "application/json"}, expected, ids_in_json, "JSON")
-    fig["list_xml_s"], fig["list_xml_bytes"] = time_list(
-        list_url, {**auth, "Accept": "application/xml"}, expected, ids_in_xml, "XML")
-    fig["dumps_s"] = time_dumps(args.vms)
-    fig["list_json_ratio"] = ratio(fig["list_json_s"], fig["dumps_s"])
-    fig["list_xml_ratio"] = ratio(fig["list_xml_s"], fig["dumps_s"])
+    dumps_once = dumps_timer(args.vms)
+    fig["list_json_s"], dumps_json, fig["list_json_ratio"], fig["list_json_bytes"] = time_list(
+        list_url, {**auth, "Accept": "application/json"}, expected, ids_in_json, "JSON", dumps_once)
+    fig["list_xml_s"], dumps_xml, fig["list_xml_ratio"], fig["list_xml_bytes"] = time_list(
+        list_url, {**auth, "Accept": "application/xml"}, expected, ids_in_xml, "XML", dumps_once)
+    fig["dumps_s"] = statistics.median([dumps_json, dumps_xml])
     return fig, engine_base, token
 
 
@@ -540,8 +571,10 @@ def positive_int(text):
 def parse_args(argv):
     p = OneLineParser(description="Engine API benchmark: load and list timings against a bare Flask app.")
     p.add_argument("--vms", type=positive_int, default=10000, help="VMs to seed (default 10000)")
-    p.add_argument("--duration", type=positive_int, default=10, metavar="S",
-                   help="seconds of load per server (default 10)")
+    p.add_argument("--duration", type=positive_int, default=4, metavar="S",
+                   help="seconds of load per server and round (default 4)")
+    p.add_argument("--rounds", type=positive_int, default=5,
+                   help="rounds of load, each server once per round, alternating (default 5)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     p.add_argument("--engine-only", action="store_true", help="no bare app, no engine/bare ratio")
     p.add_argument("--keep", action="store_true", help="leave the engine running (prints URL and token)")

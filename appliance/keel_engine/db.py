@@ -45,8 +45,10 @@ def make_engine(url):
             # A transaction that will write takes SQLite's write lock at once: one
             # that read first and wrote later would fail at once (not wait) if
             # another writer committed in between (SQLITE_BUSY_SNAPSHOT in WAL mode).
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("keel_writes")
-                                 else "BEGIN")
+            # (straight to the driver: this runs on every request, and SQLAlchemy's
+            # statement machinery would cost more than the BEGIN itself)
+            conn.connection.driver_connection.execute(
+                "BEGIN IMMEDIATE" if conn.get_execution_options().get("keel_writes") else "BEGIN")
         return eng
     return create_engine(url, pool_pre_ping=True)
 

@@ -5,6 +5,7 @@ facts, storage pools and qcow2 volumes, and the domain description of a VM
 Only the engine worker talks to libvirt; a web worker that tried would be a
 bug, so `forbid()` (called when gunicorn loads the app) makes it fail loudly."""
 import logging
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -90,6 +91,29 @@ def pool_name(sd):
     return f"keel-{sd.id}"
 
 
+def _drop_stale_pools(conn, sd):
+    """Keel's pools are transient and named after their storage domain; one on
+    the same directory under another name belongs to a storage domain removed
+    since (a path is one storage domain's at a time), and libvirt would refuse
+    the new pool beside it. Destroying a transient pool leaves its files."""
+    for pool in conn.listAllStoragePools(0):
+        try:
+            name = pool.name()
+            if not name.startswith("keel-") or name == pool_name(sd):
+                continue
+            target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+            if target is None or os.path.normpath(target) != os.path.normpath(sd.path):
+                continue
+            log.info("storage domain %s: dropping pool %s left on %s by a removed storage domain",
+                     sd.name, name, sd.path)
+            if pool.isActive():
+                pool.destroy()
+            if pool.isPersistent():
+                pool.undefine()
+        except libvirt.libvirtError as e:
+            log.warning("storage domain %s: could not drop stale pool: %s", sd.name, e.get_error_message())
+
+
 def ensure_pool(conn, sd):
     """The storage domain as a (transient) dir pool on this host."""
     try:
@@ -97,6 +121,7 @@ def ensure_pool(conn, sd):
         if not pool.isActive():
             pool.create()
     except libvirt.libvirtError:
+        _drop_stale_pools(conn, sd)
         xml = (f"<pool type='dir'><name>{pool_name(sd)}</name>"
                f"<target><path>{escape(sd.path)}</path></target></pool>")
         try:
@@ -145,6 +170,19 @@ def delete_volume(pool, name):
     except libvirt.libvirtError as e:
         if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
             raise
+
+
+def grow_volume(pool, name, size, timeout):
+    """A volume's virtual size, larger, through its pool (qemu-img resize for
+    qcow2): for a disk no running qemu has open."""
+    with_deadline(lambda: pool.storageVolLookupByName(name).resize(int(size), 0), timeout, f"resize volume {name}")
+
+
+def grow_domain_disk(dom, path, size, timeout):
+    """A running domain's disk, larger, through its qemu: the guest sees the
+    new size at once (a volume's resize behind qemu's back it would not)."""
+    with_deadline(lambda: dom.blockResize(path, int(size), libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES), timeout,
+                  f"resize disk {path}")
 
 
 def snapshot_xml(pivots):

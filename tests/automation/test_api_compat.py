@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from harness.engineapp import admin_headers, engine_app_with_host
 from keel_engine import db
-from keel_engine.models import BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, Network, StorageDomain, Vm
+from keel_engine.models import BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, StorageDomain, Vm
 
 API = "/ovirt-engine/api"
 MiB = 2 ** 20
@@ -229,3 +229,12 @@ def test_what_the_sdk_sends_on_its_own_is_accepted(env):
                                     "</override_iptables><cluster><name>Default</name></cluster>"
                                     "<comment/></host>", **{"async": "true"})
     assert r.status_code == 202, r.data
+
+
+def test_a_storage_path_already_in_use_is_a_conflict_naming_its_domain(env):
+    body = ("<storage_domain><name>again</name><type>data</type><host><name>h1</name></host>"
+            "<storage><type>posixfs</type><path>/srv/keel-test-sd</path></storage></storage_domain>")
+    r = send(env, "POST", "/storagedomains", body)
+    assert r.status_code == 409, r.data
+    assert "already storage domain data" in r.get_json()["detail"]
+    assert names(env, "/storagedomains", "storage_domain") == ["data"]

@@ -188,6 +188,8 @@ class ListOf(Field):
         if not isinstance(value, dict):
             raise bad_request(f"{path}: expected a list of {self.tag}")
         items = value.get(self.tag, [])
+        if items in ("", None):
+            return []    # <wrapper><tag/></wrapper>: an empty element carries nothing (the SDK writes it)
         if isinstance(items, dict):
             items = [items]
         if not isinstance(items, list):

@@ -12,8 +12,8 @@ from . import schemas, views
 from .common import listing, obj, row
 from .fields import get, required
 from ..representation import Many
-from .framework import (action_job, body, bool_param, created, ctx, follow_param, raw_body, reader, removed,
-                        render, route, session)
+from .framework import (action_job, body, bool_param, created, ctx, finish_job, follow_param, raw_body, reader,
+                        removed, render, route, session)
 
 LIST = ("search", "max", "case_sensitive")
 
@@ -393,6 +393,27 @@ def disks_add():
 @route("/disks/<ident>", ["GET"], "Get a disk")
 def disk_get(ident):
     return render("disk", views.disk(row(reads.DISKS, ident)))
+
+
+@route("/disks/<ident>", ["PUT"], "Update a disk: name and description; a larger provisioned_size grows it "
+       "(live when its VM is up, by a job); disks never shrink", body=schemas.DISK, query=("async",), job=True)
+def disk_update(ident):
+    b = body(schemas.DISK)
+    # an empty storage domain names none (clients send the whole disk)
+    sds = [sd for sd in b.get("storage_domains") or [] if sd is not None]
+    if b.get("sparse") is False:
+        raise bad_request("disk.sparse: only sparse (thin qcow2) disks are supported yet")
+    disk = obj(Disk, ident, "disk")
+    job = disk_svc.update_disk(ctx(), session(), disk, disk_svc.DiskChanges(
+        name=b.get("name") or b.get("alias"), description=b.get("description"),
+        provisioned_size=b.get("provisioned_size"), storage_domain=sds[0] if sds else None, format=b.get("format")))
+
+    def now(status=200):
+        return render("disk", views.disk(row(reads.DISKS, disk.id)), status)
+    if job is None:
+        session().flush()
+        return now()
+    return finish_job(job, lambda _j: now(), lambda _j: now(202))
 
 
 @route("/disks/<ident>", ["DELETE"], "Remove a disk that is not attached", query=("async",), job=True)

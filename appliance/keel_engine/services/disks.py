@@ -2,7 +2,10 @@
 through any 'up' host of the domain's data center (the pool is shared).
 
 A new disk's row exists at once, `locked` (as in oVirt) until the engine
-worker has made its volume; removing a disk's volumes is the worker's too."""
+worker has made its volume; removing a disk's volumes is the worker's too.
+An update renames a disk at once; growing it is the worker's: through the
+pool when no qemu has it open, through the running domain otherwise (the
+guest sees the new size live)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,17 +15,19 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from .. import virt
 from ..errors import bad_request, conflict
-from ..models import Disk, DiskAttachment, StorageDomain, Volume
+from ..models import Disk, DiskAttachment, StorageDomain, Vm, Volume
 from . import access, events, hosts, jobs, lookup, roles
 from .lookup import Ref
 
 log = logging.getLogger("keel.engine.disks")
 MiB = 2 ** 20
 MIN_DISK, MAX_DISK = MiB, 16 * 2 ** 40
+# the job kind and oVirt's event codes of a disk's update (USER_UPDATE_VM_DISK,
+# USER_EXTEND_DISK_SIZE_SUCCESS / _FAILURE)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,18 @@ class DiskSpec:
     name: str | None = None
     format: str = "cow"
     description: str = ""
+
+
+@dataclass(frozen=True)
+class DiskChanges:
+    """What an update asks for; None leaves a field as it is. A storage domain
+    or format may be given (oVirt's clients send the whole disk) but must be
+    the disk's own."""
+    name: str | None = None
+    description: str | None = None
+    provisioned_size: int | None = None
+    storage_domain: Ref | None = None
+    format: str | None = None
 
 
 _POOL_LOCKS: dict[str, threading.Lock] = {}
@@ -207,3 +224,122 @@ def template_disks(s, template_id):
                      .where(DiskAttachment.template_id == template_id)
                      .order_by(DiskAttachment.position)).all()
     return [tuple(r) for r in rows]
+
+
+def update_disk(ctx, s, disk, ch: DiskChanges) -> jobs.Job | None:
+    """Rename and describe at once; a larger provisioned_size is a job
+    (returned; None when the size stays). A disk never shrinks (as in oVirt:
+    the guest's file systems end where the disk did)."""
+    access.check(ctx, s, "edit_disk_properties", disk)
+    if ch.format is not None and ch.format != disk.format:
+        raise bad_request(f"disk.format: disk {disk.name} is '{disk.format}'; the format cannot be changed")
+    if ch.storage_domain is not None:
+        sd = lookup.require(s, StorageDomain, ch.storage_domain, "storage domain", "storage_domains.storage_domain")
+        if sd.id != disk.storage_domain_id:
+            raise bad_request("disk.storage_domains: moving a disk to another storage domain is not supported yet")
+    size = ch.provisioned_size
+    if size is not None and size > MAX_DISK:
+        raise bad_request(f"provisioned_size: must be at most {MAX_DISK}, got {size}")
+    if size is not None and size < disk.provisioned_size:
+        raise conflict(f"disk.provisioned_size: disk {disk.name} is {disk.provisioned_size} bytes and cannot "
+                       f"shrink to {size} (disks only grow)")
+    grow = size is not None and size != disk.provisioned_size
+    renamed = ch.name is not None and ch.name != disk.name
+    # a description is free text: stored as given, never compared
+    described = ch.description is not None
+    if not (grow or renamed or described):
+        return None
+    if disk.status == "locked":
+        raise conflict(f"disk {disk.name} is locked by an operation in progress")
+    att = s.scalar(select(DiskAttachment).where(DiskAttachment.disk_id == disk.id))
+    job = _request_grow(ctx, s, disk, att, size) if grow else None
+    if renamed or described:
+        old = disk.name
+        disk.name = ch.name if renamed else disk.name
+        disk.description = ch.description if described else disk.description
+        events.add(s, events.DISK_UPDATED, f"Disk {old} was updated{f' (now named {disk.name})' if renamed else ''}.",
+                   storage_domain_id=disk.storage_domain_id, vm_id=att.vm_id if att else None,
+                   user_id=ctx.user_id)
+    return job
+
+
+def _request_grow(ctx, s, disk, att, size) -> jobs.Job:
+    """Claim the disk (and a down VM that has it, so it cannot start while its
+    volume changes); a running VM's disk grows live."""
+    from .vms import _claim   # vms imports this module
+    if att is not None and att.template_id is not None:
+        raise conflict(f"disk {disk.name} is a template's disk (VMs' disks are based on it); it cannot grow")
+    vm = s.get(Vm, att.vm_id) if att is not None and att.vm_id else None
+    if vm is not None and vm.status not in ("down", "up"):
+        raise conflict(f"VM {vm.name} is {vm.status}; its disks grow while it is up or down")
+    claimed = s.execute(update(Disk).where(Disk.id == disk.id, Disk.status == "ok").values(status="locked")
+                        .execution_options(synchronize_session=False))
+    s.refresh(disk)
+    if claimed.rowcount != 1:
+        raise conflict(f"disk {disk.name} is {disk.status}; it cannot grow now")
+    live = vm is not None and vm.status == "up"
+    if vm is not None and not live:
+        _claim(s, vm, ("down",), "image_locked", 3600, verb="grow a disk of")
+    return jobs.submit(s, jobs.DISK_RESIZE, {"disk_id": disk.id, "provisioned_size": size,
+                                        "vm_id": vm.id if vm is not None else None, "live": live},
+                       f"Extending disk {disk.name} to {size // MiB} MiB", ctx.user_id)
+
+
+def run_resize(ctx, s, job):
+    disk = s.get(Disk, job.params["disk_id"])
+    if disk is None:
+        raise conflict("the disk was removed before it grew")
+    size, vm_id, live = job.params["provisioned_size"], job.params["vm_id"], job.params["live"]
+
+    def failed(s, d):
+        d.status = "ok"
+        vm = s.get(Vm, vm_id) if vm_id else None
+        if vm is not None and not live and vm.status == "image_locked":
+            jobs.vm_down_again(s, vm)
+        events.add(s, events.DISK_EXTEND_FAILED, f"Failed to extend disk {d.name} to {size // MiB} MiB.",
+                   severity="error", storage_domain_id=d.storage_domain_id, vm_id=vm_id, user_id=job.owner_id)
+
+    with jobs.undo_on_failure(s, Disk, disk.id, failed):
+        vm = s.get(Vm, vm_id) if vm_id else None
+        if vm_id and vm is None:
+            raise conflict("the disk's VM was removed before the disk grew")
+        _grow(ctx, s, disk, vm if live else None, size, job)
+    disk = s.get(Disk, job.params["disk_id"])
+    disk.provisioned_size, disk.status = size, "ok"
+    if vm_id and not live:
+        jobs.vm_down_again(s, s.get(Vm, vm_id))
+    events.add(s, events.DISK_EXTENDED, f"Size of disk {disk.name} was extended to {size // MiB} MiB"
+               f"{' while its VM ran' if live else ''}.", storage_domain_id=disk.storage_domain_id,
+               vm_id=vm_id, user_id=job.owner_id)
+    return {"disk_id": disk.id}
+
+
+def _aligned(size):
+    # qemu sizes images in 512-byte sectors (as creating a volume rounds up);
+    # the disk keeps the size it was asked for
+    return -(-size // 512) * 512
+
+
+def _grow(ctx, s, disk, running_vm, size, job):
+    """The disk's active volume (top of its chain), `size` bytes: through the
+    domain of `running_vm`, or through the pool when no VM runs it."""
+    from .vms import _domain   # vms imports this module
+    sd = s.get(StorageDomain, disk.storage_domain_id)
+    if running_vm is None:
+        jobs.step(s, job, f"Extending volume {disk.active_volume} of disk {disk.name}")
+        with pool_for(ctx, s, sd) as pool:
+            virt.grow_volume(pool, disk.active_volume, _aligned(size), ctx.config.libvirt_timeout * 3)
+        return
+    if running_vm.status != "up":
+        raise conflict(f"VM {running_vm.name} is {running_vm.status}; its disk did not grow, try again")
+    jobs.step(s, job, f"Extending disk {disk.name} of running VM {running_vm.name}")
+    host, conn, dom = _domain(ctx, s, running_vm)
+    try:
+        if dom is None:
+            raise conflict(f"VM {running_vm.name} is not running on host {host.name}")
+        virt.grow_domain_disk(dom, volume_path(sd, disk.active_volume), _aligned(size),
+                              ctx.config.libvirt_timeout * 3)
+    except virt.VirtError as e:
+        raise conflict(f"cannot extend disk {disk.name} of VM {running_vm.name}: {e}")
+    finally:
+        conn.close()

@@ -203,6 +203,9 @@ def add_storage_domain(ctx, s, spec: StorageDomainSpec) -> tuple[StorageDomain, 
     if spec.storage_type not in STORAGE_TYPES:
         raise bad_request(f"storage.type: expected one of {', '.join(STORAGE_TYPES)}, got '{spec.storage_type}'")
     path = storage_path(spec.path)
+    holder = s.scalar(select(StorageDomain.name).where(StorageDomain.path == path))
+    if holder is not None:
+        raise conflict(f"storage.path: {path} is already storage domain {holder}")
     if spec.storage_type == "nfs":
         raise bad_request("storage.type: nfs is not supported yet; mount the export on every host "
                           "and add it as posixfs with its mount path")

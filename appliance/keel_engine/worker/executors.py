@@ -20,6 +20,7 @@ def table(power) -> dict:
         jobs.VM_MIGRATE: vms.run_migrate,
         jobs.DISK_CREATE: disks.run_create,
         jobs.DISK_REMOVE: disks.run_remove,
+        jobs.DISK_RESIZE: disks.run_resize,
         jobs.SNAPSHOT_CREATE: snapshots.run_create,
         jobs.SNAPSHOT_RESTORE: snapshots.run_restore,
         jobs.TEMPLATE_CREATE: templates.run_create,
