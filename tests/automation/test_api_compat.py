@@ -238,3 +238,25 @@ def test_a_storage_path_already_in_use_is_a_conflict_naming_its_domain(env):
     assert r.status_code == 409, r.data
     assert "already storage domain data" in r.get_json()["detail"]
     assert names(env, "/storagedomains", "storage_domain") == ["data"]
+
+
+@pytest.mark.parametrize("path,action", [("vms", "suspend"), ("vms", "clone"), ("vms", "previewsnapshot"),
+                                         ("vms", "ticket"), ("hosts", "install"), ("hosts", "setupnetworks")])
+def test_an_action_keel_lacks_is_refused_by_name_on_an_object_that_exists(env, path, action):
+    ident = env["ids"]["vm" if path == "vms" else "host"]
+    r = send(env, "POST", f"/{path}/{ident}/{action}", "<action/>")
+    assert r.status_code == (409 if action == "suspend" else 400), r.data
+    assert r.get_json()["detail"].startswith(f"{action}:")
+    # an object that does not exist is still a 404
+    r = send(env, "POST", f"/{path}/00000000-0000-4000-8000-000000000000/{action}", "<action/>")
+    assert r.status_code == 404, r.data
+
+
+def test_a_refused_suspend_leaves_the_vm_running_and_records_nothing(env):
+    vm = env["ids"]["vm"]
+    with env["sm"]() as s:
+        events_before = s.query(Event).count()
+    assert send(env, "POST", f"/vms/{vm}/suspend", "<action/>").status_code == 409
+    assert get(env, f"/vms/{vm}").get_json()["status"] == "up"
+    with env["sm"]() as s:
+        assert s.query(Event).count() == events_before
