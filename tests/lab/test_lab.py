@@ -46,8 +46,21 @@ def test_up_brings_engine_up_on_exactly_one_host(lab):
     assert lab.verdict()["ok"]
 
 
+def _settled_engine(lab) -> dict[str, int]:
+    """The engine's {host: qemu pid} once it is healthy on one host and the
+    same qemu is still there a few seconds later (the lab may still be
+    settling after the previous test)."""
+    def settled():
+        first = lab.engine_hosts()
+        if len(first) != 1 or not lab.health_ok():
+            return None
+        time.sleep(3)
+        return first if lab.engine_hosts() == first else None
+    return wait_for("the engine settled on one host", settled, 180)
+
+
 def test_up_twice_keeps_the_first_lab(lab):
-    before = lab.engine_hosts()
+    before = _settled_engine(lab)
     inits = {h.name: hosts.init_pid(h) for h in lab.layout.all_hosts()}
     cp = lab.cli("up", "--hosts", "3", timeout=300)
     assert "engine VM: running on" in cp.stdout

@@ -201,7 +201,8 @@ def engine_state(tmp_path: Path, hosts, bmc_for, **config):
     Base.metadata.create_all(db.make_engine(url))
     cfg = EngineConfig(database_url=url, secret_key_file=str(tmp_path / "fence-key"),
                        libvirt_uri_template="qemu+tcp://{address}/system", **config)
-    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url)))
+    # as in the engine worker: transactions take the write lock when they begin
+    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url), writes=True))
     with ctx.sessionmaker() as s:
         dc = DataCenter(name="dc")
         s.add(dc)

@@ -82,7 +82,9 @@ def engine(lab, tmp_path_factory):
     Base.metadata.create_all(db.make_engine(url))
     cfg = EngineConfig(database_url=url, secret_key_file=str(tmp / "fence-key"),
                        monitor_interval=1.0, libvirt_timeout=5.0)
-    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url)))
+    # as in the engine worker: transactions take SQLite's write lock when they
+    # begin (the monitor thread writes beside the test's own sessions)
+    ctx = Context(config=cfg, sessionmaker=db.make_sessionmaker(db.make_engine(url), writes=True))
     ids = {}
     with ctx.sessionmaker() as s:
         dc = DataCenter(name="lab")
