@@ -28,6 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))  # its harness
 
 from tests.fuzz import st_runner  # noqa: E402
 from tests.fuzz.harness import FuzzSession  # noqa: E402

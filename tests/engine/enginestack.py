@@ -10,6 +10,7 @@ import tempfile
 import time
 
 import requests
+from harness.procs import stop_group
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 VENV_BIN = os.path.dirname(sys.executable)
@@ -54,12 +55,7 @@ class Postgres:
 
     def stop(self):
         if self.proc:
-            os.killpg(self.proc.pid, signal.SIGINT)   # fast shutdown
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            stop_group(self.proc, signal.SIGINT, grace=30)   # SIGINT: PostgreSQL's fast shutdown
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -118,14 +114,7 @@ class Engine:
     def stop(self, name=None, sig=signal.SIGTERM):
         for n in ([name] if name else list(self.procs)):
             proc, log = self.procs.pop(n)
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+            stop_group(proc, sig, grace=30)
             log.close()
 
 

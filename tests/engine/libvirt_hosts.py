@@ -8,12 +8,12 @@ it reaches a production host: qemu+tcp://ADDRESS/system.
 """
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
 
 import libvirt
+from harness.procs import stop_group
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -96,15 +96,7 @@ class LibvirtHost:
             conn.close()
         except libvirt.libvirtError:
             pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
+        stop_group(self.proc)
         self.proc = None
         self.log.close()
 

@@ -13,13 +13,13 @@ import base64
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 
 from .bodies import SEGMENT_KIND
 from .report import SERVER_ERROR, Finding, Stats
+from harness.procs import stop_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FUZZ_VENV = os.environ.get("KEEL_FUZZ_VENV", os.path.join(REPO, ".venv-fuzz"))
@@ -124,12 +124,7 @@ def run(engine, ops, outdir, max_examples=None, max_time=None, workers=2, seed=N
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
     with open(log_path, "rb") as f:
         f.seek(max(0, os.path.getsize(log_path) - 4000))
         tail = f.read().decode("utf-8", "replace")

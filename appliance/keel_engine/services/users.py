@@ -121,9 +121,7 @@ def add_from_domain(ctx, s, login: str | None, domain: str | None, external_id: 
             raise bad_request(f"user_name: no internal user '{login}'; internal users are made with "
                               "`keel-engine user add NAME --password-file FILE`")
         return user
-    d = directory.find(s, domain)
-    if d is None:
-        raise bad_request(f"domain: no directory named '{domain}' (see /domains)")
+    d = _directory_named(s, domain)
     account = (directory.get_entry(ctx.config, d, external_id, user=True) if external_id
                else directory.find_login(ctx.config, d, login or ""))
     if account is None:
@@ -137,14 +135,19 @@ def add_from_domain(ctx, s, login: str | None, domain: str | None, external_id: 
     return user
 
 
+def _directory_named(s, domain: str):
+    d = directory.find(s, domain)
+    if d is None:
+        raise bad_request(f"domain: no directory named '{domain}' (see /domains)")
+    return d
+
+
 def add_group(ctx, s, name: str | None, domain: str | None, external_id: str | None = None) -> Group:
     """POST /groups: a directory group whose members get its permissions."""
     access.check(ctx, s, "add_users_and_groups_from_directory", None)
     if not domain:
         raise bad_request("domain: give the group's domain (domain.name)")
-    d = directory.find(s, domain)
-    if d is None:
-        raise bad_request(f"domain: no directory named '{domain}' (see /domains)")
+    d = _directory_named(s, domain)
     g = (directory.get_entry(ctx.config, d, external_id, user=False) if external_id
          else directory.find_group(ctx.config, d, name or ""))
     if g is None:
