@@ -2,7 +2,10 @@
 """Failover benchmark on a real lab: how long is the engine gone, per fault?
 
 For each scenario, repeated R times, on the host running the engine VM:
-  power-off        the host is powered off through its BMC (IPMI)
+  power-off        the host is powered off through its BMC (IPMI); the other
+                   hosts' agents fence it through that BMC and free its lease
+  power-off-no-bmc the same with the host's BMC removed first (hosted-engine
+                   --remove-bmc): the agents wait for sanlock's expiry
   kill-vm          the engine VM's qemu gets SIGKILL
   kill-agent       the HA agent gets SIGKILL (the engine should not notice)
   net-cut          the host's network link is cut
@@ -34,7 +37,7 @@ from keel_lab.lab import Lab  # noqa: E402
 from keel_lab.layout import HEALTH_URL, LabError, load_state  # noqa: E402
 from keel_lab.observer import read_events, verdict  # noqa: E402
 
-SCENARIOS = ("power-off", "kill-vm", "kill-agent", "net-cut", "local-maint")
+SCENARIOS = ("power-off", "power-off-no-bmc", "kill-vm", "kill-agent", "net-cut", "local-maint")
 QUIET_WINDOW = 30.0   # kill-agent: how long the engine must keep answering
 
 
@@ -74,6 +77,7 @@ def restore(lab: Lab, timeout: float = 300) -> str:
         time.sleep(1)
     for h in layout.all_hosts():
         lab.exec(h.name, ["hosted-engine", "--set-maintenance", "--mode=none"], quiet=True)
+    lab.register_bmcs(layout)   # power-off-no-bmc removed one
     while time.monotonic() < deadline:
         running = probe.engine_qemu_pids(layout)
         if len(running) == 1 and probe.http_ok(HEALTH_URL, 2):
@@ -86,7 +90,11 @@ def restore(lab: Lab, timeout: float = 300) -> str:
 
 
 def inject(lab: Lab, scenario: str, host: str) -> None:
-    if scenario == "power-off":
+    if scenario in ("power-off", "power-off-no-bmc"):
+        if scenario == "power-off-no-bmc":
+            other = next(h for h in lab.layout().all_hosts() if h.name != host)
+            lab.exec(other.name, ["hosted-engine", "--remove-bmc", f"--host-id={lab.layout().host(host).index}"],
+                     quiet=True)
         lab.power(host, "off")
     elif scenario == "kill-vm":
         lab.kill(host, "engine-vm")

@@ -45,7 +45,7 @@ def cmd_serve(cfg, args):
 
         def load(self):
             from . import virt
-            from .power import ipmi
+            from keel_common import ipmi
             app = create_app(cfg, migrate=False)
             reason = "web workers never talk to hosts or BMCs; the engine worker does"
             virt.forbid(reason)

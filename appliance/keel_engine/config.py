@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from keel_common import ini
+from keel_common.config import EtcdConfig, endpoint_list
 from keel_common.ini import ConfigError  # noqa: F401  (re-exported)
 
 from .power.settings import PowerSettings
@@ -53,6 +54,20 @@ class EngineConfig:
     login_failures_allowed: int = 5
     login_delay_cap: float = 300.0
     power: PowerSettings = field(default_factory=PowerSettings)
+    # The hosts' etcd, where the HA agents record the fences of the engine's
+    # own host: read so that the engine does not fence such a host again.
+    ha_etcd_endpoints: tuple = ()
+    ha_etcd_prefix: str = "/keel"
+    ha_etcd_ca_cert: str | None = None
+    ha_etcd_cert: str | None = None
+    ha_etcd_key: str | None = None
+
+    @property
+    def ha_etcd(self) -> EtcdConfig | None:
+        if not self.ha_etcd_endpoints:
+            return None
+        return EtcdConfig(endpoints=self.ha_etcd_endpoints, prefix=self.ha_etcd_prefix,
+                          ca_cert=self.ha_etcd_ca_cert, cert=self.ha_etcd_cert, key=self.ha_etcd_key)
 
     def libvirt_uri(self, address: str) -> str:
         """The only way a host's address becomes a libvirt URI (the address is
@@ -136,6 +151,11 @@ KEYS = {
     ("monitor", "job_threads"): ("job_threads", ini.positive_int, "a positive integer"),
     ("vms", "shutdown_timeout"): ("shutdown_timeout", ini.positive_float, SECONDS),
     ("vms", "migration_timeout"): ("migration_timeout", ini.positive_float, SECONDS),
+    ("ha", "etcd_endpoints"): ("ha_etcd_endpoints", endpoint_list, "a comma-separated list of http(s)://host:port"),
+    ("ha", "etcd_prefix"): ("ha_etcd_prefix", str, "a key prefix"),
+    ("ha", "etcd_ca_cert"): ("ha_etcd_ca_cert", ini.abs_path, "an absolute path"),
+    ("ha", "etcd_cert"): ("ha_etcd_cert", ini.abs_path, "an absolute path"),
+    ("ha", "etcd_key"): ("ha_etcd_key", ini.abs_path, "an absolute path"),
 }
 POWER_PARSERS = {"bool": (ini.boolean, "true or false"), "int": (ini.non_negative_int, "a whole number >= 0"),
                  "float": (ini.non_negative_float, "a number >= 0"), "str": (str, "a value")}
@@ -165,6 +185,8 @@ def load(path=None):
     if transport not in cfg.libvirt_transports:
         raise f.error("libvirt", "uri_template", f"uses transport {transport!r}, which [libvirt] transports "
                       f"does not allow (allowed: {', '.join(cfg.libvirt_transports)})")
+    if (cfg.ha_etcd_cert is None) != (cfg.ha_etcd_key is None):
+        raise f.error("ha", "etcd_cert and etcd_key", "go together; expected both or neither")
     f.finish()
     pw_file = os.environ.get("KEEL_ADMIN_PASSWORD_FILE")
     if pw_file and not cfg.admin_password:

@@ -39,6 +39,15 @@ class Timing:
         watchdog allowance (see LAB-NOTES)."""
         return 8 * self.io_timeout + 60
 
+    @property
+    def fence_silence_s(self) -> float:
+        """How long a host's delta lease must have stood still before an
+        agent may fence that host: two and a half renewal periods (sanlock
+        renews every 2 io_timeouts), so one missed or late renewal (a slow
+        write) never counts; a host cut off from the network but still
+        reaching the storage keeps renewing and is never fenced."""
+        return 5.0 * self.io_timeout
+
 
 PROFILES: dict[str, Timing] = {
     # A 60 s etcd lease leaves a real engine VM time for a graceful shutdown
@@ -114,6 +123,7 @@ class HostConfig:
     timing: Timing
     score: dict[str, float] = field(default_factory=dict)
     config_version: int = 1
+    cluster_key_file: str = "/etc/keel/cluster.key"
 
 
 def _host_id(s: str) -> int:
@@ -123,7 +133,7 @@ def _host_id(s: str) -> int:
     return v
 
 
-def _endpoint_list(s: str) -> tuple[str, ...]:
+def endpoint_list(s: str) -> tuple[str, ...]:
     eps = tuple(e.strip() for e in s.split(",") if e.strip())
     if not eps:
         raise ValueError(s)
@@ -176,9 +186,11 @@ def host_config_from(f: ini.IniFile) -> HostConfig:
     state_dir = g("host", "state_dir", ini.abs_path, "an absolute path", default="/var/lib/keel")
     broker_socket = g("host", "broker_socket", ini.abs_path, "an absolute path", default="/run/keel/broker.sock")
     config_version = g("host", "config_version", ini.positive_int, "a positive integer", default=1)
+    cluster_key_file = g("host", "cluster_key_file", ini.abs_path, "an absolute path",
+                         default="/etc/keel/cluster.key")
 
     etcd_cfg = EtcdConfig(
-        endpoints=g("etcd", "endpoints", _endpoint_list, "a comma-separated list of http(s)://host:port"),
+        endpoints=g("etcd", "endpoints", endpoint_list, "a comma-separated list of http(s)://host:port"),
         prefix=g("etcd", "prefix", str, "a key prefix", default="/keel").rstrip("/") or "/keel",
         ca_cert=g("etcd", "ca_cert", ini.abs_path, "an absolute path", default=None),
         cert=g("etcd", "cert", ini.abs_path, "an absolute path", default=None),
@@ -236,7 +248,7 @@ def host_config_from(f: ini.IniFile) -> HostConfig:
                       state_dir=state_dir, broker_socket=broker_socket, etcd=etcd_cfg,
                       storage=storage_cfg, engine=engine_cfg, network=network_cfg,
                       timing=timing, score=score_cfg,
-                      config_version=config_version)
+                      config_version=config_version, cluster_key_file=cluster_key_file)
 
 
 def _http_url(s: str) -> str:

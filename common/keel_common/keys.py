@@ -6,6 +6,9 @@ brokers, agents, the CLI and the engine.
     <prefix>/maintenance/global         "1" while global maintenance is on (no lease)
     <prefix>/shared-config/<key>        cluster-wide settings (`--set-shared-config`)
     <prefix>/shared-config-version      bumped on every shared-config change
+    <prefix>/bmc/<host_id>              the host's BMC (JSON, password encrypted; `keel_common.bmc`)
+    <prefix>/fencing/<host_id>          an agent fencing that host now, bound to the agent's etcd lease
+    <prefix>/fences/<host_id>           the last fence of that host by an agent (JSON, no lease)
 
 Local maintenance is a host's own business: its broker keeps it in a file
 under [host] state_dir (so it survives restarts) and publishes it in the
@@ -50,6 +53,23 @@ class Keys:
     @property
     def shared_config_version(self) -> str:
         return f"{self.prefix}/shared-config-version"
+
+    def bmc(self, host_id: int) -> str:
+        return f"{self.prefix}/bmc/{int(host_id)}"
+
+    @property
+    def bmc_prefix(self) -> str:
+        return f"{self.prefix}/bmc/"
+
+    def fencing(self, host_id: int) -> str:
+        return f"{self.prefix}/fencing/{int(host_id)}"
+
+    def fence(self, host_id: int) -> str:
+        return f"{self.prefix}/fences/{int(host_id)}"
+
+    @property
+    def fences_prefix(self) -> str:
+        return f"{self.prefix}/fences/"
 
 
 @dataclass

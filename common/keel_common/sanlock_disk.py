@@ -21,6 +21,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -81,6 +82,26 @@ def read_delta_leases(path: str, max_hosts: int = 250) -> dict[int, DeltaLease]:
     return out
 
 
+class ReleaseError(RuntimeError):
+    """`sanlock direct release_id` did not release the host-id lease."""
+
+
+def release_host_id(lockspace: str, host_id: int, path: str, timeout: float = 60.0) -> None:
+    """Release a host's host-id (delta) lease on its behalf, so that every
+    lease it held is free at once instead of after sanlock's host-dead time.
+    Callers do this ONLY once the host's BMC confirmed it is off: a host that
+    still runs finds its lease gone at its next renewal and its sanlock kills
+    the lease holders, but until then it may still be writing."""
+    try:
+        cp = subprocess.run(["sanlock", "direct", "release_id", "-s", f"{lockspace}:{int(host_id)}:{path}:0"],
+                            capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ReleaseError(f"sanlock direct release_id gave no answer within {timeout:g} s") from None
+    if cp.returncode != 0 or "done 0" not in cp.stdout:
+        raise ReleaseError("sanlock direct release_id failed: "
+                           + (cp.stderr.strip() or cp.stdout.strip() or f"exit {cp.returncode}")[:200])
+
+
 @dataclass
 class _Seen:
     timestamp: int
@@ -132,6 +153,17 @@ class LockspaceWatcher:
         leases = self._observe()
         found = [lease for lease in (leases or {}).values() if lease.name in names]
         return max(found, key=lambda lease: lease.timestamp, default=None)
+
+    def silence(self) -> dict[int, tuple[float, int]]:
+        """{host id: (seconds since its delta lease last changed, generation)},
+        after a fresh read. The silence is a lower bound: a change is dated by
+        the read that found it. A released lease (timestamp 0) is not listed:
+        its host left the lockspace. Empty when the storage is unreadable."""
+        leases = self._observe()
+        now = self.clock()
+        with self._lock:
+            return {hid: (now - self._seen[lease.name].hi, lease.generation)
+                    for hid, lease in (leases or {}).items() if lease.timestamp != 0}
 
     def renewed_after(self, since: float, *names: str) -> bool | None:
         """True: the host renewed its lease after ``since`` (it reaches storage, it is alive);

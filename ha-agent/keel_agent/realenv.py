@@ -11,15 +11,18 @@ import logging
 import os
 import time
 
-from keel_common import libvirt_states
+from keel_common import ipmi, libvirt_states
+from keel_common.bmc import BmcCredentials, BmcRecord, ClusterKey, FenceRecord
 from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import HostConfig
 from keel_common.keys import EngineClaim, HostRecord
+from keel_common.sanlock_disk import read_delta_leases, release_host_id
 
 from .bounded import BoundedCaller, CallTimeout
 from .domainxml import engine_domain_xml
-from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, ERROR, LOCK, LOST, RELEASE, SHUTDOWN_VM,
-                     START_VM, VM_ABSENT, VM_RUNNING, VM_UNKNOWN, Action, Outcome, Snapshot)
+from .fence import FenceSteps, PowerOff, fence_host
+from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, ERROR, FENCE_HOST, LOCK, LOST, RELEASE,
+                     SHUTDOWN_VM, START_VM, VM_ABSENT, VM_RUNNING, VM_UNKNOWN, Action, Outcome, Snapshot)
 
 log = logging.getLogger("keel-ha-agent")
 
@@ -28,6 +31,9 @@ log = logging.getLogger("keel-ha-agent")
 LIBVIRT_QUERY_TIMEOUT = 5.0
 LIBVIRT_STOP_TIMEOUT = 15.0
 LIBVIRT_START_TIMEOUT = 60.0
+# A BMC's power-off (pyghmi in a child process, killed at the deadline) and
+# the release of the dead host's lease; the agent's cycle waits for both.
+BMC_OFF_DEADLINE = 20.0
 
 
 def _import_libvirt():
@@ -93,6 +99,7 @@ class RealEnvironment:
         self.leases = leases or LeaseReader(cfg)
         self.libvirt = _import_libvirt()
         self.virt = BoundedCaller("libvirt")
+        self.storage = BoundedCaller("shared storage")
         self._conn = None
 
     # ------------------------------------------------------------ libvirt
@@ -159,6 +166,18 @@ class RealEnvironment:
             claim = EngineClaim.from_json(json.dumps(owner)) if owner else None
         except (KeyError, ValueError, TypeError):
             claim = None
+        fences = {}
+        for hid, rec in (st.get("fences") or {}).items():
+            try:
+                fences[int(hid)] = FenceRecord.from_json(json.dumps(rec))
+            except (KeyError, ValueError, TypeError):
+                log.debug("ignoring malformed fence record %s", hid)
+        peer_leases = {}
+        for hid, value in (st.get("peer_leases") or {}).items():
+            try:
+                peer_leases[int(hid)] = (float(value[0]), int(value[1]))
+            except (IndexError, ValueError, TypeError):
+                log.debug("ignoring malformed lease reading %s", hid)
         return Snapshot(
             now=float(st.get("now") or time.time()), broker_ok=True,
             monitors=st.get("monitors") or {},
@@ -171,7 +190,8 @@ class RealEnvironment:
             hosts=hosts, owner=claim,
             global_maintenance=bool(st.get("global_maintenance")),
             local_maintenance=bool(st.get("local_maintenance")),
-            lease_owners=owners, requests=requests, **base)
+            lease_owners=owners, requests=requests, delta_leases=peer_leases,
+            bmcs=frozenset(int(h) for h in (st.get("bmcs") or {})), fences=fences, **base)
 
     # ------------------------------------------------------------ act
     def execute(self, actions: list[Action]) -> tuple[Outcome, ...]:
@@ -204,6 +224,8 @@ class RealEnvironment:
                 xml = engine_domain_xml(self.cfg)
                 self.virt.call(LIBVIRT_START_TIMEOUT, lambda: self._connection().createXML(xml, 0))
                 return Outcome(kind, True)
+            if kind == FENCE_HOST:
+                return fence_host(self.cfg.host_id, int(action.target), action.reason, self._fence_steps())
             if kind in (SHUTDOWN_VM, DESTROY_VM):
                 if not self.virt.call(LIBVIRT_STOP_TIMEOUT, self._stop, kind == DESTROY_VM):
                     return Outcome(kind, True, detail="not running")
@@ -217,6 +239,37 @@ class RealEnvironment:
         except Exception as e:  # sanlock errors and the like: one line, not a crash
             return Outcome(kind, False, ERROR, f"{e.__class__.__name__}: {e}")
         return Outcome(kind, False, ERROR, f"unknown action {kind}")
+
+    # ------------------------------------------------------------ fencing
+    def _fence_steps(self) -> FenceSteps:
+        st = self.cfg.storage
+        storage_timeout = max(5.0, 4.0 * self.cfg.timing.io_timeout)
+
+        def generation(target: int) -> int:
+            leases = self.storage.call(storage_timeout, read_delta_leases, st.lockspace_path)
+            if target not in leases:
+                raise RuntimeError(f"no storage lease of host {target} in {st.lockspace_path}")
+            return leases[target].generation
+
+        def bmc(target: int) -> BmcCredentials:
+            raw = self.broker.call("bmc", host_id=target).get("record")
+            if raw is None:
+                raise RuntimeError("no BMC configured any more")
+            return ClusterKey(self.cfg.cluster_key_file).credentials(BmcRecord.from_json(json.dumps(raw)))
+
+        def power_off(creds: BmcCredentials) -> PowerOff:
+            res = ipmi.run_operation(creds, "off", deadline=BMC_OFF_DEADLINE)
+            # ok means the worker saw "off" reported after the command; check the state too.
+            return PowerOff(res.ok and res.power == "off", f"{creds.label}: {res.describe()}")
+
+        def release(target: int) -> None:
+            release_host_id(st.lockspace, target, st.lockspace_path, timeout=storage_timeout)
+
+        def record(rec: FenceRecord) -> None:
+            self.broker.call("fence_record", record=rec.__dict__)
+
+        return FenceSteps(generation=generation, bmc=bmc, power_off=power_off, release_lease=release,
+                          record=record, clock=time.time)
 
     def _stop(self, force: bool) -> bool:
         dom = self._domain()

@@ -8,7 +8,9 @@ from dataclasses import replace
 from .facts import (best_other, engine_up_elsewhere, etcd_lost, health, health_reason, outcome,
                     recent_failures)
 from .score import backoff_seconds, better_by_margin
-from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, LOCK, LOST, RELEASE, SHUTDOWN_VM,
+from keel_common.bmc import FAILED, FENCED
+
+from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, FENCE_HOST, LOCK, LOST, RELEASE, SHUTDOWN_VM,
                      START_SEQUENCE, START_VM, VM_RUNNING, VM_UNKNOWN, Action, Memory, Snapshot, State)
 
 S = State
@@ -168,7 +170,7 @@ def _engine_down(st: _Step, live, score: int) -> None:
         return st.stay("releasing a stale engine claim of ours", Action(RELEASE, "stale claim"))
     if "vm-start" in s.requests and s.owner is None and up is None:
         return st.go(S.EngineStart, "vm-start requested by the administrator",
-                     *_start_actions("vm-start request"), lease_wait_until=_lease_wait(s, k))
+                     *_start_actions("vm-start request"), lease_wait_until=_lease_wait(s, k), fence_settle_until=None)
     for req in s.requests:
         st.log.append(("warning", f"request {req} ignored: the engine VM is not running here"))
     if s.owner is not None:
@@ -195,7 +197,7 @@ def _engine_down(st: _Step, live, score: int) -> None:
     if best is not None and (best.score, -best.host_id) > (score, -s.host_id):
         return st.stay(f"engine down; host {best.host_id} (score {best.score:g}) is the best host to start it")
     st.go(S.EngineStart, f"engine down everywhere and this host is the best (score {score})",
-          *_start_actions("best host"), lease_wait_until=_lease_wait(s, k))
+          *_start_actions("best host"), lease_wait_until=_lease_wait(s, k), fence_settle_until=None)
 
 
 def _lease_wait(s: Snapshot, k: dict) -> float:
@@ -203,11 +205,60 @@ def _lease_wait(s: Snapshot, k: dict) -> float:
     return s.now + s.timing.lease_expiry_s + 2 * s.timing.cycle + k["lease_wait"]
 
 
+def _fence_or_wait(st: _Step, live) -> tuple[Action | None, str]:
+    """The engine lease is held by another host. Fence it if it is dead for
+    sure (no live record, its delta lease standing still, a BMC to confirm the
+    power-off); otherwise say what we wait for. Only the claim holder gets
+    here, so at most one agent fences at a time."""
+    s, k = st.s, st.k
+    holders = [h for h in (s.lease_owners or ()) if h != s.host_id]
+    if not holders:
+        return None, ""   # it looked free when observed: the retry below will tell
+    hid = holders[0]
+    if hid in live:
+        return None, f"host {hid} is alive and holds the engine lease; waiting for it to release it"
+    lease = s.delta_leases.get(hid)
+    if lease is None:
+        return None, f"host {hid}'s storage lease is released; waiting for sanlock to free the engine lease"
+    silence, generation = lease
+    if silence < s.timing.fence_silence_s:
+        return None, (f"host {hid} is silent in etcd but still renews its storage lease: not fencing it; "
+                      "waiting for it to stop the engine VM")
+    if hid not in s.bmcs:
+        return None, (f"host {hid} looks dead (no record, storage lease standing still) but has no BMC "
+                      "configured: waiting for sanlock's expiry of its lease")
+    last = s.fences.get(hid)
+    if last is not None and last.generation == generation and last.state == FENCED:
+        return None, f"host {hid} fenced; waiting for sanlock to see the engine lease free"
+    if last is not None and last.generation == generation and last.state == FAILED:
+        retry = (last.ended or last.started) + k["fence_retry"]
+        if s.now < retry:
+            return None, (f"fencing host {hid} failed ({last.detail or 'no detail'}); trying again "
+                          f"{k['fence_retry']:g}s after the failure, meanwhile waiting for sanlock's expiry")
+    why = (f"host {hid} holds the engine lease, its record is stale and its storage lease has stood "
+           f"still for {silence:.0f}s: fencing it through its BMC")
+    return Action(FENCE_HOST, why, target=hid), why
+
+
 def _engine_start(st: _Step, live, score: int) -> None:
     s, m = st.s, st.m
     if s.vm == VM_RUNNING:
         return st.go(S.EngineStarting, "engine VM started; waiting for the engine to become healthy",
-                     lease_wait_until=None)
+                     lease_wait_until=None, fence_settle_until=None)
+    fence = outcome(s, FENCE_HOST)
+    if fence is not None and fence.ok:
+        # A host whose BMC said "off" while it still ran finds its host lease
+        # released at its next renewal, and its sanlock kills the engine VM
+        # there: wait one renewal period before starting.
+        return st.stay("the dead host is fenced; waiting one storage renewal period before starting",
+                       fence_settle_until=s.now + 2 * s.timing.io_timeout)
+    if m.fence_settle_until is not None:
+        if s.now < m.fence_settle_until:
+            return st.stay()
+        return st.stay("", *_start_actions("after the fence"), fence_settle_until=None)
+    if fence is not None:
+        # The failure is logged by the agent; the fence record says when to retry.
+        return st.stay("", *_start_actions("retry: the fence failed"))
     claim, lease, start = (outcome(s, CLAIM), outcome(s, CHECK_LEASE), outcome(s, START_VM))
     if claim is not None and not claim.ok:
         who = f"host {s.owner.host_id}" if s.owner else "another host"
@@ -215,7 +266,10 @@ def _engine_start(st: _Step, live, score: int) -> None:
         return st.go(S.EngineDown, reason, lease_wait_until=None)
     if lease is not None and not lease.ok and lease.code == BUSY:
         if m.lease_wait_until is not None and s.now < m.lease_wait_until:
-            return st.stay(f"engine lease held by {lease.detail}; keeping the claim and waiting",
+            fence_action, note = _fence_or_wait(st, live)
+            if fence_action is not None:
+                return st.stay(note, fence_action)
+            return st.stay(f"engine lease held by {lease.detail}; keeping the claim: {note}" if note else "",
                            *_start_actions("retry: lease was busy"))
         return st.go(S.EngineDown, f"engine lease still held by {lease.detail}; giving up the claim",
                      Action(RELEASE, "lease never freed"), lease_wait_until=None)

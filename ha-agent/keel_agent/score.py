@@ -26,6 +26,7 @@ DEFAULTS: dict[str, float] = {
     "etcd_grace_fraction": 0.25,     # losing etcd: a renewal this late starts the graceful stop
     "etcd_force_fraction": 0.75,     # losing etcd: force-stop by this fraction of the lease TTL
     "lease_wait": 0,                 # extra seconds to wait for a busy engine lease (0: sanlock's expiry)
+    "fence_retry": 10,               # seconds before fencing a host again after a failed fence
 }
 
 

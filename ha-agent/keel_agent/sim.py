@@ -17,6 +17,7 @@ and finally `@T end`. `timing KEY VALUE` overrides the fast profile. Commands (h
     engine-broken on|off        (no engine VM, current or new, ever gets healthy)
     kill-agent hostN            start-agent hostN      start-fail hostN COUNT
     rogue-start hostN           request hostN vm-start|vm-shutdown|vm-poweroff
+    bmc hostN none|ok|unreachable|lying   (lying: reports "off" while the host runs on)
 
 The run fails (exit 1) when the world saw an invariant violated.
 """
@@ -105,7 +106,7 @@ def apply_command(w: World, words: list[str], where: str) -> None:
     need = {"engine-running": 1, "power": 2, "network": 2, "etcd": 2, "storage": 2, "gateway": 2,
             "mgmt": 2, "broker": 2, "memory": 2, "cpu": 2, "config-version": 2, "engine-crash": 0,
             "engine-health": 1, "engine-broken": 1, "acpi": 1, "kill-agent": 1, "start-agent": 1, "start-fail": 2,
-            "rogue-start": 1, "request": 2}
+            "rogue-start": 1, "request": 2, "bmc": 2}
     if cmd == "maintenance":
         if not args:
             raise ScenarioError(f"{where}: maintenance needs a mode")
@@ -153,7 +154,7 @@ def _host_command(w: World, h, cmd: str, args: list[str], where: str) -> None:
     elif cmd == "power":
         on = _onoff(args[0], where)
         if on and not h.powered:
-            h.powered, h.generation = True, h.generation + 1
+            h.powered, h.generation, h.released = True, h.generation + 1, False
             if w.lease_holder == hid and hid not in w.vms:
                 w.lease_holder = None  # a new host generation frees the old lease
             h.lockspace_renewed = w.now
@@ -176,6 +177,10 @@ def _host_command(w: World, h, cmd: str, args: list[str], where: str) -> None:
         h.agent = None
     elif cmd == "start-agent":
         w.start_agent(hid)
+    elif cmd == "bmc":
+        if args[0] not in ("none", "ok", "unreachable", "lying"):
+            raise ScenarioError(f"{where}: bmc takes none, ok, unreachable or lying")
+        h.bmc = args[0]
     elif cmd == "rogue-start":
         w.vms[hid] = SimVm(hid, booted_at=w.now + w.boot_time, rogue=True)
     elif cmd == "request":

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from keel_common.bmc import FAILED, FENCED, FenceRecord
 from keel_common.config import PROFILES, Timing
 from keel_common.keys import EngineClaim, EngineStatus, HostRecord
 
 from .agent import Agent
-from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, ERROR, LOCK, LOST, RELEASE, SHUTDOWN_VM,
-                     START_VM, VM_ABSENT, VM_RUNNING, Action, Outcome, Snapshot)
+from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, ERROR, FENCE_HOST, LOCK, LOST, RELEASE,
+                     SHUTDOWN_VM, START_VM, VM_ABSENT, VM_RUNNING, Action, Outcome, Snapshot)
 
 ENGINE_MEMORY_MB = 4096
 
@@ -49,6 +50,8 @@ class SimHost:
     start_failures: int = 0      # the next N starts fail
     agent: Agent | None = None
     generation: int = 1          # sanlock host generation, bumped at power on
+    bmc: str = "none"            # none (not configured), ok, unreachable, lying (says off, stays on)
+    released: bool = False       # its host lease was released on its behalf (after a fence)
     lockspace_renewed: float = 0.0
     etcd_renewed: float | None = None
     etcd_error: bool = False
@@ -79,6 +82,7 @@ class World:
         self.global_maintenance = False
         self.lease_holder: int | None = None   # host whose VM holds (or held) the engine lease
         self.vms: dict[int, SimVm] = {}
+        self.fences: dict[int, FenceRecord] = {}
         self.log: list[str] = []
         self.violations: list[str] = []
         for h in self.hosts.values():
@@ -104,11 +108,12 @@ class World:
         holder = self.lease_holder
         if holder is None or holder == hid:
             return True, ""
-        if holder in self.vms and not self.vms[holder].rogue:
-            return False, f"host {holder}"
         h = self.hosts[holder]
-        # The holder died without releasing: free once its host-id lease is dead.
-        if self.now >= h.lockspace_renewed + self.timing.lease_expiry_s:
+        if holder in self.vms and not self.vms[holder].rogue and not h.released:
+            return False, f"host {holder}"
+        # The holder died without releasing: free once its host-id lease is
+        # dead, or at once when a fencer released that lease on its behalf.
+        if h.released or self.now >= h.lockspace_renewed + self.timing.lease_expiry_s:
             return True, ""
         return False, f"host {holder}"
 
@@ -159,6 +164,17 @@ class World:
         for h in self.hosts.values():
             if not h.powered:
                 continue
+            if h.released and h.storage:
+                # Its next renewal finds the host lease released by another
+                # host: sanlock kills the lease holders and the broker joins
+                # the lockspace again with a new generation.
+                if h.host_id in self.vms:
+                    self.emit("sim", "info", f"sanlock on host{h.host_id} found its host lease released: "
+                              "killed the engine VM")
+                    self.kill_vm(h.host_id, release=False)
+                h.released, h.generation = False, h.generation + 1
+                if self.lease_holder == h.host_id:
+                    self.lease_holder = None   # held under the old generation: void now
             if h.storage:
                 h.lockspace_renewed = self.now
             elif hid_vm_killable(self, h):
@@ -249,9 +265,12 @@ class SimHostEnvironment:
                 "detail": "Up" if up else "Down", "reason": reason}},
         }
         owners = None
+        delta = {}
         if h.storage:
             free, _ = w.lease_free_for(-1)
             owners = () if free else (w.lease_holder,)
+            delta = {o.host_id: (w.now - o.lockspace_renewed, o.generation)
+                     for o in w.hosts.values() if not o.released}
         requests, h.requests = tuple(h.requests), []
         return Snapshot(
             now=w.now, host_id=self.hid, timing=w.timing, engine_memory_mb=ENGINE_MEMORY_MB,
@@ -260,7 +279,8 @@ class SimHostEnvironment:
             etcd_last_renewed=h.etcd_renewed, etcd_ttl=w.timing.etcd_lease_ttl,
             hosts=hosts, owner=h.view["owner"], global_maintenance=h.view["gm"],
             local_maintenance=h.local_maintenance, vm=VM_RUNNING if up else VM_ABSENT,
-            lease_owners=owners, requests=requests)
+            lease_owners=owners, requests=requests, delta_leases=delta,
+            bmcs=frozenset(o.host_id for o in w.hosts.values() if o.bmc != "none"), fences=dict(w.fences))
 
     def execute(self, actions: list[Action]) -> tuple[Outcome, ...]:
         done = []
@@ -320,7 +340,31 @@ class SimHostEnvironment:
         if a.kind == DESTROY_VM:
             w.kill_vm(self.hid)
             return Outcome(a.kind, True)
+        if a.kind == FENCE_HOST:
+            return self._fence(a)
         return Outcome(a.kind, False, ERROR, f"unknown action {a.kind}")
+
+    def _fence(self, a: Action) -> Outcome:
+        """What the real environment does: power off through the BMC, and only
+        once the BMC says off, release the host's host lease; a record either way."""
+        w = self.w
+        t = w.hosts[a.target]
+        me = f"host{self.hid}"
+        if t.bmc == "none":
+            return Outcome(a.kind, False, ERROR, f"host {a.target} has no BMC")
+        w.emit(me, "info", f"fence_host: powering host{a.target} off through its BMC")
+        if t.bmc == "unreachable":
+            w.fences[a.target] = FenceRecord(a.target, self.hid, FAILED, t.generation, w.now, w.now,
+                                             "the BMC did not answer")
+            return Outcome(a.kind, False, ERROR, f"host {a.target}: the BMC did not answer")
+        if t.bmc == "ok" and t.powered:
+            t.powered, t.agent = False, None
+            w.kill_vm(a.target, release=False)
+        t.released = True
+        w.fences[a.target] = FenceRecord(a.target, self.hid, FENCED, t.generation, w.now, w.now,
+                                         "power off confirmed by the BMC; host lease released")
+        w.emit(me, "info", f"fence_host: host{a.target} off (confirmed by its BMC); its host lease released")
+        return Outcome(a.kind, True)
 
     def publish(self, fields: dict) -> bool:
         w, h = self.w, self.h

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from keel_common.bmc import FenceRecord
 from keel_common.config import Timing
 from keel_common.keys import EngineClaim, HostRecord
 
@@ -38,6 +39,11 @@ VM_UNKNOWN = "unknown"   # libvirt unreachable
 # the first failure, so [claim, check_lease, start_vm] never starts without both.
 CLAIM, RELEASE, CHECK_LEASE, START_VM, SHUTDOWN_VM, DESTROY_VM = (
     "claim", "release", "check_lease", "start_vm", "shutdown_vm", "destroy_vm")
+# Power a dead engine host off through its BMC and, once the BMC confirms it
+# is off, release its sanlock host lease (so the engine lease it held is free
+# now, not after sanlock's host-dead time). Only the engine claim's holder
+# fences: the claim makes the fencer unique.
+FENCE_HOST = "fence_host"
 START_SEQUENCE = (CLAIM, CHECK_LEASE, START_VM)
 
 # Outcome codes beyond ok.
@@ -51,6 +57,7 @@ ERROR = "error"        # anything else
 class Action:
     kind: str
     reason: str = ""
+    target: int | None = None        # the host a fence_host acts on
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,11 @@ class Snapshot:
     lease_owners: tuple[int, ...] | None = None  # hosts holding the engine lease; None: unknown
     requests: tuple[str, ...] = ()   # CLI requests: vm-start / vm-shutdown / vm-poweroff
     outcomes: tuple[Outcome, ...] = ()  # what came of the previous cycle's actions
+    # host id -> (seconds its delta lease has stood still, its sanlock generation),
+    # read from the shared storage; hosts that released their lease are absent
+    delta_leases: dict[int, tuple[float, int]] = field(default_factory=dict)
+    bmcs: frozenset[int] = frozenset()   # hosts whose BMC every agent can use
+    fences: dict[int, FenceRecord] = field(default_factory=dict)  # last fence of each host
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,7 @@ class Memory:
     stop_reason: str = ""
     after_stop: State | None = None       # where a stop ends (EngineDown / LocalMaintenance)
     lease_wait_until: float | None = None
+    fence_settle_until: float | None = None  # after our fence: no start before this
     last_renewed: float | None = None     # last etcd renewal seen (survives a broker outage)
     note: str = ""                        # last "waiting" note logged (log once)
     score_note: str | None = None         # penalties of the last score logged

@@ -6,12 +6,14 @@ cluster; `status` answers from that cache, so a broker cut off from etcd or
 storage still answers at once, and says so."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections import deque
 
+from keel_common.bmc import BmcError, BmcRecord, FenceRecord
 from keel_common.config import HostConfig
 from keel_common.keys import EngineClaim, EngineStatus, HostRecord
 from keel_common.sdnotify import notify
@@ -29,15 +31,24 @@ class RequestError(Exception):
     """A request the broker refuses; str() goes back to the client."""
 
 
+def _host_id(req: dict) -> int:
+    host_id = req.get("host_id")
+    if not isinstance(host_id, int) or isinstance(host_id, bool) or not 1 <= host_id <= 2000:
+        raise RequestError("host_id must be an integer from 1 to 2000")
+    return host_id
+
+
 class Broker:
-    def __init__(self, cfg: HostConfig, etcd: EtcdSession, lockspace, monitors: list[Monitor]):
+    def __init__(self, cfg: HostConfig, etcd: EtcdSession, lockspace, monitors: list[Monitor],
+                 peer_leases=None):
         self.cfg = cfg
         self.etcd = etcd
         self.lockspace = lockspace
+        self.peer_leases = peer_leases   # PeerLeases: other hosts' storage leases (None: not read)
         self.monitors = {m.name: m for m in monitors}
         self._lock = threading.Lock()
         self._cluster: dict = {"hosts": {}, "owner": None, "global_maintenance": False,
-                               "shared_config_version": 0}
+                               "shared_config_version": 0, "bmcs": {}, "fences": {}}
         self._cluster_ts: float | None = None
         self._agent: dict = {"score": 0.0, "state": "AgentStopped", "engine": EngineStatus().__dict__,
                              "stopped": True, "extra": {}}
@@ -126,6 +137,8 @@ class Broker:
                         "cycles and no engine VM runs here")
 
     def run(self) -> None:
+        if self.peer_leases is not None:
+            self.peer_leases.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -137,6 +150,8 @@ class Broker:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.peer_leases is not None:
+            self.peer_leases.stop()
 
     # -- requests --------------------------------------------------------------------
     def handle(self, req: dict) -> dict:
@@ -182,6 +197,11 @@ class Broker:
             "global_maintenance": cluster["global_maintenance"],
             "local_maintenance": self.local_maintenance(),
             "shared_config_version": cluster["shared_config_version"],
+            # Never a password: the agent that fences asks for one record (`bmc`).
+            "bmcs": {str(h): r.public() for h, r in cluster.get("bmcs", {}).items()},
+            "fences": {str(h): r.__dict__ for h, r in cluster.get("fences", {}).items()},
+            "peer_leases": {str(h): list(v) for h, v in
+                            (self.peer_leases.snapshot(now) if self.peer_leases else {}).items()},
             "timing": {"cycle": self.cfg.timing.cycle, "record_stale_after": self.cfg.timing.record_stale_after},
         }
 
@@ -274,6 +294,49 @@ class Broker:
         version = self.etcd.set_shared_config(key, value)
         log.info("shared config %s set to %r (version %d)", key, value, version)
         return {"version": version}
+
+    def op_set_bmc(self, req):
+        rec = req.get("record")
+        if not isinstance(rec, dict):
+            raise RequestError("set_bmc needs a 'record' object")
+        try:
+            bmc = BmcRecord.from_json(json.dumps(rec))
+        except (BmcError, KeyError, TypeError, ValueError) as e:
+            raise RequestError(f"bad BMC record: {e}") from None
+        self.etcd.put_bmc(bmc)
+        with self._lock:
+            self._cluster = dict(self._cluster, bmcs={**self._cluster.get("bmcs", {}), bmc.host_id: bmc})
+        log.info("BMC of host %d set to %s by the administrator", bmc.host_id, bmc.label)
+        return {}
+
+    def op_remove_bmc(self, req):
+        host_id = _host_id(req)
+        removed = self.etcd.delete_bmc(host_id)
+        with self._lock:
+            bmcs = dict(self._cluster.get("bmcs", {}))
+            bmcs.pop(host_id, None)
+            self._cluster = dict(self._cluster, bmcs=bmcs)
+        if removed:
+            log.info("BMC of host %d removed by the administrator: the agents will not fence it", host_id)
+        return {"removed": removed}
+
+    def op_bmc(self, req):
+        """One host's BMC record with its encrypted password: for the agent that fences it."""
+        rec = self.etcd.get_bmc(_host_id(req))
+        return {"record": None if rec is None else json.loads(rec.to_json())}
+
+    def op_fence_record(self, req):
+        rec = req.get("record")
+        if not isinstance(rec, dict):
+            raise RequestError("fence_record needs a 'record' object")
+        try:
+            fence = FenceRecord.from_json(json.dumps(rec))
+        except (KeyError, TypeError, ValueError) as e:
+            raise RequestError(f"bad fence record: {e}") from None
+        self.etcd.put_fence(fence)
+        with self._lock:
+            self._cluster = dict(self._cluster, fences={**self._cluster.get("fences", {}), fence.host_id: fence})
+        return {}
 
     def op_clean_metadata(self, req):
         host_id = req.get("host_id", self.cfg.host_id)

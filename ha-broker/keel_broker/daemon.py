@@ -21,6 +21,7 @@ def build_broker(cfg):
     from .lockspace import HostIdLease
     from .monitors import (CpuLoadMonitor, EngineHealthMonitor, GatewayMonitor, MemoryMonitor,
                            MgmtNetworkMonitor, StorageMonitor)
+    from .peerleases import PeerLeases
     t = cfg.timing
     vm = EngineVmView(cfg.engine.libvirt_uri, cfg.engine.name)
     monitors = [
@@ -32,7 +33,8 @@ def build_broker(cfg):
         StorageMonitor(cfg.storage.shared_path, cfg.host_id, t.cycle, max(t.monitor_timeout, 2 * t.io_timeout)),
     ]
     etcd = EtcdSession(cfg.etcd, ttl=t.etcd_lease_ttl, timeout=max(1.0, min(t.monitor_timeout * 2, 5.0)))
-    return Broker(cfg, etcd, HostIdLease(cfg), monitors)
+    return Broker(cfg, etcd, HostIdLease(cfg), monitors,
+                  peer_leases=PeerLeases(cfg.storage.lockspace_path, period=t.cycle))
 
 
 def main(argv=None) -> int:

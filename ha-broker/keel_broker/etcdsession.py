@@ -5,22 +5,32 @@ timeout and fails over between endpoints; nothing here waits on a watch
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from urllib.parse import urlsplit
 
-os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-import etcd3  # noqa: E402  (needs the env var above before import)
-
-from keel_common.config import EtcdConfig  # noqa: E402
-from keel_common.keys import EngineClaim, HostRecord, Keys  # noqa: E402
+from keel_common import etcdclient
+from keel_common.bmc import BmcError, BmcRecord, FenceRecord
+from keel_common.config import EtcdConfig
+from keel_common.keys import EngineClaim, HostRecord, Keys
 
 log = logging.getLogger("keel.broker.etcd")
 
 
 class EtcdUnavailable(Exception):
     """No endpoint answered within the timeout; str() is for humans."""
+
+
+def _parsed(items, parse, what: str) -> dict:
+    """{host id: record} from (value, key) pairs; a malformed one is skipped, said once per read."""
+    out = {}
+    for raw, key in items:
+        try:
+            rec = parse(raw)
+        except (ValueError, KeyError, TypeError, BmcError) as e:
+            log.warning("ignoring a malformed %s at %s: %s", what, key.decode(), e)
+            continue
+        out[rec.host_id] = rec
+    return out
 
 
 class EtcdSession:
@@ -38,10 +48,7 @@ class EtcdSession:
 
     # -- connection -------------------------------------------------------
     def _make_client(self, url: str):
-        u = urlsplit(url)
-        return etcd3.client(host=u.hostname, port=u.port or 2379, timeout=self.timeout,
-                            ca_cert=self.cfg.ca_cert if u.scheme == "https" else None,
-                            cert_cert=self.cfg.cert, cert_key=self.cfg.key)
+        return etcdclient.client(self.cfg, url, self.timeout)
 
     def _call(self, fn):
         """Run fn(client) against the current endpoint, then each other one."""
@@ -135,8 +142,10 @@ class EtcdSession:
             owner_raw, _ = c.get(self.keys.engine_owner)
             gm, _ = c.get(self.keys.global_maintenance)
             ver, _ = c.get(self.keys.shared_config_version)
-            return hosts, owner_raw, gm, ver
-        hosts, owner_raw, gm, ver = self._call(read)
+            bmcs = [(v, m.key) for v, m in c.get_prefix(self.keys.bmc_prefix)]
+            fences = [(v, m.key) for v, m in c.get_prefix(self.keys.fences_prefix)]
+            return hosts, owner_raw, gm, ver, bmcs, fences
+        hosts, owner_raw, gm, ver, bmc_raw, fence_raw = self._call(read)
         owner = None
         if owner_raw:
             try:
@@ -144,7 +153,24 @@ class EtcdSession:
             except (ValueError, KeyError, TypeError):
                 log.warning("the engine claim in etcd is malformed; treating it as held by nobody")
         return {"hosts": hosts, "owner": owner, "global_maintenance": gm == b"1",
-                "shared_config_version": int(ver) if ver else 0}
+                "shared_config_version": int(ver) if ver else 0,
+                "bmcs": _parsed(bmc_raw, BmcRecord.from_json, "BMC record"),
+                "fences": _parsed(fence_raw, FenceRecord.from_json, "fence record")}
+
+    # -- hosts' BMCs and the agents' fences -------------------------------------------
+    def put_bmc(self, rec: BmcRecord) -> None:
+        self._call(lambda c: c.put(self.keys.bmc(rec.host_id), rec.to_json()))
+
+    def delete_bmc(self, host_id: int) -> bool:
+        return bool(self._call(lambda c: c.delete(self.keys.bmc(host_id))))
+
+    def get_bmc(self, host_id: int) -> BmcRecord | None:
+        raw, _ = self._call(lambda c: c.get(self.keys.bmc(host_id)))
+        return BmcRecord.from_json(raw) if raw is not None else None
+
+    def put_fence(self, rec: FenceRecord) -> None:
+        # No lease: the record outlives the fencing host, for the engine and for people.
+        self._call(lambda c: c.put(self.keys.fence(rec.host_id), rec.to_json()))
 
     # -- the engine claim --------------------------------------------------------
     def claim(self, host_id: int, hostname: str) -> tuple[bool, EngineClaim | None]:

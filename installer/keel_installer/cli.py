@@ -16,8 +16,11 @@ import sys
 import urllib.error
 import urllib.request
 
+from keel_common.bmc import BmcError, ClusterKeyError
 from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import ConfigError, load_host_config
+
+from . import bmc_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_CONFIG = 0, 1, 2, 3, 4
 
@@ -57,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rewrite the sanlock lockspace (global maintenance, agents stopped)")
     acts.add_argument("--clean-metadata", action="store_true",
                       help="remove a host's record (default: this host's; the host must be down)")
+    bmc_cli.add_arguments(acts, p)
     p.add_argument("--json", action="store_true", help="with --vm-status: print JSON (oVirt's shape)")
     p.add_argument("--mode", choices=("global", "local", "none"), help="with --set-maintenance")
-    p.add_argument("--host-id", type=int, metavar="N", help="with --clean-metadata: the host to clean")
+    p.add_argument("--host-id", type=int, metavar="N",
+                   help="with --clean-metadata, --set-bmc, --remove-bmc: the host (default this one)")
     p.add_argument("--force-cleanup", action="store_true", help="with --clean-metadata: even if the record is live")
     p.add_argument("--force", action="store_true", help="with --reinitialize-lockspace: skip the safety checks")
     p.add_argument("--type", default="he_shared", choices=("he_shared", "he_local"),
@@ -112,7 +117,8 @@ def vm_status_text(status: dict) -> str:
             f"{'stopped':<34} : {h['stopped']}",
             f"{'State':<34} : {status['hosts'][hid]['state']}",
             f"{'Status up-to-date':<34} : {h['live-data']}",
-        ]
+        ] + bmc_cli.status_lines(status, hid)
+    lines += bmc_cli.recordless_lines(status)
     if owner:
         lines += ["", f"Engine claim held by host {owner['hostname']} (id: {owner['host_id']})"]
     if data["global_maintenance"]:
@@ -139,8 +145,14 @@ def run(args, out=sys.stdout) -> int:
         raise CliError("--set-maintenance needs --mode=global|local|none", EXIT_USAGE)
     if args.json and not args.vm_status:
         raise CliError("--json goes with --vm-status", EXIT_USAGE)
-    if (args.host_id is not None or args.force_cleanup) and not args.clean_metadata:
-        raise CliError("--host-id and --force-cleanup go with --clean-metadata", EXIT_USAGE)
+    if args.force_cleanup and not args.clean_metadata:
+        raise CliError("--force-cleanup goes with --clean-metadata", EXIT_USAGE)
+    if args.host_id is not None and not (args.clean_metadata or args.set_bmc or args.remove_bmc):
+        raise CliError("--host-id goes with --clean-metadata, --set-bmc or --remove-bmc", EXIT_USAGE)
+    bmc_given = [o for o, v in (("--bmc-address", args.bmc_address), ("--bmc-user", args.bmc_user),
+                                ("--bmc-password-file", args.bmc_password_file)) if v]
+    if bmc_given and not args.set_bmc:
+        raise CliError(f"{bmc_given[0]} goes with --set-bmc", EXIT_USAGE)
     if args.host_id is not None and args.host_id < 1:
         raise CliError("--host-id must be a positive integer", EXIT_USAGE)
 
@@ -158,8 +170,26 @@ def run(args, out=sys.stdout) -> int:
         print("Hosted Engine is up!" if ok else "Hosted Engine is not up!", file=out)
         return EXIT_OK if ok else EXIT_FAILED
 
+    record = None
+    if args.set_bmc:
+        try:
+            record = bmc_cli.record_from_args(args, args.host_id or cfg.host_id, cfg.cluster_key_file)
+        except ClusterKeyError as e:
+            raise CliError(str(e), EXIT_CONFIG) from None
+        except BmcError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
     broker = BrokerClient(cfg.broker_socket)
     try:
+        if record is not None:
+            broker.call("set_bmc", record=json.loads(record.to_json()))
+            print(f"BMC of host {record.host_id} set: {record.label}. The HA agents can now fence that host "
+                  "when it dies holding the engine.", file=out)
+            return EXIT_OK
+        if args.remove_bmc:
+            host_id = args.host_id or cfg.host_id
+            removed = broker.call("remove_bmc", host_id=host_id)["removed"]
+            print(f"BMC of host {host_id} removed." if removed else f"Host {host_id} had no BMC set.", file=out)
+            return EXIT_OK
         return _run_with_broker(args, broker, out)
     except BrokerError as e:
         msg = str(e)

@@ -33,10 +33,14 @@ def main(args: list[str] | None = None) -> int:
     try:
         lab = layout_from_state(a.dir)
         host = lab.host(a.host)
+        lies = os.path.exists(host.bmc_lie_file)
         if a.op == "get":
-            print("on" if hosts.powered_on(host) else "off")
+            print("off" if lies or not hosts.powered_on(host) else "on")
         elif a.state == "on":
             hosts.boot(lab, host)
+        elif a.state == "off" and lies:
+            logging.getLogger("keel_lab.chassis").warning("%s: power off via BMC ignored (the BMC lies)",
+                                                          host.name)
         elif a.state == "off":
             hosts.power_off(host, "chassis power off via BMC")
         else:

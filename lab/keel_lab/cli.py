@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--net", action="store_true", help="cut the network (default)")
     g.add_argument("--storage", action="store_true", help="cut only the shared storage")
 
+    bm = sub.add_parser("bmc", parents=[common], help="make a host's BMC lie or tell the truth again")
+    bm.add_argument("host")
+    bm.add_argument("mode", choices=["lie", "honest"],
+                    help="lie: power off does nothing, power status says off; honest: the default")
+
     he = sub.add_parser("heal", parents=[common], help="undo partition on a host")
     he.add_argument("host")
 
@@ -116,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.cmd == "heal":
         lab.heal(args.host)
         print(f"{args.host}: healed")
+    elif args.cmd == "bmc":
+        lab.bmc_lies(args.host, args.mode == "lie")
+        print(f"{args.host}: BMC {'lies (reports off, powers nothing off)' if args.mode == 'lie' else 'honest'}")
     elif args.cmd == "exec":
         return lab.exec(args.host, args.argv)
     elif args.cmd == "check":

@@ -78,6 +78,9 @@ transports = tcp
 storage_shared_unrecognised = true
 [monitor]
 interval = 2
+[ha]
+# where the HA agents record their fences of the engine's host
+etcd_endpoints = {",".join(lab.etcd_endpoints)}
 [power]
 {power}""")
     os.chmod(path, 0o600)

@@ -116,6 +116,13 @@ def prepare_host(lab: LabLayout, host: HostLayout, image: EngineImage) -> None:
     with open(os.path.join(etc, "qemu-sanlock.conf"), "w") as f:
         f.write(sanlock_conf(host, io_timeout))
     os.makedirs(host.path("log-libvirt", "qemu"), exist_ok=True)
+    # Every host holds the same cluster key (the installer copies it at join).
+    from keel_common.bmc import ClusterKey
+    ClusterKey.create(os.path.join(lab.dir, "cluster.key"))
+    key_copy = os.path.join(host.config_dir, "cluster.key")
+    if not os.path.exists(key_copy):
+        os.makedirs(host.config_dir, exist_ok=True)
+        shutil.copy2(os.path.join(lab.dir, "cluster.key"), key_copy)
     text = host_config_text(lab, host, image)
     with open(host.config_path + ".tmp", "w") as f:
         f.write(text)

@@ -100,6 +100,7 @@ class Lab:
             self.wait_infrastructure(lab, timeout)
             if ha_daemons_installed():
                 self.wait_engine(lab, timeout)
+                self.register_bmcs(lab)
             else:
                 out("note: the HA daemons (keel_broker/keel_agent) are not installed; "
                     "hosts run sanlock, libvirtd and etcd only, no engine VM")
@@ -132,6 +133,26 @@ class Lab:
             bmc.start()
             pids[h.name] = bmc.pid
             self._update_state(bmc_pids=pids)
+
+    def register_bmcs(self, lab: LabLayout, names: list[str] | None = None) -> None:
+        """Every host's BMC for the HA agents, entered the way an administrator
+        does (`hosted-engine --set-bmc` on a host), so that the engine's host
+        is fenced in seconds when it loses power."""
+        path = os.path.join(self.dir, "bmc-password")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(BMC_PASSWORD + "\n")
+        via = next((h for h in lab.all_hosts() if hosts.powered_on(h)), None)
+        if via is None:
+            raise LabError("no host is powered on to enter the BMCs through")
+        for h in lab.all_hosts():
+            if names is not None and h.name not in names:
+                continue
+            rc = self.exec(via.name, ["hosted-engine", "--set-bmc", f"--host-id={h.index}",
+                                      f"--bmc-address={BRIDGE_ADDRESS}", f"--bmc-port={h.bmc_port}",
+                                      f"--bmc-user={BMC_USER}", f"--bmc-password-file={path}"], quiet=True)
+            if rc != 0:
+                raise LabError(f"hosted-engine --set-bmc for {h.name} failed on {via.name} (exit {rc})")
 
     def start_observer(self, lab: LabLayout) -> None:
         pid = self.state.get("observer_pid")
@@ -299,10 +320,21 @@ class Lab:
 
     def heal(self, host_name: str) -> None:
         _, h = self.host(host_name)
+        self.bmc_lies(host_name, False)
         net.set_partitioned(h, False)
         if os.path.exists(h.storage_fault_file):
             from . import storagefault
             storagefault.heal(h)
+
+    def bmc_lies(self, host_name: str, lies: bool) -> None:
+        """A fault no fencing survives alone: the BMC answers power off and
+        reports the power off while the host runs on (`chassis` honours it)."""
+        _, h = self.host(host_name)
+        if lies:
+            with open(h.bmc_lie_file, "w") as f:
+                f.write(f"{time.time():.0f}\n")
+        elif os.path.exists(h.bmc_lie_file):
+            os.unlink(h.bmc_lie_file)
 
     def exec(self, host_name: str, argv: list[str], quiet: bool = False) -> int:
         _, h = self.host(host_name)

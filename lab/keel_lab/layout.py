@@ -127,6 +127,10 @@ class HostLayout:
     def bmc_dir(self) -> str:
         return self.path("bmc")
 
+    @property
+    def bmc_lie_file(self) -> str:    # present: the BMC lies (`keel-lab bmc HOST lie`)
+        return self.path("bmc-lies")
+
 
 @dataclass(frozen=True)
 class LabLayout:

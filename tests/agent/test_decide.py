@@ -239,3 +239,78 @@ def test_a_fresh_claim_is_not_mistaken_for_an_absent_engine():
     assert decide(fresh, Memory(State.EngineDown), K).memory.state == State.EngineDown
     old = snap(hosts=lagging, owner=EngineClaim(2, "host2", NOW - 30))
     assert decide(old, Memory(State.EngineDown), K).memory.state == State.EngineMaybeAway
+
+
+# ---- fencing the engine's dead host -------------------------------------------
+from keel_agent.states import FENCE_HOST  # noqa: E402
+from keel_common.bmc import FAILED, FENCED, FenceRecord  # noqa: E402
+
+
+def lease_busy_by_3(**kw):
+    """Host 1 holds the claim and is starting; host 3 holds the engine lease,
+    its record is gone and its storage lease has stood still for 10 s."""
+    base = dict(owner=mine(), lease_owners=(3,), hosts={1: rec(1), 2: rec(2)},
+                delta_leases={1: (0.5, 1), 2: (0.5, 1), 3: (10.0, 4)}, bmcs=frozenset({1, 2, 3}),
+                outcomes=(Outcome(CLAIM, True), Outcome(CHECK_LEASE, False, BUSY, "host 3")))
+    base.update(kw)
+    return snap(**base)
+
+
+def starting():
+    return Memory(State.EngineStart, since=NOW - 2, lease_wait_until=NOW + 60)
+
+
+def test_dead_engine_host_with_a_bmc_is_fenced_alone_first():
+    d = decide(lease_busy_by_3(), starting(), K)
+    assert [(a.kind, a.target) for a in d.actions] == [(FENCE_HOST, 3)]
+
+
+@pytest.mark.parametrize("change, why", [
+    (dict(hosts={1: rec(1), 2: rec(2), 3: rec(3)}), "is alive"),                  # a live record
+    (dict(delta_leases={3: (FAST.fence_silence_s - 1, 4)}), "still renews"),    # storage lease renewed
+    (dict(bmcs=frozenset({1, 2})), "no BMC"),                                     # nothing to fence with
+    (dict(fences={3: FenceRecord(3, 1, FENCED, 4, NOW - 3, NOW - 2)}), "fenced"),  # done already
+    (dict(fences={3: FenceRecord(3, 1, FAILED, 4, NOW - 3, NOW - 2, "BMC timeout")}), "failed"),
+    (dict(delta_leases={}), "released"),                                          # lease already released
+])
+def test_no_fence_unless_every_condition_holds(change, why):
+    d = decide(lease_busy_by_3(**change), starting(), K)
+    assert FENCE_HOST not in kinds(d)
+    assert kinds(d) == [CLAIM, CHECK_LEASE, START_VM]      # it keeps waiting for the lease
+    assert any(why in msg for _, msg in d.log)
+
+
+def test_a_failed_fence_is_retried_after_fence_retry_seconds():
+    old = FenceRecord(3, 1, FAILED, 4, NOW - 30, NOW - K["fence_retry"] - 1, "BMC timeout")
+    d = decide(lease_busy_by_3(fences={3: old}), starting(), K)
+    assert [a.kind for a in d.actions] == [FENCE_HOST]
+
+
+def test_a_fence_of_an_earlier_generation_does_not_count():
+    old = FenceRecord(3, 1, FENCED, 2, NOW - 300, NOW - 299)
+    d = decide(lease_busy_by_3(fences={3: old}), starting(), K)
+    assert [a.kind for a in d.actions] == [FENCE_HOST]
+
+
+def test_after_the_fence_no_start_for_one_renewal_period():
+    done = lease_busy_by_3(outcomes=(Outcome(FENCE_HOST, True, detail="host 3"),))
+    d = decide(done, starting(), K)
+    assert d.actions == [] and d.memory.fence_settle_until == NOW + 2 * FAST.io_timeout
+    later = decide(replace(done, now=NOW + 1, outcomes=()), d.memory, K)
+    assert later.actions == []
+    after = decide(replace(done, now=NOW + 2 * FAST.io_timeout, outcomes=()), later.memory, K)
+    assert kinds(after) == [CLAIM, CHECK_LEASE, START_VM]
+
+
+def test_a_failed_fence_keeps_the_claim_and_tries_the_lease_again():
+    failed = lease_busy_by_3(outcomes=(Outcome(FENCE_HOST, False, ERROR, "host 3: not confirmed"),))
+    d = decide(failed, starting(), K)
+    assert d.memory.state == State.EngineStart and kinds(d) == [CLAIM, CHECK_LEASE, START_VM]
+    assert RELEASE not in kinds(d)
+
+
+def test_only_the_claim_holder_fences():
+    # Every other state leaves a dead host alone: they do not hold the claim.
+    for state in (State.EngineDown, State.EngineMaybeAway):
+        other = lease_busy_by_3(owner=EngineClaim(2, "host2", NOW - 5), outcomes=())
+        assert FENCE_HOST not in kinds(decide(other, Memory(state), K))

@@ -13,6 +13,7 @@ import pytest
 from harness.daemons import EtcdProcess, SanlockDaemon, build_shim
 from harness.hostconf import write_host_config
 from harness.wait import wait_for
+from keel_common.bmc import ClusterKey
 from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import load_host_config
 
@@ -78,13 +79,15 @@ def cluster():
     shutil.chown(shared, "sanlock", "sanlock")
     shim = build_shim(str(root / "shim"))
     etcd = EtcdProcess(str(root), client_port=23790, peer_port=23800).start()
+    key = ClusterKey.create(str(root / "cluster.key"))   # one key, held by both hosts
     daemons, brokers = [], []
     try:
         for hid in (1, 2):
             d = SanlockDaemon(str(root), f"host{hid}", shim).start()
             daemons.append(d)
             path = write_host_config(str(root / f"host{hid}.conf"), hid, etcd_url=etcd.url, shared=str(shared),
-                                     state_root=str(root / "state"), sanlock_run_dir=d.run_dir)
+                                     state_root=str(root / "state"), sanlock_run_dir=d.run_dir,
+                                     extra={"host": {"cluster_key_file": key.path}})
             os.makedirs(load_host_config(path).state_dir, exist_ok=True)
         # Lockspace and lease on "shared storage", as deploy or the lab writes them.
         subprocess.run([sys.executable, "-c",

@@ -23,7 +23,11 @@ def run(*args):
     (("--vm-start", "--json"), 2, "--json goes with --vm-status"),
     (("--clean-metadata", "--host-id", "x"), 2, "invalid int value: 'x'"),
     (("--clean-metadata", "--host-id", "0"), 2, "--host-id must be a positive integer"),
-    (("--vm-status", "--host-id", "2"), 2, "--host-id and --force-cleanup go with --clean-metadata"),
+    (("--vm-status", "--host-id", "2"), 2, "--host-id goes with --clean-metadata, --set-bmc or --remove-bmc"),
+    (("--vm-status", "--force-cleanup"), 2, "--force-cleanup goes with --clean-metadata"),
+    (("--vm-status", "--bmc-address", "127.0.0.9"), 2, "--bmc-address goes with --set-bmc"),
+    (("--set-bmc", "--remove-bmc"), 2, "not allowed with argument"),
+    (("--set-bmc", "--bmc-port", "x"), 2, "invalid int value: 'x'"),
 ])
 def test_usage_errors(args, code, needle, tmp_path):
     r = run("--config", str(tmp_path / "none.conf"), *args)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from harness.engineapp import admin_headers, engine_app_with_host
 from keel_engine.models import Host, Job
 from keel_engine.power import failover as fo
-from keel_engine.power.ipmi import IpmiResult
+from keel_common.ipmi import IpmiResult
 from keel_engine.power.manager import PowerManagement
 from keel_engine.services import Context
 from keel_engine.services.hosts import fence_agents_for_host

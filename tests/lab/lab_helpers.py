@@ -6,12 +6,16 @@ deadlines: this machine has 2 cores and may be loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+
+import pytest
 
 from keel_lab import hosts, probe
 from keel_lab.layout import HEALTH_URL, LabLayout
@@ -31,6 +35,22 @@ def lab_unavailable() -> str | None:
     if os.path.exists("/run/netns/lab-h1"):
         return "another lab is running on this machine (lab-h1 exists)"
     return None
+
+
+@contextlib.contextmanager
+def module_lab(prefix: str, *up_args: str, env: dict | None = None):
+    """A 3-host lab for one test module (skipped where a lab cannot run), down afterwards."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    lab_dir = tempfile.mkdtemp(prefix=prefix)
+    driver = LabDriver(lab_dir)
+    try:
+        driver.cli("up", "--hosts", "3", *up_args, "--timeout", "300", timeout=420, env=env)
+        yield driver
+    finally:
+        subprocess.run(KEEL_LAB + ["down", "--dir", lab_dir], capture_output=True, timeout=120)
+        shutil.rmtree(lab_dir, ignore_errors=True)
 
 
 def wait_for(what: str, predicate, timeout: float, interval: float = 0.5):

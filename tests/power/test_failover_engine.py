@@ -444,3 +444,54 @@ def test_failover_reads_no_message(engine):
         assert host_row(engine, 0).status_detail.startswith("#")
     finally:
         sa_event.remove(engine["ctx"].sessionmaker, "before_flush", garble)
+
+
+def agent_powers_off(state, index):
+    """What an HA agent does to the engine's dead host: a BMC power-off, confirmed."""
+    from keel_common import ipmi
+    from keel_common.bmc import BmcCredentials
+    bmc = state["bmcs"][index]
+    res = ipmi.run_operation(BmcCredentials(bmc.address, bmc.port, "admin", "fence-pw"), "off", deadline=20)
+    assert res.ok and res.power == "off", res.describe()
+    return bmc
+
+
+def test_a_fence_by_the_ha_agents_is_adopted_not_repeated(engine):
+    """The engine ran on host1 and died with it; an agent fenced host1 through
+    its BMC. The engine, back, takes that fence as its own: no second power-off,
+    no grace period, the HA VM restarted at once."""
+    from keel_common.bmc import FENCED, FenceRecord
+    slow = PowerSettings(grace_period=300, fence_retries=1, fence_backoff=0.5, off_deadline=8,
+                         status_deadline=8, recheck_interval=0.5, refence_interval=600)
+    vm_id = start_ha_vm(engine)
+    bmc = agent_powers_off(engine, 0)
+    now = time.time()
+    rec = FenceRecord(host_id=1, by=2, state=FENCED, generation=3, started=now - 1, ended=now,
+                      detail="power off confirmed by the BMC; host lease released",
+                      bmc_address=bmc.address, bmc_port=bmc.port)
+    install(engine, settings=slow, agent_fences=lambda: {1: rec})
+    host_fails(engine, freeze=False)
+    vm = wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up" and v.host_id != engine["host_ids"][0] and v,
+                  90, "the HA VM to run on another host (well inside the 300 s grace period)")
+    evs = events(engine)
+    assert first(evs, fo.EV_FENCE_START) is None, "the engine fenced the host a second time"
+    assert first(evs, fo.EV_AGENT_FENCE, "fenced by the HA agent of host 2") is not None
+    host = host_row(engine, 0)
+    assert host.status == "down"
+    with engine["ctx"].sessionmaker() as s:
+        record = s.get(fo.Fence, host.fence_id)
+        assert (record.state, record.requested_by) == ("confirmed", "the HA agent of host 2")
+    assert running_on(engine, vm_id, skip=(0,)) == [engine["host_ids"].index(vm.host_id)]
+
+
+def test_an_agent_fence_of_an_earlier_failure_does_not_count(engine):
+    from keel_common.bmc import FENCED, FenceRecord
+    bmc = engine["bmcs"][0]
+    old = time.time() - 3600
+    rec = FenceRecord(host_id=1, by=2, state=FENCED, generation=1, started=old - 1, ended=old,
+                      bmc_address=bmc.address, bmc_port=bmc.port)
+    install(engine, agent_fences=lambda: {1: rec})
+    start_ha_vm(engine)
+    host_fails(engine)
+    wait_for(lambda: first(events(engine), fo.EV_FENCE_OK) is not None, 60, "the engine's own fence")
+    assert first(events(engine), fo.EV_AGENT_FENCE) is None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keel_engine.power import ipmi
+from keel_common import ipmi
 from keel_engine.power.agents import AgentConfigError, make_spec, parse_options
 from keel_engine.power.fencing import fence_through_agents
 
@@ -96,3 +96,18 @@ def test_options_forms():
     assert parse_options("lanplus") == {"lanplus": True}
     assert parse_options([{"name": "privlvl", "value": "operator"}]) == {"privlvl": "operator"}
     assert make_spec("bmc-1.example", "u", "p", options={"privlvl": "operator"}).privlevel == 3
+
+
+def test_agent_fence_for_picks_a_done_fence_through_this_hosts_bmc_after_it_was_last_seen():
+    from keel_common.bmc import FAILED, FENCED, FenceRecord
+    from keel_engine.power.policy import agent_fence_for
+    mine = {("127.0.2.31", 623)}
+
+    def rec(state=FENCED, ended=200.0, address="127.0.2.31", port=623):
+        return FenceRecord(1, 2, state, 1, ended - 1, ended, "", address, port)
+    assert agent_fence_for([rec()], mine, last_seen=100.0) == rec()
+    assert agent_fence_for([rec(state=FAILED)], mine, 100.0) is None          # not confirmed
+    assert agent_fence_for([rec(ended=50.0)], mine, 100.0) is None            # an earlier failure's
+    assert agent_fence_for([rec(address="127.0.2.32")], mine, 100.0) is None  # another host's BMC
+    assert agent_fence_for([rec(port=624)], mine, 100.0) is None
+    assert agent_fence_for([rec(ended=150.0), rec(ended=300.0)], mine, 100.0).ended == 300.0

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from keel_engine.power import ipmi
+from keel_common import ipmi
 from keel_engine.power.agents import make_spec
 from keel_engine.power.fencing import fence_through_agents
 from keel_lab.bmc import BmcSimulator, rmcp_ping

@@ -67,6 +67,12 @@ def lab():
         subprocess.run(KEEL_LAB + ["up", "--hosts", "3", "--dir", lab_dir, "--timeout", "300",
                                    "--no-engine-process"],
                        check=True, capture_output=True, timeout=480)
+        # Nor may the HA agents fence a host that happens to run the engine VM:
+        # these tests are about the engine's own fencing, with and without a BMC.
+        for hid in (1, 2, 3):
+            subprocess.run(KEEL_LAB + ["exec", "host1", "--dir", lab_dir, "--", "hosted-engine",
+                                       "--remove-bmc", f"--host-id={hid}"],
+                           check=True, capture_output=True, timeout=60)
         yield layout_from_state(lab_dir)
     finally:
         subprocess.run(KEEL_LAB + ["down", "--dir", lab_dir], capture_output=True, timeout=180)

@@ -17,7 +17,7 @@ from .conftest import make_bmc, needs_ipmi_sim
 pytestmark = [needs_ipmi_sim, pytest.mark.slow, pytest.mark.root]
 LISTEN = "127.0.2.50:16350"
 BMC_ADDRESS, BMC_PORT = "127.0.2.51", 16351
-WORKER_MARK = "keel_engine.power._ipmi_worker"
+WORKER_MARK = "keel_common._ipmi_worker"
 
 
 def ipmi_workers():

@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
+from keel_common import ipmi
+
 from ..errors import Fault
-from ..models import Event, Fence, Host, Vm, utcnow
+from ..models import Event, Fence, FenceAgent, Host, Vm, utcnow
 from ..services import events, hosts as host_svc, vms as vm_svc
 from ..timeutil import aware
-from . import ipmi, policy
+from . import policy
 from .agents import AgentConfigError, spec_from_record
 from .fencing import fence_through_agents
 from .settings import PowerSettings
@@ -34,6 +36,7 @@ EV_FENCE_AGENT, EV_HOST_DOWN, EV_MANUAL_FENCE, EV_WAIT = 9014, 9015, 9016, 9017
 EV_HA_RESTART, EV_HA_RESTART_FAILED, EV_HA_HELD, EV_STALE_VM = 9020, 9021, 9022, 9023
 EV_POWER_ON, EV_AGENT_TEST = 9018, 9019
 EV_LEASES_RELEASED, EV_LEASE_WAIT, EV_HA_DOWN = 9025, 9026, 9027
+EV_AGENT_FENCE = 9028
 AUTO = "the engine (host monitor)"
 
 
@@ -54,7 +57,8 @@ class Failover:
     """Failure handling for the engine worker; thread-safe per host."""
 
     def __init__(self, ctx, settings: PowerSettings | None = None, storage_probe=None,
-                 lease_probe=None, release_leases=None, run=ipmi.run_operation, sleep=time.sleep):
+                 lease_probe=None, release_leases=None, agent_fences=None, run=ipmi.run_operation,
+                 sleep=time.sleep):
         self.ctx = ctx
         self.settings = settings or PowerSettings()
         self.cfg = policy.PolicyConfig(grace_period=self.settings.grace_period,
@@ -70,6 +74,10 @@ class Failover:
         # release_leases(host) -> host id | None: free a host's sanlock leases on its
         # behalf; called only after its BMC confirmed it is off
         self.release_leases = release_leases
+        # agent_fences() -> {host id: FenceRecord}: the fences the HA agents made of
+        # the engine's own host (from the hosts' etcd); None: not known here
+        self.agent_fences = agent_fences
+        self._agent_fences_error: str | None = None
         self.run, self.sleep = run, sleep
         self._stopping = threading.Event()
         self._locks: dict[str, threading.Lock] = {}
@@ -165,6 +173,7 @@ class Failover:
                 if host is None:
                     return done
                 s.refresh(host)
+                self._adopt_agent_fence(s, host)
                 agents = self._agents(s, host)
                 actions, vms = self._decide(s, host, agents)
                 fenced = False
@@ -250,6 +259,44 @@ class Failover:
         fence.state, fence.agent = "confirmed", outcome.agent
         events.add(s, EV_FENCE_OK, f"Host {host.name} is powered off, confirmed by its BMC "
                    f"({outcome.agent}).", **refs)
+        self.mark_down(s, host, fence)
+        self._release_leases(s, host, refs)
+        s.commit()
+        return True
+
+    def _adopt_agent_fence(self, s, host) -> bool:
+        """The engine ran on this host and died with it; the HA agents fenced it
+        through its BMC before starting the engine elsewhere. That confirmed
+        power-off is this engine's too: record it, do not fence again, and go on
+        with the host's HA VMs at once."""
+        if self.agent_fences is None or host.status != "non_responsive" or confirmed_fence(s, host):
+            return False
+        try:
+            records = self.agent_fences()
+        except Exception as exc:   # etcd unreachable: the engine's own fencing goes on as usual
+            if str(exc) != self._agent_fences_error:
+                log.warning("cannot read the HA agents' fences from etcd: %s", exc)
+                self._agent_fences_error = str(exc)
+            return False
+        self._agent_fences_error = None
+        bmcs = {(a.address, a.port or 623) for a in s.scalars(select(FenceAgent).where(FenceAgent.host_id == host.id))}
+        last_seen = aware(host.last_seen).timestamp() if host.last_seen is not None else 0.0
+        rec = policy.agent_fence_for(records.values(), bmcs, last_seen)
+        if rec is None:
+            return False
+        who = f"the HA agent of host {rec.by}"
+        bmc = f"ipmilan:{rec.bmc_address}:{rec.bmc_port}"
+        fence = Fence(host_id=host.id, method="bmc", action="off", state="confirmed", agent=bmc,
+                      requested_by=who, reason="it ran the engine VM and stopped answering",
+                      outcome=rec.detail, started=datetime.fromtimestamp(rec.started, timezone.utc),
+                      ended=datetime.fromtimestamp(rec.ended, timezone.utc))
+        s.add(fence)
+        s.flush()
+        refs = {"host_id": host.id, "cluster_id": host.cluster_id}
+        events.add(s, EV_AGENT_FENCE, f"Host {host.name} was fenced by {who} (power-off confirmed by its BMC "
+                   f"{rec.bmc_address}:{rec.bmc_port}) while the engine was down: the engine does not fence "
+                   "it again.", "warning", **refs)
+        log.warning("host %s was fenced by %s: adopting that fence", host.name, who)
         self.mark_down(s, host, fence)
         self._release_leases(s, host, refs)
         s.commit()

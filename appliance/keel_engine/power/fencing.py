@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import ipmi
+from keel_common import ipmi
 from .agents import FenceAgentSpec, ordered
 
 log = logging.getLogger(__name__)

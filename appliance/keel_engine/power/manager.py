@@ -23,7 +23,7 @@ from ..services import events
 from ..services import hosts as hosts_svc
 from ..services.vm_leases import VmLeases
 from . import failover as fo
-from . import ipmi
+from keel_common import ipmi
 from .agents import AgentConfigError, spec_from_record
 from .fencing import fence_through_agents
 
@@ -48,6 +48,10 @@ class PowerManagement:
                 probes = {"storage_probe": lambda host, since: watcher.renewed_after(since, *names(host)),
                           "lease_probe": lambda vm, host: self.leases.is_free(vm, object_session(vm)),
                           "release_leases": lambda host: self.leases.release_fenced_host(*names(host))}
+            etcd = ctx.config.ha_etcd
+            if etcd is not None:
+                from keel_common.etcdclient import read_fences
+                probes["agent_fences"] = lambda: read_fences(etcd, timeout=5.0)
             failover = fo.Failover(ctx, settings, **probes)
         self.failover = failover
         self.max_restarts = MAX_RESTARTS

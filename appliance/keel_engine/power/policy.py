@@ -85,6 +85,16 @@ class Snapshot:
     extra: dict = field(default_factory=dict)
 
 
+def agent_fence_for(records, bmcs, last_seen: float):
+    """The HA agents' fence that holds this host down, if any: a completed
+    fence ("fenced") through one of this host's own BMCs ((address, port)
+    pairs of its fence agents), made after the engine last heard from it, so
+    a fence of an earlier failure never counts for this one."""
+    matching = [r for r in records if r.state == "fenced" and r.ended is not None and r.ended > last_seen
+                and (r.bmc_address, r.bmc_port) in bmcs]
+    return max(matching, key=lambda r: r.ended, default=None)
+
+
 def unresponsive_share(hosts) -> tuple[int, int]:
     """(non-responsive, counted) among hosts that are expected to answer."""
     counted = [h for h in hosts if h.status in ("up", "non_responsive", "connecting")]

@@ -29,7 +29,8 @@ import subprocess
 from sqlalchemy import select
 
 from keel_common.domainxml import Lease
-from keel_common.sanlock_disk import LockspaceWatcher, read_delta_leases, read_resource_owner
+from keel_common.sanlock_disk import (LockspaceWatcher, ReleaseError, read_delta_leases, read_resource_owner,
+                                      release_host_id)
 
 from ..errors import conflict
 from ..models import Cluster, Disk, DiskAttachment, StorageDomain
@@ -189,12 +190,10 @@ class VmLeases:
         if not found:
             return None
         lease = max(found, key=lambda d: d.timestamp)
-        cp = subprocess.run(["sanlock", "direct", "release_id", "-s",
-                             f"{self.lockspace}:{lease.host_id}:{self.watcher.path}:0"],
-                            capture_output=True, text=True, timeout=60)
-        if cp.returncode != 0 or "done 0" not in cp.stdout:
-            raise VmLeaseError("sanlock direct release_id failed: "
-                               + (cp.stderr.strip() or cp.stdout.strip() or f"exit {cp.returncode}")[:200])
+        try:
+            release_host_id(self.lockspace, lease.host_id, self.watcher.path)
+        except ReleaseError as e:
+            raise VmLeaseError(str(e)) from None
         return lease.host_id
 
     def is_free(self, vm, s) -> bool | None:

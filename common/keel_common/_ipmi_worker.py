@@ -1,7 +1,7 @@
 """One IPMI operation through pyghmi, run as a short-lived child process.
 
 pyghmi has no timeout of its own and a session can hang for good, so the
-engine never calls it in-process: ``keel_engine.power.ipmi`` starts this
+engine and the HA agents never call it in-process: ``keel_common.ipmi`` starts this
 module, writes the request (JSON, with the password) to its stdin, and kills
 it when the hard deadline passes.  The answer is one JSON line on stdout.
 """

@@ -1,6 +1,7 @@
-"""Run one BMC operation (status, on, off, restart, test) under a hard deadline.
+"""Run one BMC operation (status, on, off, restart, test) under a hard deadline:
+the engine's fencing and the HA agents' fencing of the engine's host.
 
-Each operation runs in a fresh ``python -m keel_engine.power._ipmi_worker``
+Each operation runs in a fresh ``python -m keel_common._ipmi_worker``
 child: pyghmi can hang forever on a BMC that stops answering mid-session,
 and a child process is the one thing that can always be killed on time.
 The password travels on the child's stdin, never on its command line.
@@ -16,10 +17,26 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-
-from .agents import FenceAgentSpec
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class BmcSpec(Protocol):
+    """How to reach one BMC: the engine's fence agents and the HA agents'
+    shared BMC records both have this shape."""
+    address: str
+    port: int
+    username: str
+    password: str
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def privlevel(self) -> int | None: ...
+
+
 _forbidden: str | None = None
 
 
@@ -55,7 +72,7 @@ class IpmiResult:
         return f"{self.op} failed ({self.kind}): {self.message}"
 
 
-def run_operation(spec: FenceAgentSpec, op: str, deadline: float | None = None) -> IpmiResult:
+def run_operation(spec: BmcSpec, op: str, deadline: float | None = None) -> IpmiResult:
     """Run ``op`` against the agent's BMC; returns within ``deadline`` seconds (+ kill time)."""
     if op not in OPERATIONS:
         raise ValueError(f"unknown power operation {op!r} (expected one of {', '.join(OPERATIONS)})")
@@ -66,7 +83,7 @@ def run_operation(spec: FenceAgentSpec, op: str, deadline: float | None = None) 
                           "username": spec.username, "password": spec.password,
                           "privlevel": spec.privlevel, "budget": budget})
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "keel_engine.power._ipmi_worker"],
+    proc = subprocess.Popen([sys.executable, "-m", "keel_common._ipmi_worker"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -100,6 +117,6 @@ def _kill(proc: subprocess.Popen) -> None:
         pass
 
 
-def test_agent(spec: FenceAgentSpec, deadline: float | None = None) -> IpmiResult:
+def test_agent(spec: BmcSpec, deadline: float | None = None) -> IpmiResult:
     """oVirt's 'Test' button: what does the BMC say right now?"""
     return run_operation(spec, "test", deadline)
