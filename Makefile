@@ -38,6 +38,7 @@ bench: setup
 	$(PY) bench/access.py
 	$(PY) bench/appliance_boot.py
 	$(PY) bench/failover.py
+	$(PY) bench/nemesis.py
 	$(PY) bench/ha_vm_failover.py
 
 clean:

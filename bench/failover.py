@@ -192,7 +192,13 @@ def main() -> int:
               f"{', '.join(SCENARIOS)}" if unknown else "failover.py: --repeat must be >= 1",
               file=sys.stderr)
         return 2
-    lab = Lab(a.dir)
+    return on_lab(a.dir, "failover.py", lambda lab: _run(lab, a, scenarios))
+
+
+def on_lab(lab_dir: str, prog: str, body) -> int:
+    """Run body(lab) on the lab in lab_dir, or on a 3-host lab brought up for
+    it (and down afterwards); a lab error is one line and exit 1."""
+    lab = Lab(lab_dir)
     ours = load_state(lab.dir) is None
     try:
         if ours:
@@ -205,32 +211,36 @@ def main() -> int:
             print("note: this lab runs the engine process, which fences a powered-off host through its "
                   "BMC and frees its leases: the power-off figures are those of an engine running "
                   "outside the failed host, not of a self-hosted engine", flush=True)
-        results: dict[str, list[dict]] = {}
-        for s in scenarios:
-            for i in range(a.repeat):
-                r = measure(lab, s, a.timeout)
-                results.setdefault(s, []).append(r)
-                print(f"  {s} #{i + 1}: {r['host']} -> {r['new_host'] or r['host']}: "
-                      f"outage {r['outage'] if r['outage'] is None else round(r['outage'], 1)} s, "
-                      f"detect {None if r['detect'] is None else round(r['detect'], 1)} s, "
-                      f"lease {None if r['lease'] is None else round(r['lease'], 1)} s, "
-                      f"violations {r['violations']}", flush=True)
-        restore(lab)
-        print(f"\nfailover, {a.repeat} run(s) each, profile {lab.layout().profile} "
-              f"(seconds: median max)")
-        print(f"{'scenario':12} {'outage':>15} {'detect':>15} {'lease re-taken':>15} {'violations':>10}")
-        for s, rs in results.items():
-            print(f"{s:12} {fmt([r['outage'] for r in rs]):>15} {fmt([r['detect'] for r in rs]):>15} "
-                  f"{fmt([r['lease'] for r in rs]):>15} {sum(r['violations'] for r in rs):10}")
-        print("\nresident memory")
-        print("\n".join(memory_table(lab)))
-        return 1 if any(r["violations"] for rs in results.values() for r in rs) else 0
+        return body(lab)
     except LabError as e:
-        print(f"failover.py: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
     finally:
         if ours:
             lab.down()
+
+
+def _run(lab: Lab, a, scenarios: list[str]) -> int:
+    results: dict[str, list[dict]] = {}
+    for s in scenarios:
+        for i in range(a.repeat):
+            r = measure(lab, s, a.timeout)
+            results.setdefault(s, []).append(r)
+            print(f"  {s} #{i + 1}: {r['host']} -> {r['new_host'] or r['host']}: "
+                  f"outage {r['outage'] if r['outage'] is None else round(r['outage'], 1)} s, "
+                  f"detect {None if r['detect'] is None else round(r['detect'], 1)} s, "
+                  f"lease {None if r['lease'] is None else round(r['lease'], 1)} s, "
+                  f"violations {r['violations']}", flush=True)
+    restore(lab)
+    print(f"\nfailover, {a.repeat} run(s) each, profile {lab.layout().profile} "
+          f"(seconds: median max)")
+    print(f"{'scenario':12} {'outage':>15} {'detect':>15} {'lease re-taken':>15} {'violations':>10}")
+    for s, rs in results.items():
+        print(f"{s:12} {fmt([r['outage'] for r in rs]):>15} {fmt([r['detect'] for r in rs]):>15} "
+              f"{fmt([r['lease'] for r in rs]):>15} {sum(r['violations'] for r in rs):10}")
+    print("\nresident memory")
+    print("\n".join(memory_table(lab)))
+    return 1 if any(r["violations"] for rs in results.values() for r in rs) else 0
 
 
 if __name__ == "__main__":

@@ -196,8 +196,13 @@ def _engine_down(st: _Step, live, score: int) -> None:
     best = best_other(s, live)
     if best is not None and (best.score, -best.host_id) > (score, -s.host_id):
         return st.stay(f"engine down; host {best.host_id} (score {best.score:g}) is the best host to start it")
-    st.go(S.EngineStart, f"engine down everywhere and this host is the best (score {score})",
-          *_start_actions("best host"), lease_wait_until=_lease_wait(s, k), fence_settle_until=None)
+    fence, _ = _fence_or_wait(st, live)
+    # The engine lease is already seen held by a dead host: claim (so that no
+    # other agent fences too) and fence in this same cycle, not after a busy check.
+    actions = (Action(CLAIM, "fence, then start"), fence) if fence is not None else _start_actions("best host")
+    st.go(S.EngineStart, f"engine down everywhere and this host is the best (score {score})"
+          + (f"; {fence.reason}" if fence is not None else ""),
+          *actions, lease_wait_until=_lease_wait(s, k), fence_settle_until=None)
 
 
 def _lease_wait(s: Snapshot, k: dict) -> float:
@@ -250,8 +255,14 @@ def _engine_start(st: _Step, live, score: int) -> None:
         # A host whose BMC said "off" while it still ran finds its host lease
         # released at its next renewal, and its sanlock kills the engine VM
         # there: wait one renewal period before starting.
+        # Counted from the end of the fence (its record), not from this cycle.
+        ended = max((r.ended for r in s.fences.values() if r.by == s.host_id and r.state == FENCED
+                     and r.ended is not None and r.ended <= s.now), default=s.now)
+        until = ended + 2 * s.timing.io_timeout
+        if s.now >= until:
+            return st.stay("", *_start_actions("after the fence"))
         return st.stay("the dead host is fenced; waiting one storage renewal period before starting",
-                       fence_settle_until=s.now + 2 * s.timing.io_timeout)
+                       fence_settle_until=until)
     if m.fence_settle_until is not None:
         if s.now < m.fence_settle_until:
             return st.stay()

@@ -20,6 +20,9 @@ def add_arguments(acts, p) -> None:
                            "host in seconds when it loses power")
     acts.add_argument("--remove-bmc", action="store_true", help="forget a host's BMC (the agents then "
                       "wait for sanlock's expiry of a dead engine host's lease)")
+    acts.add_argument("--generate-cluster-key", action="store_true",
+                      help="write the cluster key ([host] cluster_key_file) on the first host; copy that "
+                           "file to every other host")
     g = p.add_argument_group("with --set-bmc / --remove-bmc")
     g.add_argument("--bmc-address", metavar="ADDR", help="the BMC's IP address or host name")
     g.add_argument("--bmc-port", type=int, default=623, metavar="PORT", help="the BMC's UDP port (default 623)")
@@ -28,6 +31,15 @@ def add_arguments(acts, p) -> None:
                    help=f"a file holding the IPMI password (else ${PASSWORD_ENV}, else a prompt)")
     g.add_argument("--bmc-privilege", default="administrator", choices=("operator", "administrator"),
                    help="the IPMI privilege level (default administrator)")
+
+
+def generate_cluster_key(path: str) -> str:
+    if os.path.exists(path):
+        raise BmcError(f"{path} exists already: every host must hold the same key, so it is never "
+                       "replaced (remove it first only if no BMC password was stored with it)")
+    ClusterKey.create(path)
+    return (f"Cluster key written to {path} (mode 0600). Copy it to every host, same path, "
+            "before setting BMCs there.")
 
 
 def read_password(args) -> str:

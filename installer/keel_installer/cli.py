@@ -170,6 +170,12 @@ def run(args, out=sys.stdout) -> int:
         print("Hosted Engine is up!" if ok else "Hosted Engine is not up!", file=out)
         return EXIT_OK if ok else EXIT_FAILED
 
+    if args.generate_cluster_key:
+        try:
+            print(bmc_cli.generate_cluster_key(cfg.cluster_key_file), file=out)
+        except BmcError as e:
+            raise CliError(str(e)) from None
+        return EXIT_OK
     record = None
     if args.set_bmc:
         try:

@@ -73,3 +73,29 @@ def test_daemons_reject_bad_config_with_one_line(cmd, tmp_path):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert "none.conf: no such file" in r.stderr
+
+
+def test_cluster_key_is_generated_once_and_never_replaced(tmp_path):
+    from harness.hostconf import write_host_config
+    key = tmp_path / "keel" / "cluster.key"
+    conf = write_host_config(str(tmp_path / "he.conf"), 1, etcd_url="http://127.0.0.1:1", shared=str(tmp_path),
+                             state_root=str(tmp_path / "state"), extra={"host": {"cluster_key_file": str(key)}})
+    r = run("--config", conf, "--generate-cluster-key")
+    assert r.returncode == 0 and "Copy it to every host" in r.stdout
+    assert key.stat().st_mode & 0o777 == 0o600
+    first = key.read_bytes()
+    r = run("--config", conf, "--generate-cluster-key")
+    assert r.returncode == 1 and "exists already" in r.stderr
+    assert key.read_bytes() == first
+
+
+def test_set_bmc_without_the_cluster_key_is_a_config_error(tmp_path):
+    from harness.hostconf import write_host_config
+    conf = write_host_config(str(tmp_path / "he.conf"), 1, etcd_url="http://127.0.0.1:1", shared=str(tmp_path),
+                             state_root=str(tmp_path / "state"),
+                             extra={"host": {"cluster_key_file": str(tmp_path / "missing.key")}})
+    env = dict(os.environ, KEEL_BMC_PASSWORD="pw")
+    r = subprocess.run([HE, "--config", conf, "--set-bmc", "--bmc-address", "127.0.0.9", "--bmc-user", "admin"],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 4 and "cluster key" in r.stderr and "missing" in r.stderr
+    assert "Traceback" not in r.stderr
