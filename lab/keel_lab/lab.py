@@ -148,9 +148,13 @@ class Lab:
         for h in lab.all_hosts():
             if names is not None and h.name not in names:
                 continue
-            rc = self.exec(via.name, ["hosted-engine", "--set-bmc", f"--host-id={h.index}",
-                                      f"--bmc-address={BRIDGE_ADDRESS}", f"--bmc-port={h.bmc_port}",
-                                      f"--bmc-user={BMC_USER}", f"--bmc-password-file={path}"], quiet=True)
+            argv = ["hosted-engine", "--set-bmc", f"--host-id={h.index}", f"--bmc-address={BRIDGE_ADDRESS}",
+                    f"--bmc-port={h.bmc_port}", f"--bmc-user={BMC_USER}", f"--bmc-password-file={path}"]
+            # A broker restarted a moment ago (a host just reset) answers exit 3
+            # until it holds its etcd lease again: that is worth a few retries.
+            deadline = time.monotonic() + 30
+            while (rc := self.exec(via.name, argv, quiet=True)) == 3 and time.monotonic() < deadline:
+                time.sleep(1)
             if rc != 0:
                 raise LabError(f"hosted-engine --set-bmc for {h.name} failed on {via.name} (exit {rc})")
 
