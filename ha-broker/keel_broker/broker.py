@@ -38,6 +38,17 @@ def _host_id(req: dict) -> int:
     return host_id
 
 
+def _record(req: dict, op: str, parse, what: str):
+    """The request's `record` object parsed by `parse` (a from_json), or a one-line refusal."""
+    rec = req.get("record")
+    if not isinstance(rec, dict):
+        raise RequestError(f"{op} needs a 'record' object")
+    try:
+        return parse(json.dumps(rec))
+    except (BmcError, KeyError, TypeError, ValueError) as e:
+        raise RequestError(f"bad {what}: {e}") from None
+
+
 class Broker:
     def __init__(self, cfg: HostConfig, etcd: EtcdSession, lockspace, monitors: list[Monitor],
                  peer_leases=None):
@@ -296,13 +307,7 @@ class Broker:
         return {"version": version}
 
     def op_set_bmc(self, req):
-        rec = req.get("record")
-        if not isinstance(rec, dict):
-            raise RequestError("set_bmc needs a 'record' object")
-        try:
-            bmc = BmcRecord.from_json(json.dumps(rec))
-        except (BmcError, KeyError, TypeError, ValueError) as e:
-            raise RequestError(f"bad BMC record: {e}") from None
+        bmc = _record(req, "set_bmc", BmcRecord.from_json, "BMC record")
         self.etcd.put_bmc(bmc)
         with self._lock:
             self._cluster = dict(self._cluster, bmcs={**self._cluster.get("bmcs", {}), bmc.host_id: bmc})
@@ -326,13 +331,7 @@ class Broker:
         return {"record": None if rec is None else json.loads(rec.to_json())}
 
     def op_fence_record(self, req):
-        rec = req.get("record")
-        if not isinstance(rec, dict):
-            raise RequestError("fence_record needs a 'record' object")
-        try:
-            fence = FenceRecord.from_json(json.dumps(rec))
-        except (KeyError, TypeError, ValueError) as e:
-            raise RequestError(f"bad fence record: {e}") from None
+        fence = _record(req, "fence_record", FenceRecord.from_json, "fence record")
         self.etcd.put_fence(fence)
         with self._lock:
             self._cluster = dict(self._cluster, fences={**self._cluster.get("fences", {}), fence.host_id: fence})
