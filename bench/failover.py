@@ -184,6 +184,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--timeout", type=float, default=300.0, help="per run (default 300 s)")
+    ap.add_argument("--engine", choices=("appliance", "none"), default="appliance",
+                    help="a lab brought up here runs the engine appliance in the engine VM (default) "
+                         "or a stand-in guest (none)")
     a = ap.parse_args()
     scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -192,21 +195,20 @@ def main() -> int:
               f"{', '.join(SCENARIOS)}" if unknown else "failover.py: --repeat must be >= 1",
               file=sys.stderr)
         return 2
-    return on_lab(a.dir, "failover.py", lambda lab: _run(lab, a, scenarios))
+    return on_lab(a.dir, "failover.py", lambda lab: _run(lab, a, scenarios), a.engine)
 
 
-def on_lab(lab_dir: str, prog: str, body) -> int:
+def on_lab(lab_dir: str, prog: str, body, engine: str = "appliance") -> int:
     """Run body(lab) on the lab in lab_dir, or on a 3-host lab brought up for
-    it (and down afterwards); a lab error is one line and exit 1."""
+    it (and down afterwards); a lab error is one line and exit 1. engine: the
+    lab's engine (`keel-lab up --engine`): the appliance in the engine VM, so
+    the outage is the real engine's, from the plug pulled to its API answering."""
     lab = Lab(lab_dir)
     ours = load_state(lab.dir) is None
     try:
         if ours:
-            # Without the lab's engine process: a self-hosted engine dies with its
-            # host and cannot fence it; the lab's process, outside the engine VM,
-            # would fence a powered-off engine host and free its leases at once.
-            print(f"bringing up a 3-host lab in {lab.dir} (no engine process) ...", flush=True)
-            lab.up(3, "fast", timeout=300, engine_process=False)
+            print(f"bringing up a 3-host lab in {lab.dir} (engine: {engine}) ...", flush=True)
+            lab.up(3, "fast", timeout=300, engine=engine)
         elif (load_state(lab.dir) or {}).get("engine_process"):
             print("note: this lab runs the engine process, which fences a powered-off host through its "
                   "BMC and frees its leases: the power-off figures are those of an engine running "

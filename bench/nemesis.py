@@ -133,6 +133,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kinds", default=",".join(KINDS), help="the fault kinds to draw from")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--engine", choices=("appliance", "none"), default="appliance",
+                    help="a lab brought up here runs the engine appliance in the engine VM (default) "
+                         "or a stand-in guest (none)")
     a = ap.parse_args()
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
@@ -140,7 +143,7 @@ def main() -> int:
         print(f"nemesis.py: unknown fault kind {', '.join(unknown)}; expected some of {', '.join(KINDS)}"
               if unknown else "nemesis.py: --faults must be >= 1", file=sys.stderr)
         return 2
-    return on_lab(a.dir, "nemesis.py", lambda lab: _run(lab, a, kinds))
+    return on_lab(a.dir, "nemesis.py", lambda lab: _run(lab, a, kinds), a.engine)
 
 
 def _run(lab: Lab, a, kinds: list[str]) -> int:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian 12 machine (run as root):
 # the Debian packages Keel and its lab need, the venv in .venv with the
-# project installed, and the lab's engine VM stand-in image (cached).
+# project installed, and the lab's engine VM stand-in image (cached; the
+# engine appliance image is built by its first user, `keel-lab up` or the
+# appliance tests, and cached too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,7 @@ PACKAGES=(
   fuse3 python3-fusepy
   wrk slapd ldap-utils
   mmdebstrap dosfstools mtools
+  nfs-ganesha nfs-ganesha-vfs
 )
 
 missing=()

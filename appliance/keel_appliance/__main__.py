@@ -30,7 +30,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_seed(args) -> int:
-    from .seed import DhcpNetwork, SeedConfig, StaticNetwork, parse_engine_conf_text, write_seed
+    from .seed import DhcpNetwork, NfsMount, SeedConfig, StaticNetwork, parse_engine_conf_text, write_seed
     if not args.admin_password_file:
         return _error("--admin-password-file is required (the password never goes on the command line)", 2)
     try:
@@ -58,9 +58,13 @@ def cmd_seed(args) -> int:
         if args.gateway:
             return _error("--gateway needs --address (without --address the appliance uses DHCP)", 2)
         network = DhcpNetwork(dns=dns, mac=args.mac)
+    if bool(args.nfs) != bool(args.mount_point):
+        return _error("--nfs and --mount-point go together", 2)
+    storage = NfsMount(export=args.nfs, mount_point=args.mount_point) if args.nfs else None
     cfg = write_seed(args.output, SeedConfig(hostname=args.hostname, admin_password=password,
                                              network=network, database=args.database,
-                                             engine_conf=conf, instance_id=args.instance_id or ""))
+                                             engine_conf=conf, instance_id=args.instance_id or "",
+                                             storage=storage))
     print(f"seed {args.output}: instance {cfg.instance_id}, hostname {cfg.hostname}, "
           f"{'static ' + cfg.network.address if isinstance(cfg.network, StaticNetwork) else 'DHCP'}, "
           f"database {cfg.database}")
@@ -101,6 +105,8 @@ def main(argv=None) -> int:
     s.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     s.add_argument("--engine-conf", help="engine.conf overrides (INI file)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="one engine.conf override")
+    s.add_argument("--nfs", metavar="SERVER:/EXPORT", help="the storage domain the engine mounts")
+    s.add_argument("--mount-point", help="where (the path the hosts use for that storage domain)")
     s.add_argument("--instance-id", help="default: a new random id (a new id re-applies the seed)")
     r = sub.add_parser("run", help="boot the built image here under qemu, console on this terminal")
     r.add_argument("disk", help="the VM's disk: created as a qcow2 overlay on the image if missing")

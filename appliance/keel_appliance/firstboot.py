@@ -29,6 +29,12 @@ NETWORK_FILE = "/etc/systemd/network/10-keel-appliance.network"
 SQLITE_PATH = "/var/lib/keel/engine.db"
 PG_MAP = "keel"
 ENGINE_UNITS = ("keel-engine.service", "keel-engine-worker.service")
+UNIT_DIR = "/etc/systemd/system"
+WORKER_STORAGE_DROPIN = f"{UNIT_DIR}/keel-engine-worker.service.d/10-storage.conf"
+# NFSv4.1 over TCP, hard: the engine's storage I/O waits for a server that is
+# away instead of failing (sanlock, not NFS timeouts, decides about leases);
+# a mount at boot keeps trying until the server answers.
+NFS_OPTIONS = "vers=4.1,proto=tcp,hard,timeo=100,retrans=3,retry=10000"
 
 
 class ApplyError(RuntimeError):
@@ -77,6 +83,40 @@ def resolv_text(cfg: SeedConfig) -> str:
         "".join(f"nameserver {d}\n" for d in cfg.network.dns)
 
 
+def mount_unit_name(path: str) -> str:
+    """systemd's name for the mount unit of `path` (as systemd-escape --path)."""
+    out = []
+    for i, ch in enumerate(path.strip("/")):
+        if ch == "/":
+            out.append("-")
+        elif ch.isascii() and (ch.isalnum() or ch in ":_" or (ch == "." and i > 0)):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return ("".join(out) or "-") + ".mount"
+
+
+def mount_unit_text(cfg: SeedConfig) -> str:
+    m = cfg.storage
+    return ("# Written by keel-appliance-firstboot from the seed's [storage]\n"
+            "[Unit]\n"
+            f"Description=Keel storage domain {m.export}\n"
+            # mount.nfs gives up at once on an unreachable network (it retries
+            # only a server that does not answer): wait for the address first
+            "Wants=systemd-networkd-wait-online.service\n"
+            "After=systemd-networkd-wait-online.service\n\n"
+            "[Mount]\n"
+            f"What={m.export}\nWhere={m.mount_point}\nType=nfs\nOptions={NFS_OPTIONS}\n"
+            "TimeoutSec=infinity\n")
+
+
+def worker_dropin_text(cfg: SeedConfig) -> str:
+    # the worker writes VM leases and reads the hosts' delta leases there: it
+    # must never see the empty directory under the mount point
+    return ("# Written by keel-appliance-firstboot from the seed's [storage]\n"
+            f"[Unit]\nRequiresMountsFor={cfg.storage.mount_point}\n")
+
+
 def configured_database(engine_conf: str | None) -> str | None:
     """Which database an existing engine.conf uses (None: not configured)."""
     if engine_conf is None:
@@ -107,6 +147,9 @@ def plan(cfg: SeedConfig, current_engine_conf: str | None, database_exists: bool
              NETWORK_FILE: (network_text(cfg), 0o644),
              "/etc/resolv.conf": (resolv_text(cfg), 0o644),
              ENGINE_CONF: (engine_conf_text(cfg), 0o600)}
+    if cfg.storage is not None:
+        files = {f"{UNIT_DIR}/{mount_unit_name(cfg.storage.mount_point)}": (mount_unit_text(cfg), 0o644),
+                 WORKER_STORAGE_DROPIN: (worker_dropin_text(cfg), 0o644), **files}
     return Plan(files=files, postgresql=cfg.database == "postgresql", fresh_database=not database_exists)
 
 
@@ -218,6 +261,14 @@ def apply(cfg: SeedConfig) -> None:
         setup_postgresql()
     for path, (text, mode) in p.files.items():    # engine.conf last: it marks "configured"
         _write_atomic(path, text, mode)
+    units_changed = cfg.storage is not None
+    if cfg.storage is None and os.path.exists(WORKER_STORAGE_DROPIN):
+        os.unlink(WORKER_STORAGE_DROPIN)   # a new seed without [storage]
+        units_changed = True
+    if cfg.storage is not None:
+        os.makedirs(cfg.storage.mount_point, exist_ok=True)
+    if units_changed:
+        _run(["systemctl", "daemon-reload"], "reloading systemd for the storage mount")
     socket.sethostname(cfg.hostname)
     hand_over_password(cfg.admin_password, p.fresh_database)
     os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
@@ -259,7 +310,8 @@ def main() -> int:
         cfg = seed.parse_files(files)
         say(f"applying seed instance {cfg.instance_id} from {device}: hostname {cfg.hostname}, "
             f"{'static ' + cfg.network.address if isinstance(cfg.network, StaticNetwork) else 'DHCP'}, "
-            f"database {cfg.database}")
+            f"database {cfg.database}"
+            + (f", storage {cfg.storage.export} at {cfg.storage.mount_point}" if cfg.storage else ""))
         apply(cfg)
     except SeedError as e:
         say(f"error: bad seed on {device}: {e}; nothing applied, {keeping}")

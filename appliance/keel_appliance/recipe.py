@@ -60,7 +60,7 @@ UNITS_DISABLED = (
 UNITS_MASKED = (
     "dev-hugepages.mount", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
     "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
-    "systemd-udev-settle.service", "systemd-networkd-wait-online.service",
+    "systemd-udev-settle.service",
     "e2scrub_all.timer", "e2scrub_reap.service", "systemd-binfmt.service",
     "proc-sys-fs-binfmt_misc.automount",
     "modprobe@drm.service", "modprobe@dm_mod.service", "modprobe@loop.service",

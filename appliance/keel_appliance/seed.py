@@ -5,7 +5,8 @@ a second disk; the appliance reads it at boot (`keel_appliance.firstboot`).
 The disk holds three files:
 
   keel-seed.ini    [seed] format, instance_id; [appliance] hostname, database;
-                   [network] mode, address, gateway, dns, mac
+                   [network] mode, address, gateway, dns, mac;
+                   [storage] nfs, mount_point (the storage domain the engine uses)
   admin-password   admin@internal's password (one line); applied once per instance_id
   engine.conf      optional overrides merged into /etc/keel/engine.conf
 
@@ -61,6 +62,15 @@ class DhcpNetwork:
 
 
 @dataclass(frozen=True)
+class NfsMount:
+    """The shared storage domain the engine itself reads and writes (VM
+    disks, VM leases, the hosts' delta leases), mounted at the path the
+    hosts use for it, so a path means the same file everywhere."""
+    export: str                       # SERVER:/EXPORT
+    mount_point: str                  # absolute path
+
+
+@dataclass(frozen=True)
 class SeedConfig:
     hostname: str
     admin_password: str
@@ -69,6 +79,7 @@ class SeedConfig:
     # {"libvirt": {"uri_template": "qemu+tls://{address}/system"}, ...}
     engine_conf: dict = field(default_factory=dict)
     instance_id: str = ""             # empty: a new random one when written
+    storage: NfsMount | None = None
 
 
 # ---------------------------------------------------------------- validation
@@ -113,6 +124,30 @@ def check_password(value: str, where: str) -> str:
         # never echo the password itself
         raise SeedError(f"{where}: the password must be one line of at least 6 characters")
     return value
+
+
+# never mounted over: the system's own directories and the engine's state
+_SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
+                "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/lib/keel",
+                "/var/lib/keel-appliance", "/var/log", "/var/lib/postgresql")
+
+
+def check_nfs(mount: NfsMount | None) -> NfsMount | None:
+    if mount is None:
+        return None
+    server, sep, export = mount.export.partition(":")
+    if not sep or not export.startswith("/") or not server or any(c.isspace() for c in mount.export):
+        raise SeedError(f"[storage] nfs = {mount.export!r}: expected SERVER:/EXPORT, e.g. 198.51.100.1:/shared")
+    try:
+        ipaddress.ip_address(server)
+    except ValueError:
+        check_hostname(server, "[storage] nfs server")
+    point = mount.mount_point
+    if not point.startswith("/") or any(c.isspace() for c in point) or \
+            os.path.normpath(point) != point.rstrip("/") or point.rstrip("/") in ("", *_SYSTEM_DIRS):
+        raise SeedError(f"[storage] mount_point = {point!r}: expected an absolute path of a directory "
+                        "of its own, e.g. /rhev/data-center/mnt/shared (not a system directory)")
+    return NfsMount(export=f"{server}:{os.path.normpath(export)}", mount_point=point.rstrip("/"))
 
 
 def check_engine_conf(conf: dict, where: str) -> dict:
@@ -176,7 +211,8 @@ def validate(cfg: SeedConfig) -> SeedConfig:
         raise SeedError(f"[seed] instance_id = {instance_id!r}: expected 1-64 letters, digits, '.', '_' or '-'")
     conf = check_engine_conf(cfg.engine_conf, ENGINE_CONF)
     return SeedConfig(hostname=hostname, admin_password=cfg.admin_password, network=net,
-                      database=cfg.database, engine_conf=conf, instance_id=instance_id)
+                      database=cfg.database, engine_conf=conf, instance_id=instance_id,
+                      storage=check_nfs(cfg.storage))
 
 
 # ---------------------------------------------------------------- rendering
@@ -206,6 +242,8 @@ def render_seed_ini(cfg: SeedConfig) -> str:
         lines.append("dns = " + " ".join(net.dns))
     if net.mac:
         lines.append(f"mac = {net.mac}")
+    if cfg.storage:
+        lines += ["", "[storage]", f"nfs = {cfg.storage.export}", f"mount_point = {cfg.storage.mount_point}"]
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +258,7 @@ def render_files(cfg: SeedConfig) -> dict[str, str]:
 # ---------------------------------------------------------------- parsing
 
 _SEED_KEYS = {"seed": {"format", "instance_id"}, "appliance": {"hostname", "database"},
-              "network": {"mode", "address", "gateway", "dns", "mac"}}
+              "network": {"mode", "address", "gateway", "dns", "mac"}, "storage": {"nfs", "mount_point"}}
 
 
 def parse_files(files: dict[str, str]) -> SeedConfig:
@@ -268,6 +306,11 @@ def parse_files(files: dict[str, str]) -> SeedConfig:
         net = DhcpNetwork(dns=dns, mac=mac)
     else:
         raise SeedError(f"{SEED_INI}: [network] mode = {mode!r}: expected static or dhcp")
+    storage = None
+    if ini.has_section("storage"):
+        if not get("storage", "nfs") or not get("storage", "mount_point"):
+            raise SeedError(f"{SEED_INI}: [storage] needs both nfs and mount_point")
+        storage = NfsMount(export=get("storage", "nfs"), mount_point=get("storage", "mount_point"))
     password = files.get(PASSWORD_FILE)
     if password is None:
         raise SeedError(f"{PASSWORD_FILE} is missing on the seed disk")
@@ -281,7 +324,7 @@ def parse_files(files: dict[str, str]) -> SeedConfig:
         conf = {s: dict(parser[s]) for s in parser.sections()}
     cfg = SeedConfig(hostname=hostname, admin_password=password.rstrip("\r\n"), network=net,
                      database=get("appliance", "database", "sqlite"), engine_conf=conf,
-                     instance_id=instance_id)
+                     instance_id=instance_id, storage=storage)
     try:
         return validate(cfg)
     except SeedError as e:

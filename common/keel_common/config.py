@@ -100,6 +100,10 @@ class EngineVmConfig:
     domain_type: str = "kvm"
     emulator: str | None = None
     console_log: str | None = None
+    # the appliance's first-boot seed (a small read-only vfat disk), if any
+    seed_path: str | None = None
+    # a virtio-rng device fed from the host: nothing in the guest waits for entropy
+    rng: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,8 @@ def host_config_from(f: ini.IniFile) -> HostConfig:
                       default=d.domain_type),
         emulator=g("engine", "emulator", ini.abs_path, "an absolute path", default=None),
         console_log=g("engine", "console_log", ini.abs_path, "an absolute path", default=None),
+        seed_path=g("engine", "seed_path", ini.abs_path, "an absolute path", default=None),
+        rng=g("engine", "rng", ini.boolean, "true or false", default=False),
     )
 
     network_cfg = NetworkConfig(

@@ -60,6 +60,7 @@ class Domain:
     on_crash: str = "destroy"
     serial_log: str | None = None      # a file the serial console appends to; None: a pty
     vnc_listen: str | None = None      # None: no graphics
+    rng: bool = False                  # virtio-rng fed from the host's /dev/urandom
     extra_devices: tuple = field(default=())   # ET.Element factories for devices not modelled here
 
 
@@ -127,6 +128,9 @@ def domain_xml(d: Domain) -> str:
         _sub(dev, "console", type="pty")
     if d.vnc_listen:
         _sub(dev, "graphics", type="vnc", autoport="yes", listen=d.vnc_listen)
+    if d.rng:
+        el = _sub(dev, "rng", model="virtio")
+        _sub(el, "backend", "/dev/urandom", model="random")
     for make in d.extra_devices:
         dev.append(make())
     _sub(dev, "memballoon", model="none")

@@ -14,9 +14,10 @@ def engine_domain_xml(cfg: HostConfig) -> str:
     return domain_xml(Domain(
         name=vm.name, uuid=vm.uuid, memory_bytes=vm.memory_mb * 2 ** 20, vcpus=vm.vcpus, type=vm.domain_type,
         kernel=vm.kernel, initrd=vm.initrd, cmdline=vm.cmdline, emulator=vm.emulator,
-        disks=(Disk(path=vm.disk_path, format=vm.disk_format, cache="none"),),
+        disks=(Disk(path=vm.disk_path, format=vm.disk_format, cache="none"),
+               *((Disk(path=vm.seed_path, format="raw", readonly=True),) if vm.seed_path else ())),
         nics=(Nic(mac=vm.mac, bridge=vm.bridge),),
         lease=Lease(st.lockspace, st.lease_name, st.lease_path, 0),
         # the agent decides restarts, never libvirt
         on_poweroff="destroy", on_reboot="destroy", on_crash="destroy",
-        serial_log=vm.console_log))
+        serial_log=vm.console_log, rng=vm.rng))

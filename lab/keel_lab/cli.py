@@ -36,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="HA timing profile (default fast)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     up.add_argument("--no-wait", action="store_true", help="do not wait for the engine VM")
-    up.add_argument("--no-engine-process", action="store_true",
-                    help="do not run the engine application at 198.51.100.5:8080")
+    up.add_argument("--engine", choices=["appliance", "process", "none"], default="appliance",
+                    help="appliance (default): the engine runs inside the engine VM; process: a "
+                         "stand-in VM and the engine as a process at 198.51.100.5:8080 (quick engine "
+                         "work); none: a stand-in VM and no engine")
+    up.add_argument("--no-engine-process", action="store_const", dest="engine", const="none",
+                    help="the same as --engine none")
 
     st = sub.add_parser("status", parents=[common], help="hosts, engine and etcd at a glance")
     st.add_argument("--json", action="store_true")
@@ -71,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", parents=[common], help="the invariant observer's verdict")
     ck.add_argument("--json", action="store_true")
 
+    jo = sub.add_parser("journal", parents=[common],
+                        help="the engine VM's journal, read from a copy of its disk (journalctl options after --)")
+    jo.add_argument("argv", nargs="*", metavar="-- JOURNALCTL-OPTIONS",
+                    help="e.g. -- -u keel-engine-worker -n 50 (default: the engine's units, last 200 lines)")
+
     sub.add_parser("down", parents=[common], help="stop and remove everything of the lab")
     return p
 
@@ -88,7 +97,10 @@ def print_status(d: dict) -> None:
     print(f"engine VM: running on {where}; health {e['health_url']} "
           f"{'OK' if e.get('health_ok') else 'not answering'}")
     if e.get("api_url"):
-        print(f"engine API: {e['api_url']} (user {e.get('admin_user')}, password {e.get('admin_password')})")
+        where = (f"password in {e['admin_password_file']}" if e.get("admin_password_file")
+                 else f"password {e.get('admin_password')}")
+        inside = " (inside the engine VM)" if e.get("engine_mode") == "appliance" else ""
+        print(f"engine API{inside}: {e['api_url']} (user {e.get('admin_user')}, {where})")
     members = " ".join(f"{m['member']}={'healthy' if m['healthy'] else 'UNHEALTHY'}"
                        for m in d["etcd"]["members"])
     print(f"etcd: {', '.join(d['etcd']['endpoints'])}  [{members}]")
@@ -103,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     lab = Lab(args.dir)
     if args.cmd == "up":
         d = lab.up(args.hosts, args.profile, wait=not args.no_wait, timeout=args.timeout,
-                   engine_process=not args.no_engine_process)
+                   engine=args.engine)
         print_status(d)
         print(NEXT_STEPS.format(engine_host=d["engine"]["host"] or "host1"))
     elif args.cmd == "status":
@@ -142,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"VIOLATION: engine started on {u['host']} at {u['t']:.3f} without the lease")
             print("OK: never two engines, every start held the lease" if v["ok"] else "FAILED")
         return 0 if v["ok"] else 1
+    elif args.cmd == "journal":
+        from . import appliance, guestlog
+        opts = args.argv or ["-u", "keel-engine", "-u", "keel-engine-worker", "-u", "keel-appliance-firstboot",
+                             "-n", "200"]
+        print(guestlog.journal(lab.layout(), appliance.DISK, opts), end="")
     elif args.cmd == "down":
         for line in lab.down():
             print(line)
@@ -152,12 +169,12 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
-    if "exec" in argv and "--" in argv:
+    if ("exec" in argv or "journal" in argv) and "--" in argv:
         # Everything after -- belongs to the command, options included.
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
-    if args.cmd == "exec":
+    if args.cmd in ("exec", "journal"):
         args.argv = list(args.argv) + command
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")

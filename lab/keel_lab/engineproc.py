@@ -1,6 +1,8 @@
-"""The engine as a process on the lab network (optional last layer).
+"""The engine as a process on the lab network: a developer's switch
+(`keel-lab up --engine process`) for fast engine work; the lab's default
+engine is the appliance inside the engine VM (`appliance.py`).
 
-Until the appliance image boots in the engine VM, the lab runs the engine
+The lab runs the engine
 application (`keel-engine serve` and `keel-engine worker`) in its own
 namespace `lab-engine` at http://198.51.100.5:8080, registers the Default
 data center and cluster, the hosts and the shared storage domain
@@ -20,8 +22,8 @@ import sys
 import time
 
 from . import net, probe, procs
-from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS,
-                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LOCKSPACE, LabError, LabLayout)
+from .layout import (BMC_PASSWORD, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS,
+                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LabError, LabLayout)
 
 log = logging.getLogger("keel_lab.engine")
 OUTER_VETH = "lab-engine-o"
@@ -56,49 +58,20 @@ def _ensure_netns() -> None:
 
 
 def _config(lab: LabLayout, password: str) -> str:
+    from keel_common import ini
+
+    from .appliance import engine_settings
     d = os.path.join(lab.dir, "engine")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "engine.conf")
-    power = "".join(f"{key} = {value}\n" for key, value in {
-        **POWER_SETTINGS, "lockspace_path": lab.lockspace_file, "vm_lease_lockspace": LOCKSPACE}.items())
-    with open(path, "w") as f:
-        f.write(f"""# keel-lab: the engine as a process on the lab network
-[database]
-url = sqlite:///{d}/engine.db
-[engine]
-listen = {ENGINE_PROCESS_ADDRESS}:{ENGINE_PROCESS_PORT}
-admin_password = {password}
-secret_key_file = {d}/fence.key
-[libvirt]
-# the lab's libvirtds listen on plain TCP (their own namespaces, no TLS)
-uri_template = qemu+tcp://{{address}}/system
-transports = tcp
-# every host sees the shared dir through its own mount libvirt cannot
-# recognise as shared storage
-storage_shared_unrecognised = true
-[monitor]
-interval = 2
-[ha]
-# where the HA agents record their fences of the engine's host
-etcd_endpoints = {",".join(lab.etcd_endpoints)}
-[power]
-{power}""")
-    os.chmod(path, 0o600)
+    text = ini.render({"database": {"url": f"sqlite:///{d}/engine.db"},
+                       "engine": {"listen": f"{ENGINE_PROCESS_ADDRESS}:{ENGINE_PROCESS_PORT}",
+                                  "admin_password": password, "secret_key_file": f"{d}/fence.key"},
+                       **engine_settings(lab)})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# keel-lab: the engine as a process on the lab network\n" + text)
     return path
-
-
-# Power management of the lab's engine: fencing stays on, tuned to the fast lab.
-# - grace_period 10 s: a host reset by the emulated watchdog (kill sanlock,
-#   storage cut) answers libvirt again within seconds, long before it;
-# - lockspace_path: the engine reads every host's delta lease from the shared
-#   lockspace itself (the backing directory, not a host's FUSE view), so a
-#   host cut off by `partition --net` still renews it and is not fenced;
-# - vm_lease_lockspace: HA VMs hold their own lease in the lockspace every
-#   lab host joins (the hosted engine's), on the shared storage domain;
-# - a host already powered off (`keel-lab power HOST off`) is fenced 'off'
-#   again: the BMC confirms at once, nothing else changes.
-POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "10", "recheck_interval": "2",
-                  "status_deadline": "10", "off_deadline": "20", "on_deadline": "20"}
 
 
 def _bmc_password_file(lab: LabLayout) -> str:
@@ -108,12 +81,6 @@ def _bmc_password_file(lab: LabLayout) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(BMC_PASSWORD + "\n")
     return path
-
-
-def fence_agents(lab: LabLayout) -> list[dict]:
-    """Every lab host's BMC as its (only) ipmilan fence agent, as status shows them."""
-    return [{"host": h.name, "type": "ipmilan", "address": BRIDGE_ADDRESS, "port": h.bmc_port,
-             "username": BMC_USER, "options": "lanplus=1,cipher=3"} for h in lab.all_hosts()]
 
 
 def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
@@ -127,6 +94,7 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
     password = info.get("admin_password") or secrets.token_urlsafe(12)
     conf = _config(lab, password)
     pw_file = _bmc_password_file(lab)
+    from .appliance import fence_agents
     agents = fence_agents(lab)
     _ensure_netns()
     exe = os.path.join(os.path.dirname(sys.executable), "keel-engine")

@@ -80,6 +80,9 @@ def build_shim(lab: LabLayout) -> str:
 
 def host_config_text(lab: LabLayout, host: HostLayout, image: EngineImage) -> str:
     shared = host.storage_mount
+
+    def on_storage(path):
+        return os.path.join(shared, path) if path and not os.path.isabs(path) else path
     return render_host_config({
         "host": {"host_id": host.index, "hostname": host.name, "address": host.address,
                  "state_dir": host.path("state"), "broker_socket": "/run/keel/broker.sock"},
@@ -88,9 +91,12 @@ def host_config_text(lab: LabLayout, host: HostLayout, image: EngineImage) -> st
                     "lockspace_path": os.path.join(shared, LOCKSPACE + ".lockspace"),
                     "lease_path": os.path.join(shared, LOCKSPACE + ".lease"),
                     "lease_name": LEASE_NAME, "sanlock_run_dir": "/run/sanlock"},
-        "engine": {"vm_name": ENGINE_VM_NAME, "memory_mb": 256, "vcpus": 1,
-                   "disk_path": os.path.join(shared, "engine.img"),
-                   "kernel": image.kernel, "initrd": image.initrd, "cmdline": image.cmdline,
+        "engine": {"vm_name": ENGINE_VM_NAME, "memory_mb": image.memory_mb, "vcpus": image.vcpus,
+                   "disk_path": on_storage(image.disk), "disk_format": image.disk_format,
+                   **({"seed_path": on_storage(image.seed)} if image.seed else {}),
+                   "rng": "true" if image.rng else "false",
+                   "kernel": on_storage(image.kernel), "initrd": on_storage(image.initrd),
+                   "cmdline": image.cmdline,
                    "mac": "52:54:00:6b:ee:01", "bridge": "br0", "health_url": HEALTH_URL,
                    "libvirt_uri": "qemu:///system", "domain_type": "qemu",
                    "console_log": os.path.join(host.logs, "engine-console.log")},

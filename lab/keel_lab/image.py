@@ -62,9 +62,17 @@ poweroff -f
 
 @dataclass(frozen=True)
 class EngineImage:
+    """What the engine VM boots. Relative paths are on the shared storage
+    (each host reaches them through its own view of it)."""
     kernel: str
     initrd: str
     cmdline: str
+    disk: str = "engine.img"
+    disk_format: str = "raw"
+    seed: str | None = None
+    memory_mb: int = 256
+    vcpus: int = 1
+    rng: bool = False
 
 
 def _kernel_package() -> str:

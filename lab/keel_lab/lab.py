@@ -15,12 +15,13 @@ import time
 
 from keel_common.config import PROFILES
 
-from . import chassis, hostfiles, hosts, image, net, probe, procs
+from . import appliance, chassis, hostfiles, hosts, image, net, nfs, probe, procs
 from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS, HEALTH_URL,
                      MAX_HOSTS, HostLayout, LabError, LabLayout, load_state, save_state)
 
 log = logging.getLogger("keel_lab")
 OBSERVER_MODULE = "keel_lab.observer"
+ENGINE_MODES = ("appliance", "process", "none")
 
 
 def require_root() -> None:
@@ -57,20 +58,28 @@ class Lab:
 
     # -- up --------------------------------------------------------------
     def up(self, n_hosts: int = 3, profile: str = "fast", wait: bool = True,
-           timeout: float = 300.0, out=print, engine_process: bool = True) -> dict:
+           timeout: float = 300.0, out=print, engine: str = "appliance") -> dict:
+        """engine: 'appliance' (the engine inside the engine VM), 'process'
+        (a stand-in VM and the engine as a process beside the lab, for fast
+        engine work) or 'none' (a stand-in VM, no engine)."""
         require_root()
+        if engine not in ENGINE_MODES:
+            raise LabError(f"--engine {engine!r} is unknown; expected one of: {', '.join(ENGINE_MODES)}")
         if not 1 <= n_hosts <= MAX_HOSTS:
             raise LabError(f"--hosts {n_hosts} is out of range; expected 1 to {MAX_HOSTS}")
         if profile not in PROFILES:
             raise LabError(f"--profile {profile!r} is unknown; expected one of: {', '.join(PROFILES)}")
         existing = self.state
-        if existing and (existing["hosts"] != n_hosts or existing.get("profile") != profile):
-            raise LabError(f"a lab with {existing['hosts']} hosts (profile {existing.get('profile')}) "
-                           f"already exists in {self.dir}; run `keel-lab down --dir {self.dir}` first")
+        if existing and (existing["hosts"] != n_hosts or existing.get("profile") != profile
+                         or existing.get("engine_mode", "process") != engine):
+            raise LabError(f"a lab with {existing['hosts']} hosts (profile {existing.get('profile')}, engine "
+                           f"{existing.get('engine_mode', 'process')}) already exists in {self.dir}; "
+                           f"run `keel-lab down --dir {self.dir}` first")
         lab = LabLayout(self.dir, n_hosts, profile)
         if not existing:
             # Record everything we are about to create before creating it.
-            self._update_state(hosts=n_hosts, profile=profile, created=time.time(), bridge=BRIDGE,
+            self._update_state(hosts=n_hosts, profile=profile, engine_mode=engine, created=time.time(),
+                               bridge=BRIDGE,
                                netns=[h.netns for h in lab.all_hosts()],
                                links=[h.outer_veth for h in lab.all_hosts()], bmc_pids={},
                                observer_pid=None)
@@ -80,18 +89,23 @@ class Lab:
         # dirs and the shared storage below the lab dir.
         os.chmod(self.dir, 0o755)
         hostfiles.build_shim(lab)
-        try:
-            img = image.build_image()
-        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
-            detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] \
-                if isinstance(e, subprocess.CalledProcessError) and e.stderr else [str(e)]
-            raise LabError(f"cannot build the engine stand-in image: {' '.join(detail)}") from None
+        hostfiles.prepare_shared_storage(lab, PROFILES[profile].io_timeout)
+        if engine == "appliance":
+            out("the engine appliance image: building it if this source tree has none cached "
+                "(minutes the first time, ~30 s after a code change) ...")
+            img, info = appliance.prepare(lab, appliance.build_image(),
+                                          self.state.get("engine_appliance") or {})
+            self._update_state(engine_appliance=info)
+        else:
+            img = self._standin_image()
         for h in lab.all_hosts():
             hostfiles.prepare_host(lab, h, img)
-        hostfiles.prepare_shared_storage(lab, PROFILES[profile].io_timeout)
         net.ensure_bridge()
         for h in lab.all_hosts():
             net.ensure_host_netns(h)
+        if engine == "appliance":
+            self._update_state(nfs_pid=nfs.start(lab, self.state.get("nfs_pid"),
+                                                 lambda pid: self._update_state(nfs_pid=pid)))
         self.start_bmcs(lab)
         self.start_observer(lab)
         for h in lab.all_hosts():
@@ -101,12 +115,34 @@ class Lab:
             if ha_daemons_installed():
                 self.wait_engine(lab, timeout)
                 self.register_bmcs(lab)
+                if engine == "appliance":
+                    self.register_in_engine(lab, timeout, out)
             else:
                 out("note: the HA daemons (keel_broker/keel_agent) are not installed; "
                     "hosts run sanlock, libvirtd and etcd only, no engine VM")
-        if engine_process:
+        if engine == "process":
             self.start_engine_process(lab, out)
         return self.describe(lab)
+
+    @staticmethod
+    def _standin_image():
+        try:
+            return image.build_image()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+            detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] \
+                if isinstance(e, subprocess.CalledProcessError) and e.stderr else [str(e)]
+            raise LabError(f"cannot build the engine stand-in image: {' '.join(detail)}") from None
+
+    def register_in_engine(self, lab: LabLayout, timeout: float, out=print) -> None:
+        """The hosts, the storage domain and the BMCs in the engine inside the
+        VM, through its API (once; the engine keeps them on its disk)."""
+        info = dict(self.state.get("engine_appliance") or {})
+        if info.get("registered"):
+            return
+        done = appliance.register(lab, info["admin_password"], timeout)
+        log.info("registered in the engine: %s", ", ".join(done) or "nothing new")
+        info.update(registered=True, fence_agents=appliance.fence_agents(lab))
+        self._update_state(engine_appliance=info)
 
     def start_engine_process(self, lab: LabLayout, out=print) -> None:
         from . import engineproc
@@ -230,15 +266,22 @@ class Lab:
         meta = records.get(0) or {}
         engine["claim"] = meta.get("owner")
         engine["global_maintenance"] = meta.get("global_maintenance")
-        engine.update(self._engine_process_info())
+        engine.update(self._engine_api_info())
         return {"dir": self.dir, "profile": lab.profile, "hosts": host_list, "engine": engine,
                 "etcd": {"endpoints": lab.etcd_endpoints,
                          "members": probe.etcd_health(lab) if detail else []},
                 "shared_storage": lab.shared,
                 "ha_daemons": ha_daemons_installed()}
 
-    def _engine_process_info(self) -> dict:
-        info = (self.state or {}).get("engine_process") or {}
+    def _engine_api_info(self) -> dict:
+        st = self.state or {}
+        if st.get("engine_appliance"):
+            info = st["engine_appliance"]
+            out = {k: info[k] for k in ("api_url", "admin_user", "admin_password", "admin_password_file",
+                                        "fence_agents") if k in info}
+            out["engine_mode"] = "appliance"
+            return out
+        info = st.get("engine_process") or {}
         if not info:
             return {}
         out = {k: info[k] for k in ("api_url", "admin_user", "admin_password", "fence_agents") if k in info}
@@ -261,6 +304,9 @@ class Lab:
         for name, pid in (st.get("bmc_pids") or {}).items():
             if procs.kill(pid, signal.SIGKILL, "ipmi_sim"):
                 done.append(f"bmc {name}")
+        if nfs.running(st.get("nfs_pid")):
+            nfs.stop(st["nfs_pid"])
+            done.append("NFS server")
         eng = st.get("engine_process") or {}
         for pid in eng.get("pids", []):
             if procs.kill(pid, signal.SIGKILL, "keel"):

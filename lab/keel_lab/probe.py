@@ -94,6 +94,15 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def tcp_open(address: str, port: int, timeout: float = 1.0) -> bool:
+    import socket
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def etcd_health(lab: LabLayout, timeout: float = 1.5) -> list[dict]:
     out = []
     for h in lab.etcd_hosts:

@@ -56,3 +56,26 @@ def test_no_kernel_boots_from_disk():
     dom = ET.fromstring(engine_domain_xml(parse_host_config(text)))
     assert dom.find("os/kernel") is None
     assert dom.find("devices/serial").get("type") == "pty"   # `hosted-engine --console` attaches to it
+
+
+def test_the_appliance_gets_its_qcow2_disk_a_read_only_seed_and_an_rng():
+    text = CONF.replace("[engine]\n", "[engine]\ndisk_path = /srv/shared/engine.qcow2\ndisk_format = qcow2\n"
+                        "seed_path = /srv/shared/engine-seed.img\nrng = true\n")
+    dom = ET.fromstring(engine_domain_xml(parse_host_config(text)))
+    disks = dom.findall("devices/disk")
+    assert [(d.find("source").get("file"), d.find("driver").get("type"), d.find("target").get("dev"),
+             d.find("readonly") is not None) for d in disks] == [
+        ("/srv/shared/engine.qcow2", "qcow2", "vda", False), ("/srv/shared/engine-seed.img", "raw", "vdb", True)]
+    rng = dom.find("devices/rng")
+    assert rng.get("model") == "virtio" and rng.findtext("backend") == "/dev/urandom"
+    # without them: one disk, no rng
+    dom = ET.fromstring(engine_domain_xml(parse_host_config(CONF)))
+    assert len(dom.findall("devices/disk")) == 1 and dom.find("devices/rng") is None
+
+
+def test_a_bad_rng_value_is_one_line():
+    import pytest
+    from keel_common.config import ConfigError
+    with pytest.raises(ConfigError) as e:
+        parse_host_config(CONF.replace("[engine]\n", "[engine]\nrng = maybe\n"))
+    assert "rng" in str(e.value) and "\n" not in str(e.value)

@@ -129,3 +129,25 @@ def test_qemu_boots_the_kernel_with_the_image_and_a_read_only_seed():
     assert "virtio-rng-pci,rng=rng0" in cmd
     tap = TapNet(netns="ns1", tap="tap0", guest_address="198.51.100.100")
     assert tap.wrap(["qemu-system-x86_64"]) == ["ip", "netns", "exec", "ns1", "qemu-system-x86_64"]
+
+
+def test_the_storage_domain_is_mounted_before_the_worker_starts():
+    from keel_appliance.seed import NfsMount
+    cfg = seed.validate(SeedConfig(**{**STATIC.__dict__, "storage": NfsMount("198.51.100.1:/shared",
+                                                                               "/var/lib/keel-lab/shared")}))
+    p = firstboot.plan(cfg, current_engine_conf=None, database_exists=False)
+    unit_path = "/etc/systemd/system/var-lib-keel\\x2dlab-shared.mount"
+    assert list(p.files)[-1] == "/etc/keel/engine.conf" and unit_path in p.files
+    unit = _ini(p.files[unit_path][0])
+    assert unit["Mount"]["What"] == "198.51.100.1:/shared" and unit["Mount"]["Where"] == "/var/lib/keel-lab/shared"
+    assert unit["Mount"]["Type"] == "nfs" and "vers=4.1" in unit["Mount"]["Options"]
+    assert "hard" in unit["Mount"]["Options"].split(",")
+    # mount.nfs gives up at once while the network is unreachable: the mount waits for the address
+    assert unit["Unit"]["After"] == "systemd-networkd-wait-online.service"
+    dropin = _ini(p.files[firstboot.WORKER_STORAGE_DROPIN][0])
+    assert dropin["Unit"]["RequiresMountsFor"] == "/var/lib/keel-lab/shared"
+    assert "systemd-networkd-wait-online.service" not in recipe.UNITS_MASKED
+    assert firstboot.mount_unit_name("/srv/a.b/c d") == "srv-a.b-c\\x20d.mount"
+    # without [storage], nothing of the kind
+    assert not any(path.startswith("/etc/systemd/system") for path in
+                   firstboot.plan(STATIC, current_engine_conf=None, database_exists=False).files)

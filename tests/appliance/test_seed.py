@@ -137,3 +137,26 @@ def test_cli_writes_a_seed_and_refuses_bad_input_in_one_line(tmp_path):
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad.img").exists()
     nopw = _cli("bad.img", "--hostname", "engine", cwd=tmp_path)
     assert nopw.returncode == 2 and "--admin-password-file is required" in nopw.stderr
+
+
+def test_the_storage_domain_mount_reads_back_and_bad_ones_are_named(tmp_path):
+    from keel_appliance.seed import NfsMount
+    cfg = SeedConfig(**{**GOOD.__dict__, "storage": NfsMount("198.51.100.1:/shared/", "/var/lib/keel-lab/shared/")})
+    written = seed.write_seed(str(tmp_path / "seed.img"), cfg)
+    assert written.storage == NfsMount("198.51.100.1:/shared", "/var/lib/keel-lab/shared")
+    assert seed.parse_files(seed.read_seed(str(tmp_path / "seed.img"))) == written
+    for mount, expected in [
+            (NfsMount("198.51.100.1", "/mnt/sd"), "[storage] nfs = '198.51.100.1': expected SERVER:/EXPORT"),
+            (NfsMount("198.51.100.1:shared", "/mnt/sd"), "[storage] nfs = '198.51.100.1:shared'"),
+            (NfsMount("-bad-:/shared", "/mnt/sd"), "[storage] nfs server = '-bad-'"),
+            (NfsMount("nfs.example:/shared", "/etc"), "[storage] mount_point = '/etc'"),
+            (NfsMount("nfs.example:/shared", "/var/lib/keel"), "[storage] mount_point = '/var/lib/keel'"),
+            (NfsMount("nfs.example:/shared", "mnt/sd"), "[storage] mount_point = 'mnt/sd'"),
+            (NfsMount("nfs.example:/shared", "/mnt/../etc"), "[storage] mount_point = '/mnt/../etc'")]:
+        with pytest.raises(SeedError) as e:
+            seed.validate(SeedConfig(**{**GOOD.__dict__, "storage": mount}))
+        assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+    files = seed.render_files(seed.validate(GOOD))
+    half = files["keel-seed.ini"] + "\n[storage]\nnfs = 198.51.100.1:/shared\n"
+    with pytest.raises(SeedError, match=r"\[storage\] needs both nfs and mount_point"):
+        seed.parse_files({**files, "keel-seed.ini": half})

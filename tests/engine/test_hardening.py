@@ -269,3 +269,22 @@ def test_the_database_and_the_key_are_private(env):
     for name in ("e.db", "fence.key"):
         mode = stat.S_IMODE(os.stat(env["tmp"] / name).st_mode)
         assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
+
+
+def test_the_fence_key_file_is_whole_or_absent_and_a_damaged_one_is_one_clear_fault(env):
+    from keel_engine.services import hosts as host_svc
+    cfg = env["cfg"]
+    key_file = env["tmp"] / "fence.key"
+    r = call(env, "POST", f"/hosts/{env['host_id']}/fenceagents", json.dumps({
+        "address": "127.0.1.30", "username": "admin", "password": "x"}))
+    assert r.status_code == 201, r.data
+    assert len(key_file.read_bytes().strip()) == 44                 # a whole Fernet key
+    assert not [n for n in os.listdir(env["tmp"]) if ".new-" in n]  # no temporary left behind
+    # an empty key file (what an unsynced write leaves after a power loss): one line, no traceback
+    key_file.write_bytes(b"")
+    with pytest.raises(host_svc.FenceKeyError) as e:
+        host_svc.fernet(cfg)
+    assert "is damaged" in str(e.value) and "\n" not in str(e.value)
+    r = call(env, "POST", f"/hosts/{env['host_id']}/fenceagents", json.dumps({
+        "address": "127.0.1.31", "username": "admin", "password": "y"}))
+    assert r.status_code == 500 and b"is damaged" in r.data and b"Traceback" not in r.data

@@ -16,3 +16,11 @@ def lab():
     stray = dict(os.environ, SANLOCK_RUN_DIR="/nonexistent/keel-stray-sanlock-dir")
     with module_lab("keel-lab-test-", env=stray) as driver:
         yield driver
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # each phase's report on the item, for fixtures that act on a failure
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -96,6 +96,21 @@ def test_engine_initialises_a_lease_sanlock_reads(storage):
     assert not [n for n in os.listdir(os.path.dirname(path)) if ".init-" in n]
 
 
+def test_a_lease_belongs_to_whoever_owns_the_storage_domain(root):
+    """Over NFS only numbers count: the engine VM's sanlock user may have other
+    ids than the hosts', so the lease takes the ids of the domain's directory."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand files over")
+    sd = os.path.join(root, "nfs-sd")
+    os.mkdir(sd)
+    os.chown(sd, 4321, 4322)        # the hosts' sanlock ids, unknown on this machine
+    path = lease_path(sd, VM_ID)
+    init_lease(LS, VM_ID, path)
+    for p, mode in ((os.path.dirname(path), 0o775), (path, 0o660)):
+        st = os.stat(p)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4322, mode), p
+
+
 def test_bad_lease_names_are_clear_errors(storage):
     sd, _ls = storage
     with pytest.raises(VmLeaseError, match="must not contain ':'"):

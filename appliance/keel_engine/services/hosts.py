@@ -205,16 +205,53 @@ def run_activate(ctx, s, job):
 
 
 # ---- fence agents ---------------------------------------------------------
+class FenceKeyError(Fault):
+    """The fence-agent key file is damaged: no password it encrypted can be read."""
+
+    def __init__(self, detail):
+        super().__init__(500, "Operation Failed", detail)
+
+
 def fernet(cfg):
     path = cfg.secret_key_file
     if not os.path.exists(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_key_file(path)
+    with open(path, "rb") as f:
+        key = f.read().strip()
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise FenceKeyError(f"the fence-agent key file {path} is damaged ({len(key)} bytes, not a key): "
+                            "restore it from a backup, or re-enter every fence agent's password "
+                            "after removing it") from None
+
+
+def _create_key_file(path: str) -> None:
+    """Written whole, flushed to disk, then linked into place: a power loss
+    (the engine VM's host dying is the everyday case) leaves either no key
+    file or the whole key, never an empty one; of two workers racing, the
+    first link wins and both use that key."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.new-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(Fernet.generate_key())
-        log.info("created the fence-agent key file %s", path)
-    with open(path, "rb") as f:
-        return Fernet(f.read().strip())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+            log.info("created the fence-agent key file %s", path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def apply_spec(ctx, agent, spec: FenceAgentSpec, creating):

@@ -83,11 +83,19 @@ def init_lease(lockspace: str, key: str, path: str, timeout: float = 30.0) -> No
 
 
 def _give_to_sanlock(directory: str, path: str) -> None:
-    """sanlock daemons open lease files as user sanlock (the hosts' libvirt config)."""
-    try:
-        uid, gid = pwd.getpwnam("sanlock").pw_uid, grp.getgrnam("sanlock").gr_gid
-    except KeyError:
-        return                      # no sanlock user here: the hosts' admins own it
+    """The hosts' sanlock daemons open lease files as their user sanlock.
+    That user's ids are the ones owning the storage domain's directory (the
+    deploy hands it to them, as oVirt's domains belong to vdsm:kvm): the
+    engine VM's own sanlock user may have other ids, and over NFS only the
+    numbers count. A domain owned by root (a local directory) falls back to
+    this machine's sanlock user."""
+    st = os.stat(os.path.dirname(os.path.abspath(directory)))
+    uid, gid = st.st_uid, st.st_gid
+    if uid == 0:
+        try:
+            uid, gid = pwd.getpwnam("sanlock").pw_uid, grp.getgrnam("sanlock").gr_gid
+        except KeyError:
+            return                  # no sanlock user here: the hosts' admins own it
     for p, mode in ((directory, 0o775), (path, 0o660)):
         if os.geteuid() == 0:
             os.chown(p, uid, gid)
