@@ -115,6 +115,8 @@ def test_newc_archive_is_readable_by_cpio_tools(tmp_path):
     (["up", "--hosts", "many"], "invalid int value"),
     (["exec", "host1", "--", "true"], "no lab in"),
     (["check"], "no lab in"),
+    (["journal", "--", "-n", "5"], "no lab in"),
+    (["up", "--engine", "vmware"], "invalid choice"),
     ([], "required"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, needle):
