@@ -58,7 +58,7 @@ class Domain:
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "destroy"
-    serial_log: str | None = None      # a file the serial console appends to; None: a pty
+    serial_log: str | None = None      # a file the serial console is also logged to
     vnc_listen: str | None = None      # None: no graphics
     rng: bool = False                  # virtio-rng fed from the host's /dev/urandom
     extra_devices: tuple = field(default=())   # ET.Element factories for devices not modelled here
@@ -119,13 +119,14 @@ def domain_xml(d: Domain) -> str:
         _sub(el, "lockspace", d.lease.lockspace)
         _sub(el, "key", d.lease.key)
         _sub(el, "target", path=d.lease.path, offset=int(d.lease.offset))
+    # a pty, so `virsh console` (hosted-engine --console) attaches to it; with
+    # serial_log, everything the guest writes is also appended to that file
+    el = _sub(dev, "serial", type="pty")
+    _sub(el, "target", port=0)
     if d.serial_log:
-        el = _sub(dev, "serial", type="file")
-        _sub(el, "source", path=d.serial_log, append="on")
-        _sub(el, "target", port=0)
-    else:
-        _sub(dev, "serial", type="pty")
-        _sub(dev, "console", type="pty")
+        _sub(el, "log", file=d.serial_log, append="on")
+    el = _sub(dev, "console", type="pty")
+    _sub(el, "target", type="serial", port=0)
     if d.vnc_listen:
         _sub(dev, "graphics", type="vnc", autoport="yes", listen=d.vnc_listen)
     if d.rng:

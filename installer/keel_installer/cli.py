@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     acts.add_argument("--vm-shutdown", action="store_true", help="ask this host's agent to shut the engine VM down")
     acts.add_argument("--vm-poweroff", action="store_true", help="ask this host's agent to power the engine VM off")
     acts.add_argument("--check-liveliness", action="store_true", help="check the engine's health URL")
+    acts.add_argument("--console", action="store_true",
+                      help="attach to the engine VM's serial console (it must run on this host; leave with Ctrl-])")
     acts.add_argument("--set-shared-config", nargs=2, metavar=("KEY", "VALUE"), help="set a cluster-wide setting")
     acts.add_argument("--get-shared-config", metavar="KEY", help="show a cluster-wide setting")
     acts.add_argument("--reinitialize-lockspace", action="store_true",
@@ -170,6 +172,9 @@ def run(args, out=sys.stdout) -> int:
         print("Hosted Engine is up!" if ok else "Hosted Engine is not up!", file=out)
         return EXIT_OK if ok else EXIT_FAILED
 
+    if args.console:
+        return console(cfg)
+
     if args.generate_cluster_key:
         try:
             print(bmc_cli.generate_cluster_key(cfg.cluster_key_file), file=out)
@@ -263,6 +268,41 @@ def _run_with_broker(args, broker: BrokerClient, out) -> int:
         print("Metadata removed." if removed else "No metadata to remove.", file=out)
         return EXIT_OK
     raise CliError("nothing to do", EXIT_USAGE)  # argparse's required group prevents this
+
+
+def console(cfg) -> int:
+    """`virsh console` on the engine VM, as oVirt's hosted-engine --console:
+    the appliance logs root in on its serial console (whoever reaches it is
+    root on this host already)."""
+    import os
+    import shutil
+    try:
+        import libvirt
+    except ImportError:
+        raise CliError("python3-libvirt is not installed") from None
+    libvirt.registerErrorHandler(lambda *_: None, None)   # errors are ours to word, once
+    vm = cfg.engine
+    try:
+        conn = libvirt.open(vm.libvirt_uri)
+    except libvirt.libvirtError as e:
+        raise CliError(f"cannot reach libvirt at {vm.libvirt_uri}: {e.get_error_message()}",
+                       EXIT_UNREACHABLE) from None
+    try:
+        try:
+            active = conn.lookupByName(vm.name).isActive()
+        except libvirt.libvirtError:
+            active = False
+    finally:
+        conn.close()
+    if not active:
+        raise CliError(f"the engine VM {vm.name} does not run on this host; "
+                       "hosted-engine --vm-status shows where it runs")
+    virsh = shutil.which("virsh")
+    if virsh is None:
+        raise CliError("virsh is not installed (Debian package libvirt-clients)")
+    print(f"Connecting to the console of {vm.name}; leave with Ctrl-]", file=sys.stderr, flush=True)
+    os.execv(virsh, [virsh, "-c", vm.libvirt_uri, "console", "--force", vm.name])
+    return EXIT_FAILED   # not reached
 
 
 def main(argv=None) -> int:

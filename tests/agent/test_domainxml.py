@@ -45,7 +45,10 @@ def test_domain_xml_from_config():
     nic = dom.find("devices/interface")
     assert nic.get("type") == "bridge" and nic.find("source").get("bridge") == "br0"
     assert nic.find("mac").get("address") == "52:54:00:aa:bb:cc"
-    assert dom.find("devices/serial/source").get("path") == "/var/log/keel/engine-console.log"
+    # a pty for `hosted-engine --console`, logged to the file as well
+    assert dom.find("devices/serial").get("type") == "pty"
+    assert dom.find("devices/serial/log").get("file") == "/var/log/keel/engine-console.log"
+    assert dom.find("devices/console").get("type") == "pty"
     assert dom.find("devices/disk/source").get("file") == "/srv/shared/engine.img"
     assert dom.find("features/acpi") is not None  # graceful stop needs ACPI
 
@@ -56,6 +59,7 @@ def test_no_kernel_boots_from_disk():
     dom = ET.fromstring(engine_domain_xml(parse_host_config(text)))
     assert dom.find("os/kernel") is None
     assert dom.find("devices/serial").get("type") == "pty"   # `hosted-engine --console` attaches to it
+    assert dom.find("devices/serial/log") is None
 
 
 def test_the_appliance_gets_its_qcow2_disk_a_read_only_seed_and_an_rng():

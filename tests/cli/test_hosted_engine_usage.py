@@ -99,3 +99,17 @@ def test_set_bmc_without_the_cluster_key_is_a_config_error(tmp_path):
                        capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 4 and "cluster key" in r.stderr and "missing" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("uri, code, needle", [
+    # libvirt's built-in test driver: no daemon, and no engine VM defined there
+    ("test:///default", 1, "the engine VM HostedEngine does not run on this host; hosted-engine --vm-status"),
+    ("qemu+unix:///system?socket=/nonexistent/keel-test-sock", 3, "cannot reach libvirt at"),
+])
+def test_console_needs_the_engine_vm_here(tmp_path, uri, code, needle):
+    conf = tmp_path / "ok.conf"
+    conf.write_text("[host]\nhost_id = 1\n[etcd]\nendpoints = http://127.0.3.1:9\n[storage]\n"
+                    "shared_path = /srv\n[engine]\nhealth_url = http://127.0.3.1:9/health\n"
+                    f"libvirt_uri = {uri}\n[network]\ngateway = 127.0.0.1\n")
+    r = run("--config", str(conf), "--console")
+    assert r.returncode == code and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -119,6 +119,31 @@ def test_the_engine_runs_inside_the_engine_vm(lab):
     assert sd["status"] == "active" and sd["storage"]["path"] == lab.layout.shared
 
 
+def test_hosted_engine_console_is_a_root_shell_inside_the_appliance(lab):
+    """`hosted-engine --console` on the engine's host, as oVirt has it: the
+    appliance's serial console, logged in as root; the engine's units run."""
+    import pexpect
+    from lab_helpers import KEEL_LAB
+    engine_host = lab.single_engine()
+    child = pexpect.spawn(KEEL_LAB[0], KEEL_LAB[1:] + ["exec", "--dir", lab.dir, engine_host, "--",
+                                                       "hosted-engine", "--console"],
+                          encoding="utf-8", timeout=90, dimensions=(40, 200))
+    try:
+        child.expect("Connected to domain")
+        child.send("\r")
+        child.expect("root@engine")
+        child.sendline("systemctl is-active keel-engine keel-engine-worker; echo console-$((6*7))")
+        child.expect("console-42")
+        assert child.before.count("active") >= 2 and "inactive" not in child.before, child.before
+        child.sendcontrol("]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    other = next(h.name for h in lab.layout.all_hosts() if h.name != engine_host)
+    cp = lab.he(other, "--console")
+    assert cp.returncode == 1 and "does not run on this host" in cp.stderr
+
+
 def test_acknowledged_objects_survive_the_engine_hosts_power_loss_and_the_engine_restarts_its_ha_vm(lab):
     engine_host = lab.single_engine()
     api = api_of(lab)

@@ -385,6 +385,8 @@ class Failover:
         while (end is None or time.monotonic() < end) and not self._stopping.is_set():
             try:
                 self.step(host_id)
+            except Fault as exc:  # a worded failure (e.g. a damaged key file): one line
+                log.error("failover pass for host %s failed: %s", host_id, exc.detail or exc)
             except Exception:  # keep watching: a transient DB/libvirt error must not end failover
                 log.exception("failover pass for host %s failed", host_id)
             with self.ctx.sessionmaker() as s:

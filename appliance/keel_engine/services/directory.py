@@ -20,8 +20,6 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import ldap3
-from ldap3.core import exceptions as lx
 from sqlalchemy import delete, func, select
 
 from ..errors import Fault, bad_request, conflict, not_found
@@ -130,7 +128,16 @@ def _bind_password(cfg, d: Directory) -> str | None:
 
 
 # ---- talking to it ------------------------------------------------------------------
+# ldap3 is imported where a directory is used, not at the engine's start-up:
+# under TCG (the engine VM without KVM) its import costs seconds of every boot.
+def _ldap():
+    import ldap3
+    from ldap3.core import exceptions as lx
+    return ldap3, lx
+
+
 def _tls(d: Directory):
+    ldap3, _lx = _ldap()
     return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=d.ca_file or None,
                      version=ssl.PROTOCOL_TLS_CLIENT)
 
@@ -139,6 +146,7 @@ def _connect(d: Directory, who: str | None, password: str | None) -> ldap3.Conne
     """A bound connection to the first server that answers; Unreachable if
     none does, Fault 503 if the engine's own bind account is refused, and
     lx.LDAPInvalidCredentialsResult for a user's wrong password."""
+    ldap3, lx = _ldap()
     last = "no server"
     for url in d.urls.split():
         server = ldap3.Server(url, use_ssl=d.tls == "ldaps", tls=_tls(d) if d.tls != "none" else None,
@@ -175,6 +183,7 @@ def _close(conn):
 
 
 def _engine_connection(cfg, d: Directory) -> ldap3.Connection:
+    _ldap3, lx = _ldap()
     try:
         return _connect(d, d.bind_dn, _bind_password(cfg, d))
     except lx.LDAPInvalidCredentialsResult:
@@ -183,6 +192,7 @@ def _engine_connection(cfg, d: Directory) -> ldap3.Connection:
 
 
 def _search(d, conn, flt, attrs, base=None, limit=MAX_RESULTS):
+    ldap3, lx = _ldap()
     try:
         conn.search(base or d.base_dn, flt, search_scope=ldap3.SUBTREE, attributes=attrs, size_limit=limit,
                     time_limit=max(1, int(d.timeout)))
@@ -231,6 +241,7 @@ def authenticate(cfg, d: Directory, name: str, domain: str, password: str):
     no such account); Unreachable when the directory does not answer; a
     SignInRefused when the directory marks the account disabled."""
     from .auth import SignInRefused
+    _ldap3, lx = _ldap()
     if not password:
         return None
     p = PROFILES[d.profile]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from ldap3.utils.conv import escape_filter_chars
-
 
 @dataclass(frozen=True)
 class Profile:
@@ -57,6 +55,7 @@ PROFILES = {
 
 
 def esc(value: str) -> str:
+    from ldap3.utils.conv import escape_filter_chars   # ldap3 only where a directory is used
     return escape_filter_chars(value)
 
 
