@@ -8,6 +8,7 @@ the hosts use for it.
 """
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import os
@@ -18,9 +19,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from . import nfs
 from .image import EngineImage
 from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE_ADDRESS, ENGINE_VM_ADDRESS, ENGINE_VM_NAME, LOCKSPACE,
-                     LabError, LabLayout)
+                     LabError, LabLayout, write_private)
 
 log = logging.getLogger("keel_lab.appliance")
 DISK = "engine.qcow2"
@@ -86,8 +88,6 @@ def prepare(lab: LabLayout, image, info: dict) -> tuple[EngineImage, dict]:
     once (as a deploy does); the disk keeps the engine's data from then on.
     Returns what the hosts boot and the state to record."""
     from keel_appliance.seed import NfsMount, SeedConfig, StaticNetwork, write_seed
-
-    from . import nfs
     boot = os.path.join(lab.shared, BOOT_DIR)
     os.makedirs(boot, exist_ok=True)
     for src, name in ((image.kernel, "vmlinuz"), (image.initrd, "initrd.img")):
@@ -107,7 +107,9 @@ def prepare(lab: LabLayout, image, info: dict) -> tuple[EngineImage, dict]:
             engine_conf=engine_settings(lab),
             storage=NfsMount(export=nfs.EXPORT, mount_point=lab.shared)))
         info["seed_instance"] = cfg.instance_id
-    info["admin_password_file"] = _password_file(lab, info["admin_password"])
+    # where `keel-lab status` says admin@internal's password is
+    info["admin_password_file"] = write_private(os.path.join(lab.dir, "engine-admin-password"),
+                                                info["admin_password"] + "\n")
     info.update(image_key=image.key, api_url=API_URL, admin_user=ADMIN_USER, vm=ENGINE_VM_NAME)
     engine = EngineImage(kernel=os.path.join(BOOT_DIR, "vmlinuz"), initrd=os.path.join(BOOT_DIR, "initrd.img"),
                          cmdline=image.cmdline, disk=DISK, disk_format="qcow2", seed=SEED,
@@ -115,18 +117,8 @@ def prepare(lab: LabLayout, image, info: dict) -> tuple[EngineImage, dict]:
     return engine, info
 
 
-def _password_file(lab: LabLayout, password: str) -> str:
-    """admin@internal's password where `keel-lab status` says it is (0600)."""
-    path = os.path.join(lab.dir, "engine-admin-password")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return path
-
-
 def _copy_if_changed(src: str, dst: str) -> None:
-    if os.path.exists(dst) and os.path.getsize(dst) == os.path.getsize(src) and \
-            open(dst, "rb").read() == open(src, "rb").read():
+    if os.path.exists(dst) and filecmp.cmp(src, dst, shallow=False):
         return
     shutil.copyfile(src, dst + ".new")
     os.replace(dst + ".new", dst)

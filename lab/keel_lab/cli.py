@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .layout import DEFAULT_DIR, LabError
+from .layout import DEFAULT_DIR, ENGINE_MODES, LabError
 
 NEXT_STEPS = """Try next:
   keel-lab status                       # who runs the engine, HA state, etcd health
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="HA timing profile (default fast)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     up.add_argument("--no-wait", action="store_true", help="do not wait for the engine VM")
-    up.add_argument("--engine", choices=["appliance", "process", "none"], default="appliance",
+    up.add_argument("--engine", choices=ENGINE_MODES, default="appliance",
                     help="appliance (default): the engine runs inside the engine VM; process: a "
                          "stand-in VM and the engine as a process at 198.51.100.5:8080 (quick engine "
                          "work); none: a stand-in VM and no engine")

@@ -21,9 +21,12 @@ import subprocess
 import sys
 import time
 
+from keel_common import ini
+
 from . import net, probe, procs
+from .appliance import engine_settings, fence_agents
 from .layout import (BMC_PASSWORD, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS,
-                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LabError, LabLayout)
+                     ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LabError, LabLayout, write_private)
 
 log = logging.getLogger("keel_lab.engine")
 OUTER_VETH = "lab-engine-o"
@@ -58,9 +61,6 @@ def _ensure_netns() -> None:
 
 
 def _config(lab: LabLayout, password: str) -> str:
-    from keel_common import ini
-
-    from .appliance import engine_settings
     d = os.path.join(lab.dir, "engine")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "engine.conf")
@@ -68,19 +68,12 @@ def _config(lab: LabLayout, password: str) -> str:
                        "engine": {"listen": f"{ENGINE_PROCESS_ADDRESS}:{ENGINE_PROCESS_PORT}",
                                   "admin_password": password, "secret_key_file": f"{d}/fence.key"},
                        **engine_settings(lab)})
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# keel-lab: the engine as a process on the lab network\n" + text)
-    return path
+    return write_private(path, "# keel-lab: the engine as a process on the lab network\n" + text)
 
 
 def _bmc_password_file(lab: LabLayout) -> str:
     # init-cluster reads passwords from a file: never in argv (ps shows argv)
-    path = os.path.join(lab.dir, "engine", "bmc-password")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(BMC_PASSWORD + "\n")
-    return path
+    return write_private(os.path.join(lab.dir, "engine", "bmc-password"), BMC_PASSWORD + "\n")
 
 
 def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
@@ -94,7 +87,6 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
     password = info.get("admin_password") or secrets.token_urlsafe(12)
     conf = _config(lab, password)
     pw_file = _bmc_password_file(lab)
-    from .appliance import fence_agents
     agents = fence_agents(lab)
     _ensure_netns()
     exe = os.path.join(os.path.dirname(sys.executable), "keel-engine")

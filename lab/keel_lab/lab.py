@@ -17,11 +17,13 @@ from keel_common.config import PROFILES
 
 from . import appliance, chassis, hostfiles, hosts, image, net, nfs, probe, procs
 from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS, HEALTH_URL,
-                     MAX_HOSTS, HostLayout, LabError, LabLayout, load_state, save_state)
+                     ENGINE_MODES, MAX_HOSTS, HostLayout, LabError, LabLayout, load_state, save_state,
+                     write_private)
 
 log = logging.getLogger("keel_lab")
 OBSERVER_MODULE = "keel_lab.observer"
-ENGINE_MODES = ("appliance", "process", "none")
+# what `status` shows of the engine's API, whichever way the engine runs
+ENGINE_API_KEYS = ("api_url", "admin_user", "admin_password", "admin_password_file", "fence_agents")
 
 
 def require_root() -> None:
@@ -104,8 +106,7 @@ class Lab:
         for h in lab.all_hosts():
             net.ensure_host_netns(h)
         if engine == "appliance":
-            self._update_state(nfs_pid=nfs.start(lab, self.state.get("nfs_pid"),
-                                                 lambda pid: self._update_state(nfs_pid=pid)))
+            nfs.start(lab, self.state.get("nfs_pid"), lambda pid: self._update_state(nfs_pid=pid))
         self.start_bmcs(lab)
         self.start_observer(lab)
         for h in lab.all_hosts():
@@ -174,10 +175,7 @@ class Lab:
         """Every host's BMC for the HA agents, entered the way an administrator
         does (`hosted-engine --set-bmc` on a host), so that the engine's host
         is fenced in seconds when it loses power."""
-        path = os.path.join(self.dir, "bmc-password")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(BMC_PASSWORD + "\n")
+        path = write_private(os.path.join(self.dir, "bmc-password"), BMC_PASSWORD + "\n")
         via = next((h for h in lab.all_hosts() if hosts.powered_on(h)), None)
         if via is None:
             raise LabError("no host is powered on to enter the BMCs through")
@@ -277,14 +275,11 @@ class Lab:
         st = self.state or {}
         if st.get("engine_appliance"):
             info = st["engine_appliance"]
-            out = {k: info[k] for k in ("api_url", "admin_user", "admin_password", "admin_password_file",
-                                        "fence_agents") if k in info}
-            out["engine_mode"] = "appliance"
-            return out
+            return {**{k: info[k] for k in ENGINE_API_KEYS if k in info}, "engine_mode": "appliance"}
         info = st.get("engine_process") or {}
         if not info:
             return {}
-        out = {k: info[k] for k in ("api_url", "admin_user", "admin_password", "fence_agents") if k in info}
+        out = {k: info[k] for k in ENGINE_API_KEYS if k in info}
         alive = [p for p in info.get("pids", []) if procs.alive(p, "keel-engine")]
         out["engine_process"] = "running" if len(alive) == len(info.get("pids", [])) and alive \
             else "stopped"

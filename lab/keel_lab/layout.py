@@ -26,6 +26,9 @@ BMC_BASE_PORT = 6230     # host N's BMC answers on BRIDGE_ADDRESS:6230+N
 BMC_USER = "admin"
 BMC_PASSWORD = "keel-lab"
 ENGINE_VM_NAME = "HostedEngine"
+# how `keel-lab up --engine` runs the engine: inside the engine VM, as a
+# process beside a stand-in VM, or not at all (a stand-in VM)
+ENGINE_MODES = ("appliance", "process", "none")
 LOCKSPACE = "hosted-engine"
 LEASE_NAME = "engine"
 
@@ -235,6 +238,14 @@ def read_json(path: str, default=None):
             return json.load(f)
     except (OSError, ValueError):
         return default
+
+
+def write_private(path: str, text: str) -> str:
+    """A file only root reads (passwords, configs holding them); returns the path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
 
 
 def write_json(path: str, data) -> None:

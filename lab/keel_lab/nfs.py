@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import time
 
@@ -58,11 +57,11 @@ def running(pid: int | None) -> bool:
     return bool(pid) and procs.alive(pid, "ganesha")
 
 
-def start(lab: LabLayout, pid: int | None, record) -> int:
-    """Start the server unless `pid` is it; `record(pid)` stores the pid
-    before we wait for it. Returns the pid."""
+def start(lab: LabLayout, pid: int | None, record) -> None:
+    """Start the server unless `pid` is it; `record(pid)` stores a new
+    server's pid before we wait for it (so `down` finds it whatever happens)."""
     if running(pid):
-        return pid
+        return
     if not available():
         raise LabError("nfs-ganesha is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs); "
                        "the engine VM mounts the shared storage over NFS")
@@ -81,7 +80,7 @@ def start(lab: LabLayout, pid: int | None, record) -> int:
     while time.monotonic() < deadline:
         if probe.tcp_open(BRIDGE_ADDRESS, NFS_PORT, 0.5):
             log.info("NFS server exporting %s as %s (pid %d)", lab.shared, EXPORT, p.pid)
-            return p.pid
+            return
         if not procs.alive(p.pid):
             break
         time.sleep(0.2)
@@ -92,6 +91,3 @@ def stop(pid: int | None) -> None:
     if running(pid):
         procs.kill(pid, marker="ganesha")
 
-
-def remove_files(lab: LabLayout) -> None:
-    shutil.rmtree(os.path.join(lab.dir, "nfs"), ignore_errors=True)
