@@ -30,6 +30,8 @@ def cmd_serve(cfg, args):
     bootstrap(cfg)   # once, in the master, before workers fork
 
     class Server(BaseApplication):
+        app = None
+
         def load_config(self):
             self.cfg.set("bind", args.bind or cfg.listen)
             self.cfg.set("workers", cfg.workers)
@@ -42,15 +44,23 @@ def cmd_serve(cfg, args):
             self.cfg.set("access_log_format", ACCESS_LOG_FORMAT)
             self.cfg.set("proc_name", "keel-engine")
             self.cfg.set("control_socket_disable", True)
+            # The master imports the API once and the workers fork from it: under
+            # TCG every worker importing it again cost seconds of the engine's boot.
+            self.cfg.set("preload_app", True)
+            self.cfg.set("post_fork", lambda _server, _worker: self._fresh_connections())
+
+        def _fresh_connections(self):
+            # no database connection may be shared across a fork
+            self.app.config["KEEL_CTX"].engine.dispose(close=False)
 
         def load(self):
             from . import virt
             from keel_common import ipmi
-            app = create_app(cfg, migrate=False)
+            self.app = create_app(cfg, migrate=False)
             reason = "web workers never talk to hosts or BMCs; the engine worker does"
             virt.forbid(reason)
             ipmi.forbid(reason)
-            return app
+            return self.app
 
     Server().run()
 

@@ -44,3 +44,24 @@ def test_upgrade_from_0001_keeps_vms_and_gives_them_priority_1(tmp_path):
     finally:
         eng.dispose()
     assert tuple(row) == ("old-vm", 1, 1, None)
+
+
+def test_the_newest_revision_is_alembics_head():
+    from alembic.script import ScriptDirectory
+    assert db.newest_revision() == ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_current_head()
+
+
+def test_an_up_to_date_schema_is_not_migrated_again_and_an_old_one_is(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/e.db"
+    assert db.database_revision(url) is None and not (tmp_path / "e.db").exists()
+    db.upgrade(url)
+    assert db.database_revision(url) == db.newest_revision()
+    ran = []
+    monkeypatch.setattr(command, "upgrade", lambda *a: ran.append(a))
+    db.upgrade(url)
+    assert ran == []
+    monkeypatch.undo()
+    command.downgrade(db.alembic_config(url), "0004")
+    assert db.database_revision(url) == "0004"
+    db.upgrade(url)
+    assert db.database_revision(url) == db.newest_revision()

@@ -7,7 +7,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
 
 from keel_common import ini
@@ -213,6 +212,9 @@ class FenceKeyError(Fault):
 
 
 def fernet(cfg):
+    # imported here: it is needed only with fence agents, and importing it
+    # cost the engine VM's boot about half a second under TCG
+    from cryptography.fernet import Fernet
     path = cfg.secret_key_file
     if not os.path.exists(path):
         _create_key_file(path)
@@ -231,6 +233,7 @@ def _create_key_file(path: str) -> None:
     (the engine VM's host dying is the everyday case) leaves either no key
     file or the whole key, never an empty one; of two workers racing, the
     first link wins and both use that key."""
+    from cryptography.fernet import Fernet
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tmp = f"{path}.new-{os.getpid()}"
@@ -306,6 +309,7 @@ def remove_fence_agent(ctx, s, host, agent):
 
 def fence_agents_for_host(session, host_id, config):
     """Plain specs with decrypted passwords, in order, for power management."""
+    from cryptography.fernet import InvalidToken
     f = fernet(config)
     out = []
     for a in session.scalars(select(FenceAgent).where(FenceAgent.host_id == host_id)
