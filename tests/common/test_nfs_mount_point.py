@@ -8,10 +8,12 @@ from keel_common import nfs
 
 @pytest.mark.parametrize("root,address,export,expected", [
     ("/rhev/data-center/mnt", "198.51.100.1", "/shared", "/rhev/data-center/mnt/198.51.100.1:_shared"),
-    ("/rhev/data-center/mnt", "nfs.example.test", "/exports/data", "/rhev/data-center/mnt/nfs.example.test:_exports_data"),
+    ("/rhev/data-center/mnt", "nfs.example.test", "/exports/data",
+     "/rhev/data-center/mnt/nfs.example.test:_exports_data"),
     # trailing and repeated slashes of the export and the root do not make a second mount point
     ("/rhev/data-center/mnt/", "198.51.100.1", "/shared/", "/rhev/data-center/mnt/198.51.100.1:_shared"),
-    ("//rhev//data-center/mnt", "198.51.100.1", "//exports//data//", "/rhev/data-center/mnt/198.51.100.1:_exports_data"),
+    ("//rhev//data-center/mnt", "198.51.100.1", "//exports//data//",
+     "/rhev/data-center/mnt/198.51.100.1:_exports_data"),
     # one server, one spelling
     ("/mnt/keel", "NFS.Example.TEST", "/a", "/mnt/keel/nfs.example.test:_a"),
     ("/mnt/keel", "2001:db8:0::1", "/a/b", "/mnt/keel/[2001:db8::1]:_a_b"),
