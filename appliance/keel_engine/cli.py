@@ -217,7 +217,9 @@ def main(argv=None):
     ic.add_argument("--data-center", default="Default")
     ic.add_argument("--cluster", default="Default")
     ic.add_argument("--host", action="append", metavar="NAME=ADDRESS")
-    ic.add_argument("--storage", action="append", metavar="NAME=PATH")
+    ic.add_argument("--storage", action="append", metavar="NAME=PATH|NAME=SERVER:/EXPORT",
+                    help="a data storage domain: a local directory (posixfs) or an NFS export (nfs), "
+                         "which every host must have mounted under [storage] nfs_mount_root")
     ic.add_argument("--fence-agent", action="append", metavar=FENCE_AGENT_SYNTAX,
                     help="a host's fence agent (repeatable; the password is read from the file)")
     access_cli.add_parsers(sub)   # user ..., directory ...

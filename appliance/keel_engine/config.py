@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 
-from keel_common import ini
+from keel_common import ini, nfs
 from keel_common.config import EtcdConfig, endpoint_list
 from keel_common.ini import ConfigError  # noqa: F401  (re-exported)
 
@@ -48,6 +48,9 @@ class EngineConfig:
     # means (the lab's bind mounts, a cluster FS libvirt does not know) needs
     # this set, which passes VIR_MIGRATE_UNSAFE: only when the storage IS shared.
     storage_shared_unrecognised: bool = False
+    # where every host (and the engine) has an NFS storage domain's export
+    # mounted: {nfs_mount_root}/{server}:{export, '/' as '_'} (keel_common.nfs)
+    nfs_mount_root: str = nfs.DEFAULT_MOUNT_ROOT
     log_level: str = "INFO"
     # sign-in throttling: after this many failures in a row (per user and per
     # source address) each further attempt must wait, doubling up to the cap
@@ -112,6 +115,12 @@ def _listen(v):
     return v
 
 
+def _mount_root(v):
+    if not os.path.isabs(v) or os.path.normpath(v) == "/":
+        raise ValueError(v)
+    return "/" + os.path.normpath(v).lstrip("/")
+
+
 def _level(v):
     v = v.upper()
     if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -147,6 +156,8 @@ KEYS = {
     ("libvirt", "timeout"): ("libvirt_timeout", ini.positive_float, SECONDS),
     ("libvirt", "bridge_map"): ("bridge_map", _bridge_map, "NETWORK:BRIDGE[,NETWORK:BRIDGE...]"),
     ("libvirt", "storage_shared_unrecognised"): ("storage_shared_unrecognised", ini.boolean, "true or false"),
+    ("storage", "nfs_mount_root"): ("nfs_mount_root", _mount_root, "an absolute directory path, e.g. "
+                                    + nfs.DEFAULT_MOUNT_ROOT),
     ("monitor", "interval"): ("monitor_interval", ini.positive_float, SECONDS),
     ("monitor", "job_threads"): ("job_threads", ini.positive_int, "a positive integer"),
     ("vms", "shutdown_timeout"): ("shutdown_timeout", ini.positive_float, SECONDS),

@@ -214,8 +214,10 @@ class StorageDomain(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     type: Mapped[str] = mapped_column(String(32), default="data")
     storage_type: Mapped[str] = mapped_column(String(32), default="posixfs")
+    # the local directory every host opens (for nfs: where the export is mounted)
     path: Mapped[str] = mapped_column(String(1024))
-    address: Mapped[str | None] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(255))      # nfs: the server
+    export_path: Mapped[str | None] = mapped_column(String(1024))  # nfs: the export on the server
     data_center_id: Mapped[str | None] = mapped_column(ForeignKey("datacenters.id"))
     status: Mapped[str] = mapped_column(String(32), default="unattached")
     available: Mapped[int | None] = mapped_column(BigInteger)

@@ -3,8 +3,8 @@ storage, its first-boot seed, and the cluster registered through the
 engine's REST API, as the installer does on a real first host.
 
 The engine inside the VM reaches the hosts' libvirtd and BMCs over the lab
-network and mounts the shared storage over NFS (see `nfs.py`) at the path
-the hosts use for it.
+network and mounts the shared storage over NFS (see `nfs.py`) at the
+storage domain's mount point, the path the hosts use for it.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import urllib.request
 from . import nfs
 from .image import EngineImage
 from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE_ADDRESS, ENGINE_VM_ADDRESS, ENGINE_VM_NAME, LOCKSPACE,
-                     LabError, LabLayout, write_private)
+                     NFS_EXPORT, NFS_SERVER, LabError, LabLayout, write_private)
 
 log = logging.getLogger("keel_lab.appliance")
 DISK = "engine.qcow2"
@@ -41,7 +41,8 @@ MEMORY_MB, VCPUS = 1024, 2
 #   storage cut) answers libvirt again within seconds, long before it;
 # - lockspace_path: the engine reads every host's delta lease from the shared
 #   lockspace itself, so a host cut off by `partition --net` still renews it
-#   and is not fenced;
+#   and is not fenced (seen through the storage domain's mount point: inside
+#   the engine VM only that exists);
 # - vm_lease_lockspace: HA VMs hold their own lease in the lockspace every
 #   lab host joins (the hosted engine's), on the shared storage domain;
 # - a host already powered off (`keel-lab power HOST off`) is fenced 'off'
@@ -61,7 +62,10 @@ def engine_settings(lab: LabLayout) -> dict:
         "monitor": {"interval": "2"},
         # where the HA agents record their fences of the engine's host
         "ha": {"etcd_endpoints": ",".join(lab.etcd_endpoints)},
-        "power": {**POWER_SETTINGS, "lockspace_path": lab.lockspace_file, "vm_lease_lockspace": LOCKSPACE},
+        # the storage domain is the lab's NFS export, at DIR/mnt/198.51.100.1:_shared
+        "storage": {"nfs_mount_root": lab.nfs_mount_root},
+        "power": {**POWER_SETTINGS, "lockspace_path": lab.storage_domain_lockspace,
+                  "vm_lease_lockspace": LOCKSPACE},
     }
 
 
@@ -105,7 +109,7 @@ def prepare(lab: LabLayout, image, info: dict) -> tuple[EngineImage, dict]:
             hostname=ENGINE_HOSTNAME, admin_password=info["admin_password"],
             network=StaticNetwork(f"{ENGINE_VM_ADDRESS}/24", gateway=BRIDGE_ADDRESS),
             engine_conf=engine_settings(lab),
-            storage=NfsMount(export=nfs.EXPORT, mount_point=lab.shared)))
+            storage=NfsMount(export=nfs.EXPORT, mount_point=lab.storage_domain_mount)))
         info["seed_instance"] = cfg.instance_id
     # where `keel-lab status` says admin@internal's password is
     info["admin_password_file"] = write_private(os.path.join(lab.dir, "engine-admin-password"),
@@ -204,7 +208,8 @@ def register(lab: LabLayout, password: str, timeout: float = 300.0, out=None) ->
     _wait_hosts_up(api, lab, timeout)
     if api.find("storagedomains", STORAGE_DOMAIN) is None:
         api.call("POST", "/storagedomains", {
-            "name": STORAGE_DOMAIN, "type": "data", "storage": {"type": "posixfs", "path": lab.shared},
+            "name": STORAGE_DOMAIN, "type": "data",
+            "storage": {"type": "nfs", "address": NFS_SERVER, "path": NFS_EXPORT},
             "data_center": {"name": "Default"}, "host": {"name": lab.all_hosts()[0].name}})
         done.append(f"storage domain {STORAGE_DOMAIN}")
     for agent in fence_agents(lab):

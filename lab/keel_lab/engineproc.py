@@ -23,8 +23,8 @@ import time
 
 from keel_common import ini
 
-from . import net, probe, procs
-from .appliance import engine_settings, fence_agents
+from . import net, nfs, probe, procs
+from .appliance import STORAGE_DOMAIN, engine_settings, fence_agents
 from .layout import (BMC_PASSWORD, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS,
                      ENGINE_PROCESS_ADDRESS, ENGINE_PROCESS_PORT, LabError, LabLayout, write_private)
 
@@ -95,7 +95,7 @@ def start(lab: LabLayout, state: dict, timeout: float = 90.0) -> dict:
     for step in (["db-upgrade"],
                  ["init-cluster", "--data-center", "Default", "--cluster", "Default",
                   *[a for h in lab.all_hosts() for a in ("--host", f"{h.name}={h.address}")],
-                  "--storage", f"shared={lab.shared}",
+                  "--storage", f"{STORAGE_DOMAIN}={nfs.EXPORT}",
                   *[x for a in agents for x in (
                       "--fence-agent", f"{a['host']}={a['type']},address={a['address']},port={a['port']},"
                                        f"username={a['username']},password_file={pw_file},{a['options']}")]]):

@@ -157,6 +157,24 @@ def _new_lease_file(path: str) -> str:
     return tmp
 
 
+def link_storage_domain_mount(lab: LabLayout) -> None:
+    """The storage domain's mount point (oVirt's convention, where the engine
+    names its files) as a symlink to the shared dir on this machine: the hosts
+    are namespaces here and see the shared dir itself, and an engine run as a
+    process finds its lockspace there too. Idempotent."""
+    link = lab.storage_domain_mount
+    if os.path.islink(link) and os.readlink(link) == lab.shared:
+        return
+    if os.path.lexists(link) and not os.path.islink(link):
+        raise LabError(f"{link} exists and is not the lab's link to {lab.shared}; remove it and retry")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    tmp = f"{link}.{os.getpid()}.tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(lab.shared, tmp)
+    os.replace(tmp, link)     # a stale link is swapped, never missing for a moment
+
+
 def prepare_shared_storage(lab: LabLayout, io_timeout: int) -> None:
     """Lockspace, engine lease and engine disk on the shared dir, made once
     before any host boots (as `hosted-engine --deploy` would). sanlock
@@ -164,6 +182,7 @@ def prepare_shared_storage(lab: LabLayout, io_timeout: int) -> None:
     os.makedirs(lab.shared, exist_ok=True)
     os.chmod(lab.shared, 0o775)
     _chown_sanlock(lab.shared)
+    link_storage_domain_mount(lab)
     if not os.path.exists(lab.engine_disk):
         with open(lab.engine_disk, "wb") as f:
             f.truncate(64 * 1024 * 1024)

@@ -10,6 +10,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from keel_common.nfs import mount_point
+
 DEFAULT_DIR = os.environ.get("KEEL_LAB_DIR", "/var/lib/keel-lab")
 MAX_HOSTS = 9            # host N lives at 198.51.100.1N
 ETCD_MEMBERS = 3         # the first three hosts carry the etcd cluster
@@ -30,6 +32,9 @@ ENGINE_VM_NAME = "HostedEngine"
 # process beside a stand-in VM, or not at all (a stand-in VM)
 ENGINE_MODES = ("appliance", "process", "none")
 LOCKSPACE = "hosted-engine"
+# the lab's NFS server (nfs.py) exports the shared dir as NFS_SERVER:NFS_EXPORT
+NFS_SERVER = BRIDGE_ADDRESS
+NFS_EXPORT = "/shared"
 LEASE_NAME = "engine"
 
 
@@ -152,6 +157,25 @@ class LabLayout:
     @property
     def lockspace_file(self) -> str:
         return os.path.join(self.shared, LOCKSPACE + ".lockspace")
+
+    @property
+    def nfs_mount_root(self) -> str:
+        """The engine's [storage] nfs_mount_root in the lab (oVirt's is /rhev/data-center/mnt)."""
+        return os.path.join(self.dir, "mnt")
+
+    @property
+    def storage_domain_mount(self) -> str:
+        """Where the engine and every host have the storage domain's export, by
+        oVirt's convention (DIR/mnt/198.51.100.1:_shared). On this machine it is
+        a symlink to the shared dir (the hosts share its file system); the
+        engine VM mounts the export there."""
+        return mount_point(self.nfs_mount_root, NFS_SERVER, NFS_EXPORT)
+
+    @property
+    def storage_domain_lockspace(self) -> str:
+        """The hosts' lockspace seen through the storage domain's mount point
+        (inside the engine VM only the mount point exists)."""
+        return os.path.join(self.storage_domain_mount, LOCKSPACE + ".lockspace")
 
     @property
     def lease_file(self) -> str:

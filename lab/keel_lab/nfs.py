@@ -2,8 +2,10 @@
 
 The hosts' kernel here has no NFS client, so they keep their FUSE view of
 the shared directory; the engine VM's kernel has one and mounts the export
-at the very path the hosts use (`DIR/shared`), so a disk or lease path the
-engine hands a host names the same file on both sides. The server is
+at the storage domain's mount point by oVirt's convention
+(`DIR/mnt/198.51.100.1:_shared`, keel_common.nfs). On this machine that
+path is a symlink to `DIR/shared`, so a disk or lease path the engine hands
+a host names the same file on both sides. The server is
 nfs-ganesha (userspace, VFS back end) in the root namespace, listening on
 the lab bridge's address, NFSv4.1 only (no rpcbind needed).
 """
@@ -15,13 +17,14 @@ import subprocess
 import time
 
 from . import probe, procs
-from .layout import BRIDGE_ADDRESS, LabError, LabLayout
+from keel_common.nfs import export_spec
+
+from .layout import NFS_EXPORT, NFS_SERVER, LabError, LabLayout
 
 log = logging.getLogger("keel_lab.nfs")
 GANESHA = "/usr/bin/ganesha.nfsd"
 NFS_PORT = 2049
-PSEUDO_PATH = "/shared"
-EXPORT = f"{BRIDGE_ADDRESS}:{PSEUDO_PATH}"
+EXPORT = export_spec(NFS_SERVER, NFS_EXPORT)
 
 
 def config_text(lab: LabLayout) -> str:
@@ -32,7 +35,7 @@ def config_text(lab: LabLayout) -> str:
     d = os.path.join(lab.dir, "nfs")
     return f"""# keel-lab: the shared storage exported to the engine VM
 NFS_CORE_PARAM {{
-    Protocols = 4; NFS_Port = {NFS_PORT}; Bind_addr = {BRIDGE_ADDRESS};
+    Protocols = 4; NFS_Port = {NFS_PORT}; Bind_addr = {NFS_SERVER};
     Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false;
 }}
 NFSv4 {{
@@ -41,7 +44,7 @@ NFSv4 {{
 }}
 NFS_KRB5 {{ Active_krb5 = false; }}
 EXPORT {{
-    Export_Id = 1; Path = {lab.shared}; Pseudo = {PSEUDO_PATH};
+    Export_Id = 1; Path = {lab.shared}; Pseudo = {NFS_EXPORT};
     Access_Type = RW; Squash = No_Root_Squash; Attr_Expiration_Time = 0;
     SecType = sys; Protocols = 4; Transports = TCP;
     FSAL {{ Name = VFS; }}
@@ -78,7 +81,7 @@ def start(lab: LabLayout, pid: int | None, record) -> None:
     record(p.pid)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if probe.tcp_open(BRIDGE_ADDRESS, NFS_PORT, 0.5):
+        if probe.tcp_open(NFS_SERVER, NFS_PORT, 0.5):
             log.info("NFS server exporting %s as %s (pid %d)", lab.shared, EXPORT, p.pid)
             return
         if not procs.alive(p.pid):

@@ -133,19 +133,20 @@ def test_qemu_boots_the_kernel_with_the_image_and_a_read_only_seed():
 
 def test_the_storage_domain_is_mounted_before_the_worker_starts():
     from keel_appliance.seed import NfsMount
-    cfg = seed.validate(SeedConfig(**{**STATIC.__dict__, "storage": NfsMount("198.51.100.1:/shared",
-                                                                               "/var/lib/keel-lab/shared")}))
+    # the lab's mount point, by oVirt's convention (keel_common.nfs)
+    point = "/var/lib/keel-lab/mnt/198.51.100.1:_shared"
+    cfg = seed.validate(SeedConfig(**{**STATIC.__dict__, "storage": NfsMount("198.51.100.1:/shared", point)}))
     p = firstboot.plan(cfg, current_engine_conf=None, database_exists=False)
-    unit_path = "/etc/systemd/system/var-lib-keel\\x2dlab-shared.mount"
+    unit_path = "/etc/systemd/system/var-lib-keel\\x2dlab-mnt-198.51.100.1:_shared.mount"
     assert list(p.files)[-1] == "/etc/keel/engine.conf" and unit_path in p.files
     unit = _ini(p.files[unit_path][0])
-    assert unit["Mount"]["What"] == "198.51.100.1:/shared" and unit["Mount"]["Where"] == "/var/lib/keel-lab/shared"
+    assert unit["Mount"]["What"] == "198.51.100.1:/shared" and unit["Mount"]["Where"] == point
     assert unit["Mount"]["Type"] == "nfs" and "vers=4.1" in unit["Mount"]["Options"]
     assert "hard" in unit["Mount"]["Options"].split(",")
     # mount.nfs gives up at once while the network is unreachable: the mount waits for the address
     assert unit["Unit"]["After"] == "systemd-networkd-wait-online.service"
     dropin = _ini(p.files[firstboot.WORKER_STORAGE_DROPIN][0])
-    assert dropin["Unit"]["RequiresMountsFor"] == "/var/lib/keel-lab/shared"
+    assert dropin["Unit"]["RequiresMountsFor"] == point
     assert "systemd-networkd-wait-online.service" not in recipe.UNITS_MASKED
     assert firstboot.mount_unit_name("/srv/a.b/c d") == "srv-a.b-c\\x20d.mount"
     # without [storage], nothing of the kind

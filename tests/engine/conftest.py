@@ -46,10 +46,14 @@ def engine(request, backend, libvirt_pair):
         url = f"sqlite:///{workdir}/engine.db"
     storage = os.path.join(workdir, "storage")
     os.makedirs(storage)
+    # where the test hosts (on this machine) "have" NFS exports mounted: tests
+    # make the mount point a directory instead of mounting anything
+    nfs_mount_root = os.path.join(workdir, "nfs-mnt")
     cfg = os.path.join(workdir, "engine.conf")
-    enginestack.write_config(cfg, url, ENGINE_LISTEN[backend], workdir)
+    enginestack.write_config(cfg, url, ENGINE_LISTEN[backend], workdir, storage__nfs_mount_root=nfs_mount_root)
     eng = enginestack.Engine(cfg, ENGINE_LISTEN[backend], workdir)
     eng.db_url, eng.storage, eng.backend, eng.hosts = url, storage, backend, libvirt_pair
+    eng.nfs_mount_root = nfs_mount_root
     eng.start()
     yield eng
     eng.stop()

@@ -72,3 +72,18 @@ def test_db_upgrade_and_create_admin(tmp_path):
     r = app.test_client().post("/ovirt-engine/sso/oauth/token",
                                data={"grant_type": "password", "username": "admin@internal", "password": "s3cret-pw"})
     assert r.status_code == 200 and r.get_json()["access_token"]
+
+
+def test_nfs_mount_root_defaults_to_ovirts_and_is_normalised(tmp_path):
+    assert config.load(write(tmp_path, "")).nfs_mount_root == "/rhev/data-center/mnt"
+    cfg = config.load(write(tmp_path, "[storage]\nnfs_mount_root = /srv//keel/mnt/\n"))
+    assert cfg.nfs_mount_root == "/srv/keel/mnt"
+
+
+@pytest.mark.parametrize("value", ["mnt", "./mnt", "/"])
+def test_nfs_mount_root_must_be_an_absolute_directory(tmp_path, value):
+    path = write(tmp_path, f"[storage]\nnfs_mount_root = {value}\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == (f"{path}: [storage] nfs_mount_root = {value!r} is invalid; "
+                            "expected an absolute directory path, e.g. /rhev/data-center/mnt")

@@ -39,18 +39,27 @@ def test_init_cluster_is_idempotent(libvirt_pair, tmp_path):
     from .enginestack import write_config
     storage = tmp_path / "storage"
     storage.mkdir()
+    # an NFS export "mounted" where the hosts (on this machine) must have it
+    (tmp_path / "mnt" / "198.51.100.1:_exports_data").mkdir(parents=True)
     cfg = tmp_path / "engine.conf"
-    write_config(str(cfg), f"sqlite:///{tmp_path}/e.db", "127.0.1.10:8089", str(tmp_path))
+    write_config(str(cfg), f"sqlite:///{tmp_path}/e.db", "127.0.1.10:8089", str(tmp_path),
+                 storage__nfs_mount_root=tmp_path / "mnt")
     cli = os.path.join(os.path.dirname(sys.executable), "keel-engine")
     argv = [cli, "--config", str(cfg), "init-cluster", "--host", "h1=127.0.1.11", "--host", "h2=127.0.1.12",
-            "--storage", f"data={storage}"]
+            "--storage", f"data={storage}", "--storage", "nfsdata=198.51.100.1:/exports/data"]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "created data center Default" in first.stdout and "added host h2" in first.stdout
     assert "added storage domain data" in first.stdout
-    second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert "added storage domain nfsdata at 198.51.100.1:/exports/data" in first.stdout
+    second = subprocess.run(argv[:-1] + ["nfsdata=198.51.100.1:/exports/data/"], capture_output=True, text=True,
+                            timeout=120)
     assert second.returncode == 0, second.stderr
     assert "created" not in second.stdout and "host h1 already present (up)" in second.stdout
+    assert "storage domain nfsdata already present" in second.stdout
+    moved = subprocess.run(argv[:-1] + ["nfsdata=198.51.100.1:/exports/other"], capture_output=True, text=True,
+                           timeout=120)
+    assert moved.returncode == 1 and "storage domain nfsdata exists with path" in moved.stderr
     bad = subprocess.run(argv[:4] + ["--host", "h1=127.0.1.99"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "exists with address 127.0.1.11" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from keel_lab.appliance import Api
-from keel_lab.layout import ENGINE_VM_ADDRESS
+from keel_lab.layout import ENGINE_VM_ADDRESS, NFS_EXPORT, NFS_SERVER
 from lab_helpers import module_lab, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.root]
@@ -116,7 +116,7 @@ def test_the_engine_runs_inside_the_engine_vm(lab):
     assert sorted((h["name"], h["status"]) for h in api.call("GET", "/hosts")["host"]) == [
         ("host1", "up"), ("host2", "up"), ("host3", "up")]
     sd = api.find("storagedomains", "shared")
-    assert sd["status"] == "active" and sd["storage"]["path"] == lab.layout.shared
+    assert sd["status"] == "active" and sd["storage"] == {"type": "nfs", "address": NFS_SERVER, "path": NFS_EXPORT}
 
 
 def test_hosted_engine_console_is_a_root_shell_inside_the_appliance(lab):

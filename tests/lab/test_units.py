@@ -136,3 +136,54 @@ def test_cli_rejects_out_of_range_hosts(tmp_path):
                          "--hosts", "12"], capture_output=True, text=True, timeout=60)
     assert cp.returncode == 1 and cp.stderr.strip() == \
         "keel-lab: --hosts 12 is out of range; expected 1 to 9"
+
+
+def test_the_storage_domain_is_the_nfs_export_at_ovirts_mount_point():
+    from keel_lab import nfs
+    from keel_lab.appliance import engine_settings
+    lab = LabLayout("/tmp/x", 3)
+    assert nfs.EXPORT == "198.51.100.1:/shared"
+    assert lab.nfs_mount_root == "/tmp/x/mnt"
+    assert lab.storage_domain_mount == "/tmp/x/mnt/198.51.100.1:_shared"
+    settings = engine_settings(lab)
+    assert settings["storage"] == {"nfs_mount_root": "/tmp/x/mnt"}
+    # inside the engine VM only the mount point exists, not DIR/shared
+    assert settings["power"]["lockspace_path"] == "/tmp/x/mnt/198.51.100.1:_shared/hosted-engine.lockspace"
+    assert "Pseudo = /shared;" in nfs.config_text(lab) and "Path = /tmp/x/shared;" in nfs.config_text(lab)
+
+
+def test_the_engine_vm_seed_mounts_the_export_at_the_mount_point_the_engine_computes():
+    from keel_appliance.seed import NfsMount, SeedConfig, validate
+    from keel_common.nfs import mount_point
+    from keel_lab import nfs
+    from keel_lab.appliance import engine_settings
+    lab = LabLayout("/var/lib/keel-lab", 3)
+    settings = engine_settings(lab)
+    cfg = validate(SeedConfig(hostname="engine.lab.test", admin_password="secret-pw", engine_conf=settings,
+                              storage=NfsMount(export=nfs.EXPORT, mount_point=lab.storage_domain_mount)))
+    assert cfg.storage.mount_point == mount_point(settings["storage"]["nfs_mount_root"], "198.51.100.1", "/shared")
+
+
+def test_the_mount_point_is_a_symlink_to_the_shared_dir_made_idempotently(tmp_path):
+    from keel_lab.hostfiles import link_storage_domain_mount
+    lab = LabLayout(str(tmp_path), 3)
+    os.makedirs(lab.shared)
+    (tmp_path / "shared" / "disk.img").write_text("x")
+    link_storage_domain_mount(lab)
+    link_storage_domain_mount(lab)
+    assert os.readlink(lab.storage_domain_mount) == lab.shared
+    assert open(os.path.join(lab.storage_domain_mount, "disk.img")).read() == "x"
+    os.unlink(lab.storage_domain_mount)
+    os.symlink(str(tmp_path / "elsewhere"), lab.storage_domain_mount)     # stale: replaced
+    link_storage_domain_mount(lab)
+    assert os.readlink(lab.storage_domain_mount) == lab.shared
+    assert os.listdir(lab.nfs_mount_root) == ["198.51.100.1:_shared"]
+
+
+def test_a_directory_at_the_mount_point_is_never_replaced(tmp_path):
+    from keel_lab.hostfiles import link_storage_domain_mount
+    lab = LabLayout(str(tmp_path), 3)
+    os.makedirs(lab.storage_domain_mount)
+    with pytest.raises(LabError, match="exists and is not the lab's link to"):
+        link_storage_domain_mount(lab)
+    assert os.path.isdir(lab.storage_domain_mount) and not os.path.islink(lab.storage_domain_mount)

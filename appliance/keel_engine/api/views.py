@@ -85,11 +85,19 @@ def fence_agent(a):
             "host": ref("hosts", a.host_id)}
 
 
+def storage_of(sd):
+    """oVirt's host storage: an nfs domain's path is the export on the server
+    (where hosts mount it follows from the engine's [storage] nfs_mount_root)."""
+    if sd.storage_type == "nfs":
+        return {"type": "nfs", "address": sd.address, "path": sd.export_path}
+    return {"type": sd.storage_type, "path": sd.path, "address": sd.address}
+
+
 def storage_domain(sd):
     return {"id": sd.id, "href": f"{API}/storagedomains/{sd.id}", "name": sd.name,
             "description": sd.description, "type": sd.type, "status": sd.status,
             "external_status": "ok", "master": True, "storage_format": "v5",
-            "storage": {"type": sd.storage_type, "path": sd.path, "address": sd.address},
+            "storage": storage_of(sd),
             "available": sd.available, "used": sd.used, "committed": 0,
             "data_centers": Many("data_center", [ref("datacenters", sd.data_center_id)] if sd.data_center_id else []),
             "link": links(f"{API}/storagedomains/{sd.id}", "disks")}

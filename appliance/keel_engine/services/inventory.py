@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from keel_common import nfs
+
 from .. import virt
 from ..errors import bad_request, conflict
 from ..models import Cluster, DataCenter, Disk, Host, Network, Nic, StorageDomain, Vm
@@ -50,11 +52,20 @@ class NetworkSpec:
 class StorageDomainSpec:
     name: str
     storage_type: str
-    path: str
-    address: str | None = None
+    path: str                  # posixfs/localfs: the local directory; nfs: the export on the server
+    address: str | None = None   # nfs: the server
     description: str = ""
     data_center: Ref | None = None
     host: Ref | None = None
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """Where a domain's files are: the local directory every host opens and,
+    for nfs, the export mounted there."""
+    path: str
+    address: str | None = None
+    export_path: str | None = None
 
 
 # ---- data centers --------------------------------------------------------
@@ -191,6 +202,38 @@ def storage_path(path: str) -> str:
     return canonical
 
 
+def nfs_location(ctx, s, spec: StorageDomainSpec) -> StorageLocation:
+    """An NFS export as oVirt users enter it (server, export path) and the
+    mount point every host has it at (keel_common.nfs, [storage] nfs_mount_root)."""
+    if not spec.address:
+        raise bad_request("storage.address: give the NFS server's host name or IP address")
+    try:
+        server = nfs.server_address(spec.address)
+    except ValueError as e:
+        raise bad_request(f"storage.address: {e}") from None
+    try:
+        export = nfs.export_path(spec.path)
+    except ValueError as e:
+        raise bad_request(f"storage.path: {e}; expected the export's absolute path on the NFS server") from None
+    holder = s.scalar(select(StorageDomain.name).where(StorageDomain.storage_type == "nfs",
+                                                       StorageDomain.address == server,
+                                                       StorageDomain.export_path == export))
+    if holder is not None:
+        raise conflict(f"storage: {nfs.export_spec(server, export)} is already storage domain {holder}")
+    return StorageLocation(nfs.mount_point(ctx.config.nfs_mount_root, server, export), server, export)
+
+
+def storage_location(ctx, s, spec: StorageDomainSpec) -> StorageLocation:
+    if spec.storage_type not in STORAGE_TYPES:
+        raise bad_request(f"storage.type: expected one of {', '.join(STORAGE_TYPES)}, got '{spec.storage_type}'")
+    where = (nfs_location(ctx, s, spec) if spec.storage_type == "nfs"
+             else StorageLocation(storage_path(spec.path), spec.address))
+    holder = s.scalar(select(StorageDomain.name).where(StorageDomain.path == where.path))
+    if holder is not None:
+        raise conflict(f"storage.path: {where.path} is already storage domain {holder}")
+    return where
+
+
 def add_storage_domain(ctx, s, spec: StorageDomainSpec) -> tuple[StorageDomain, jobs.Job]:
     """The domain's row now (locked); a host of its data center opens it as a
     libvirt pool (the worker) before it is active."""
@@ -200,28 +243,29 @@ def add_storage_domain(ctx, s, spec: StorageDomainSpec) -> tuple[StorageDomain, 
     else:
         access.check(ctx, s, "create_storage_domain", None)
     lookup.unique_name(s, StorageDomain, spec.name, "storage domain")
-    if spec.storage_type not in STORAGE_TYPES:
-        raise bad_request(f"storage.type: expected one of {', '.join(STORAGE_TYPES)}, got '{spec.storage_type}'")
-    path = storage_path(spec.path)
-    holder = s.scalar(select(StorageDomain.name).where(StorageDomain.path == path))
-    if holder is not None:
-        raise conflict(f"storage.path: {path} is already storage domain {holder}")
-    if spec.storage_type == "nfs":
-        raise bad_request("storage.type: nfs is not supported yet; mount the export on every host "
-                          "and add it as posixfs with its mount path")
+    where = storage_location(ctx, s, spec)
     host = access.require_visible(ctx, s, lookup.resolve(s, Host, spec.host, "host", "host"), "host", spec.host)
     from .hosts import any_up_host
     probe = host or any_up_host(s, dc.id if dc else None)
     if probe is None:
         raise conflict("no host in status 'up' can check the storage path; add and activate a host first")
     sd = StorageDomain(name=spec.name, description=spec.description, type="data", storage_type=spec.storage_type,
-                       path=path, address=spec.address, status="locked",
+                       path=where.path, address=where.address, export_path=where.export_path, status="locked",
                        data_center_id=dc.id if dc else None)
     s.add(sd)
     s.flush()
     job = jobs.submit(s, jobs.STORAGE_DOMAIN_ADD, {"storage_domain_id": sd.id, "host_id": probe.id},
-                      f"Adding storage domain {spec.name} ({path})", ctx.user_id)
+                      f"Adding storage domain {spec.name} ({where.path})", ctx.user_id)
     return sd, job
+
+
+def unopened_advice(sd, probe, error: virt.VirtError) -> str:
+    """What to do when the probe host cannot open the domain's directory: for
+    nfs, almost always that the export is not mounted there."""
+    if sd.storage_type != "nfs":
+        return str(error)
+    return (f"mount {nfs.export_spec(sd.address, sd.export_path)} at {sd.path} on host {probe.name} "
+            "(Keel does not mount NFS exports on hosts)")
 
 
 def run_add_storage_domain(ctx, s, job):
@@ -235,6 +279,8 @@ def run_add_storage_domain(ctx, s, job):
         try:
             pool = virt.ensure_pool(conn, sd)
             info = pool.info()   # [state, capacity, allocation, available]
+        except virt.VirtError as e:
+            raise virt.VirtError(unopened_advice(sd, probe, e), e.code) from None
         finally:
             conn.close()
     except virt.VirtError as e:

@@ -4,6 +4,8 @@ this on every start). It runs where hosts are reachable, so the jobs it
 records (checking a host, opening a storage domain) run right here."""
 from sqlalchemy import select
 
+from keel_common import nfs
+
 from ..errors import Fault
 from ..models import Cluster, DataCenter, FenceAgent, Host, StorageDomain
 from . import hosts as host_svc
@@ -12,7 +14,8 @@ from .lookup import Ref
 
 
 def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
-    """hosts: [(name, address)], storages: [(name, path)]. Returns what was done, one line each."""
+    """hosts: [(name, address)], storages: [(name, PATH or SERVER:/EXPORT)].
+    Returns what was done, one line each."""
     done = []
     dc = s.scalar(select(DataCenter).where(DataCenter.name == dc_name))
     if dc is None:
@@ -37,18 +40,38 @@ def ensure_inventory(ctx, s, dc_name, cluster_name, hosts, storages):
         _host, job = host_svc.add_host(ctx, s, host_svc.HostSpec(name=name, address=address, cluster=Ref(id=cl.id)))
         jobs.run_here(ctx, s, job, host_svc.run_add)
         done.append(f"added host {name} at {address}")
-    for name, path in storages:
+    for name, location in storages:
+        spec = storage_spec(name, location, dc.id)
         sd = s.scalar(select(StorageDomain).where(StorageDomain.name == name))
         if sd is not None:
-            if sd.path != path:
+            if not same_storage(sd, spec):
                 raise Fault(409, "Operation Failed", f"storage domain {name} exists with path {sd.path}")
             done.append(f"storage domain {name} already present")
             continue
-        _sd, job = inventory.add_storage_domain(ctx, s, inventory.StorageDomainSpec(
-            name=name, storage_type="posixfs", path=path, data_center=Ref(id=dc.id)))
+        _sd, job = inventory.add_storage_domain(ctx, s, spec)
         jobs.run_here(ctx, s, job, inventory.run_add_storage_domain)
-        done.append(f"added storage domain {name} at {path}")
+        done.append(f"added storage domain {name} at {location}")
     return done
+
+
+def storage_spec(name, location, dc_id) -> inventory.StorageDomainSpec:
+    """A local directory (PATH: posixfs) or an NFS export (SERVER:/EXPORT:
+    nfs, mounted on every host at its mount point by oVirt's convention)."""
+    if location.startswith("/"):
+        return inventory.StorageDomainSpec(name=name, storage_type="posixfs", path=location, data_center=Ref(id=dc_id))
+    server, sep, export = location.partition(":/")
+    return inventory.StorageDomainSpec(name=name, storage_type="nfs", address=server.strip("[]"),
+                                       path="/" + export if sep else location, data_center=Ref(id=dc_id))
+
+
+def same_storage(sd, spec) -> bool:
+    if spec.storage_type != "nfs":
+        return sd.path == spec.path
+    try:
+        return sd.storage_type == "nfs" and \
+            nfs.export_spec(sd.address, sd.export_path) == nfs.export_spec(spec.address, spec.path)
+    except ValueError:
+        return False
 
 
 def ensure_fence_agents(ctx, s, agents):
