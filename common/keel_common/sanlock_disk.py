@@ -82,6 +82,13 @@ def read_delta_leases(path: str, max_hosts: int = 250) -> dict[int, DeltaLease]:
     return out
 
 
+def cli_path(path: str) -> str:
+    """A path as a field of sanlock's command line (`-s`/`-r` separate their
+    fields with ':'): its colons escaped, as oVirt's NFS mount points
+    (SERVER:_EXPORT) have one."""
+    return path.replace(":", "\\:")
+
+
 class ReleaseError(RuntimeError):
     """`sanlock direct release_id` did not release the host-id lease."""
 
@@ -93,7 +100,7 @@ def release_host_id(lockspace: str, host_id: int, path: str, timeout: float = 60
     still runs finds its lease gone at its next renewal and its sanlock kills
     the lease holders, but until then it may still be writing."""
     try:
-        cp = subprocess.run(["sanlock", "direct", "release_id", "-s", f"{lockspace}:{int(host_id)}:{path}:0"],
+        cp = subprocess.run(["sanlock", "direct", "release_id", "-s", f"{lockspace}:{int(host_id)}:{cli_path(path)}:0"],
                             capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ReleaseError(f"sanlock direct release_id gave no answer within {timeout:g} s") from None

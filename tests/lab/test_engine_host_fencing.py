@@ -1,6 +1,7 @@
-"""The HA agents fence the engine's dead host through its BMC (a lab of
-their own, without the lab's engine process: a self-hosted engine dies with
-its host and cannot fence anything, so only the agents can)."""
+"""The HA agents fence the engine's dead host through its BMC: the engine
+runs inside the engine VM and dies with its host, so only the agents can.
+The engine that comes back must agree: it never fences a host whose
+storage lease still moves, even when that host's BMC lies."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.lab, pytest.mark.root]
 
 @pytest.fixture(scope="module")
 def lab():
-    with module_lab("keel-lab-fence-", "--no-engine-process") as driver:
+    with module_lab("keel-lab-fence-") as driver:
         yield driver
 
 

@@ -9,12 +9,13 @@ the dead host (or adopts the HA agents' fence) and restarts its HA VM.
 """
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
 import pytest
 
-from keel_lab.appliance import Api
+from keel_lab.appliance import Api, register
 from keel_lab.layout import ENGINE_VM_ADDRESS, NFS_EXPORT, NFS_SERVER
 from lab_helpers import module_lab, wait_for
 
@@ -167,6 +168,50 @@ def test_acknowledged_objects_survive_the_engine_hosts_power_loss_and_the_engine
     assert any(f"Host {engine_host} was fenced" in e for e in events), events[:20]
     print(f"engine outage after the power loss of {engine_host}: {outage:.1f} s")
     api.call("POST", f"/vms/{ha_vm}/stop", {})
+    back_to_healthy(lab, engine_host)
+    assert lab.verdict()["ok"], lab.verdict()
+
+
+def test_without_any_bmc_the_engine_comes_back_and_restarts_the_dead_hosts_ha_vm_on_lease_expiry(lab):
+    """Neither the HA agents nor the engine can power the engine's host off:
+    the engine comes back once sanlock lets the engine lease go, and then
+    restarts the dead host's HA VM because its VM lease expired; it never
+    waits for a fence that cannot come, and nobody claims one."""
+    engine_host = lab.single_engine()
+    h = lab.layout.host(engine_host)
+    via = next(x.name for x in lab.layout.all_hosts() if x.name != engine_host)
+    api = api_of(lab)
+    host_id = api.find("hosts", engine_host)["id"]
+    for agent in api.call("GET", f"/hosts/{host_id}/fenceagents").get("agent", []):
+        api.call("DELETE", f"/hosts/{host_id}/fenceagents/{agent['id']}")
+    assert lab.he(via, "--remove-bmc", f"--host-id={h.index}").returncode == 0
+    tag = uuid.uuid4().hex[:6]
+    acked = [acknowledged_objects(lab, tag)]
+    ha_vm = ha_vm_on(api, engine_host, tag)
+    acked.append(acknowledged_objects(lab, tag + "b"))
+    try:
+        lab.cli("power", engine_host, "off")
+        t0 = time.monotonic()
+        api = wait_for("the engine API on another host", lambda: answering(lab), 420, 1)
+        outage = time.monotonic() - t0
+        assert lab.single_engine() != engine_host
+        assert_all_there(api, acked)
+        wait_for("the HA VM up on another host", lambda: (lambda v: v["status"] == "up" and v.get("host", {}).get(
+            "id") not in (None, host_id))(api.call("GET", f"/vms/{ha_vm}")), 300, 2)
+        events = [e["description"] for e in api.call("GET", "/events?max=200").get("event", [])]
+        assert any(f"Restarting HA VM ha-{tag}" in e for e in events), events[:20]
+        assert not any(f"Host {engine_host} was fenced" in e or f"Host {engine_host} is powered off" in e
+                       for e in events), events[:20]
+        assert api.call("GET", f"/hosts/{host_id}")["status"] != "down"   # not confirmed off: not 'down'
+        print(f"engine outage after the power loss of {engine_host} without a BMC: {outage:.1f} s")
+        api.call("POST", f"/vms/{ha_vm}/stop", {})
+    finally:
+        lab.cli("power", engine_host, "on", check=False)
+        wait_for("the powered-on host's broker", lambda: os.path.exists(h.path("run-keel", "broker.sock")), 120)
+        lab.cli("exec", via, "--", "hosted-engine", "--set-bmc", f"--host-id={h.index}",
+                "--bmc-address=198.51.100.1", f"--bmc-port={h.bmc_port}", "--bmc-user=admin",
+                f"--bmc-password-file={os.path.join(lab.dir, 'bmc-password')}")
+    register(lab.layout, lab.status()["engine"]["admin_password"], timeout=300)   # the fence agent again
     back_to_healthy(lab, engine_host)
     assert lab.verdict()["ok"], lab.verdict()
 

@@ -14,7 +14,7 @@ from harness.daemons import SanlockDaemon, build_shim
 
 from keel_engine.errors import Fault
 from keel_engine.power import policy
-from keel_common.sanlock_disk import LockspaceWatcher
+from keel_common.sanlock_disk import LockspaceWatcher, cli_path
 from keel_common.domainxml import Lease
 from keel_common.sanlock_disk import read_resource_owner as read_owner
 from keel_engine import config as config_mod
@@ -67,16 +67,16 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def storage(root):
-    d = os.path.join(root, "sd")
+@pytest.fixture(params=["sd", "198.51.100.1:_sd"])   # the second as oVirt's NFS mount points
+def storage(root, request):
+    d = os.path.join(root, request.param)
     os.mkdir(d)
     shutil.chown(d, "sanlock", "sanlock")
     ls = os.path.join(d, "ids")
     with open(ls, "wb") as f:
         f.truncate(1024 * 1024)
     shutil.chown(ls, "sanlock", "sanlock")
-    direct("init", "-s", f"{LS}:0:{ls}:0", "-o", "1")
+    direct("init", "-s", f"{LS}:0:{cli_path(ls)}:0", "-o", "1")
     return str(d), str(ls)
 
 
@@ -84,7 +84,7 @@ def test_engine_initialises_a_lease_sanlock_reads(storage):
     sd, _ls = storage
     path = lease_path(sd, VM_ID)
     init_lease(LS, VM_ID, path)
-    out = direct("read_leader", "-r", f"{LS}:{VM_ID}:{path}:0")
+    out = direct("read_leader", "-r", f"{LS}:{VM_ID}:{cli_path(path)}:0")
     assert f"space_name {LS}" in out and f"resource_name {VM_ID}" in out
     st = os.stat(path)
     assert st.st_size == 1024 * 1024 and st.st_uid == shutil._get_uid("sanlock")
@@ -124,8 +124,8 @@ def test_held_lease_is_free_only_after_its_owner_expires_or_rejoins(storage):
     sd, ls = storage
     path = lease_path(sd, VM_ID)
     init_lease(LS, VM_ID, path)
-    direct("acquire_id", "-s", f"{LS}:2:{ls}:0", "-o", "1")
-    direct("acquire", "-r", f"{LS}:{VM_ID}:{path}:0", "-i", "2", "-g", "1", "-o", "1")
+    direct("acquire_id", "-s", f"{LS}:2:{cli_path(ls)}:0", "-o", "1")
+    direct("acquire", "-r", f"{LS}:{VM_ID}:{cli_path(path)}:0", "-i", "2", "-g", "1", "-o", "1")
     owner = read_owner(path)
     assert (owner.owner_id, owner.generation) == (2, 1) and owner.timestamp > 0 and not owner.free
 
@@ -140,8 +140,8 @@ def test_held_lease_is_free_only_after_its_owner_expires_or_rejoins(storage):
     # the owner host joins again (new generation): its old acquisition is void at once
     fresh = VmLeases(LS, LockspaceWatcher(ls, clock=Clock()))
     assert fresh.is_free(FakeVm(), s) is False
-    direct("release_id", "-s", f"{LS}:2:{ls}:0")
-    direct("acquire_id", "-s", f"{LS}:2:{ls}:0", "-o", "1")
+    direct("release_id", "-s", f"{LS}:2:{cli_path(ls)}:0")
+    direct("acquire_id", "-s", f"{LS}:2:{cli_path(ls)}:0", "-o", "1")
     assert fresh.is_free(FakeVm(), s) is True
 
 
@@ -237,8 +237,8 @@ def test_a_fenced_hosts_leases_are_released_on_its_behalf(storage):
     sd, ls = storage
     path = lease_path(sd, VM_ID)
     init_lease(LS, VM_ID, path)
-    direct("acquire_id", "-s", f"{LS}:2:{ls}:0", "-o", "1")
-    direct("acquire", "-r", f"{LS}:{VM_ID}:{path}:0", "-i", "2", "-g", "1", "-o", "1")
+    direct("acquire_id", "-s", f"{LS}:2:{cli_path(ls)}:0", "-o", "1")
+    direct("acquire", "-r", f"{LS}:{VM_ID}:{cli_path(path)}:0", "-i", "2", "-g", "1", "-o", "1")
     from keel_common.sanlock_disk import read_delta_leases
     name = read_delta_leases(ls)[2].name
     leases = VmLeases(LS, LockspaceWatcher(ls))

@@ -29,8 +29,8 @@ import subprocess
 from sqlalchemy import select
 
 from keel_common.domainxml import Lease
-from keel_common.sanlock_disk import (LockspaceWatcher, ReleaseError, read_delta_leases, read_resource_owner,
-                                      release_host_id)
+from keel_common.sanlock_disk import (LockspaceWatcher, ReleaseError, cli_path, read_delta_leases,
+                                      read_resource_owner, release_host_id)
 
 from ..errors import conflict
 from ..models import Cluster, Disk, DiskAttachment, StorageDomain
@@ -54,8 +54,8 @@ def init_lease(lockspace: str, key: str, path: str, timeout: float = 30.0) -> No
     """Create and initialise the lease file (idempotent: an existing one is kept)."""
     if os.path.exists(path):
         return
-    for name, value in (("lockspace", lockspace), ("lease key", key), ("lease path", path)):
-        if ":" in value:   # sanlock's resource syntax separates fields with ':'
+    for name, value in (("lockspace", lockspace), ("lease key", key)):
+        if ":" in value:   # sanlock's resource syntax separates fields with ':' (a path's are escaped)
             raise VmLeaseError(f"{name} {value!r} must not contain ':'")
     if len(lockspace.encode()) > 48 or len(key.encode()) > 48:
         raise VmLeaseError("sanlock names are at most 48 bytes")
@@ -65,7 +65,7 @@ def init_lease(lockspace: str, key: str, path: str, timeout: float = 30.0) -> No
         os.makedirs(directory, exist_ok=True)
         with open(tmp, "wb") as f:
             f.truncate(LEASE_SIZE)
-        cp = subprocess.run(["sanlock", "direct", "init", "-r", f"{lockspace}:{key}:{tmp}:0"],
+        cp = subprocess.run(["sanlock", "direct", "init", "-r", f"{lockspace}:{key}:{cli_path(tmp)}:0"],
                             capture_output=True, text=True, timeout=timeout)
         if cp.returncode != 0 or "init done 0" not in cp.stdout:
             raise VmLeaseError("sanlock direct init failed: "
