@@ -109,6 +109,16 @@ class LabDriver:
     def he(self, host: str, *args: str) -> subprocess.CompletedProcess:
         return self.cli("exec", host, "--", "hosted-engine", *args, check=False)
 
+    def power_on_with_its_bmc(self, host: str, via: str) -> None:
+        """Power a host back on and give the HA agents its BMC again (after a
+        test that removed it with `hosted-engine --remove-bmc`)."""
+        h = self.layout.host(host)
+        self.cli("power", host, "on", check=False)
+        wait_for("the powered-on host's broker", lambda: os.path.exists(h.path("run-keel", "broker.sock")), 120)
+        self.cli("exec", via, "--", "hosted-engine", "--set-bmc", f"--host-id={h.index}",
+                 "--bmc-address=198.51.100.1", f"--bmc-port={h.bmc_port}", "--bmc-user=admin",
+                 f"--bmc-password-file={os.path.join(self.dir, 'bmc-password')}")
+
     def ensure_healthy(self, timeout: float = 240) -> str:
         """Restore: every host powered and connected, maintenance off, engine up once."""
         lab = self.layout

@@ -5,7 +5,6 @@ storage lease still moves, even when that host's BMC lies."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -88,11 +87,7 @@ def test_without_a_bmc_the_agents_wait_for_sanlock(lab):
         v = lab.verdict(since)
         assert v["multiple_engines"] == [] and v["starts_without_lease"] == [], v
     finally:
-        lab.cli("power", engine_host, "on", check=False)
-        wait_for("the powered-on host's broker", lambda: os.path.exists(h.path("run-keel", "broker.sock")), 120)
-        lab.cli("exec", via, "--", "hosted-engine", "--set-bmc", f"--host-id={h.index}",
-                "--bmc-address=198.51.100.1", f"--bmc-port={h.bmc_port}", "--bmc-user=admin",
-                f"--bmc-password-file={os.path.join(lab.dir, 'bmc-password')}")
+        lab.power_on_with_its_bmc(engine_host, via)
 
 
 def test_a_host_cut_off_from_the_network_is_not_fenced(lab):

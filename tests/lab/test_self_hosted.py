@@ -9,7 +9,6 @@ the dead host (or adopts the HA agents' fence) and restarts its HA VM.
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -100,6 +99,18 @@ def ha_vm_on(api: Api, host_name: str, tag: str) -> str:
     return vm["id"]
 
 
+def power_off_until_the_engine_is_back(lab, engine_host: str, acked: list[dict], timeout: float):
+    """Pull the engine host's plug; the engine answers again on another host
+    with every acknowledged object. -> (Api, seconds of outage)"""
+    lab.cli("power", engine_host, "off")
+    t0 = time.monotonic()
+    api = wait_for("the engine API on another host", lambda: answering(lab), timeout, 1)
+    outage = time.monotonic() - t0
+    assert lab.single_engine() != engine_host
+    assert_all_there(api, acked)
+    return api, outage
+
+
 def back_to_healthy(lab, host: str) -> None:
     lab.ensure_healthy()
     api = wait_for("the engine API", lambda: answering(lab), 300, 2)
@@ -152,12 +163,7 @@ def test_acknowledged_objects_survive_the_engine_hosts_power_loss_and_the_engine
     acked = [acknowledged_objects(lab, tag)]
     ha_vm = ha_vm_on(api, engine_host, tag)
     acked.append(acknowledged_objects(lab, tag + "b"))     # the last answer before the plug is pulled
-    lab.cli("power", engine_host, "off")
-    t0 = time.monotonic()
-    api = wait_for("the engine API on another host", lambda: answering(lab), 300, 1)
-    outage = time.monotonic() - t0
-    assert lab.single_engine() != engine_host
-    assert_all_there(api, acked)
+    api, outage = power_off_until_the_engine_is_back(lab, engine_host, acked, 300)
     # the dead host is fenced (by the agents, adopted by the engine) and its HA VM restarted elsewhere
     hosts = {h["name"]: h["id"] for h in api.call("GET", "/hosts")["host"]}
     wait_for(f"{engine_host} down (fenced) in the engine",
@@ -190,12 +196,7 @@ def test_without_any_bmc_the_engine_comes_back_and_restarts_the_dead_hosts_ha_vm
     ha_vm = ha_vm_on(api, engine_host, tag)
     acked.append(acknowledged_objects(lab, tag + "b"))
     try:
-        lab.cli("power", engine_host, "off")
-        t0 = time.monotonic()
-        api = wait_for("the engine API on another host", lambda: answering(lab), 420, 1)
-        outage = time.monotonic() - t0
-        assert lab.single_engine() != engine_host
-        assert_all_there(api, acked)
+        api, outage = power_off_until_the_engine_is_back(lab, engine_host, acked, 420)
         wait_for("the HA VM up on another host", lambda: (lambda v: v["status"] == "up" and v.get("host", {}).get(
             "id") not in (None, host_id))(api.call("GET", f"/vms/{ha_vm}")), 300, 2)
         events = [e["description"] for e in api.call("GET", "/events?max=200").get("event", [])]
@@ -206,11 +207,7 @@ def test_without_any_bmc_the_engine_comes_back_and_restarts_the_dead_hosts_ha_vm
         print(f"engine outage after the power loss of {engine_host} without a BMC: {outage:.1f} s")
         api.call("POST", f"/vms/{ha_vm}/stop", {})
     finally:
-        lab.cli("power", engine_host, "on", check=False)
-        wait_for("the powered-on host's broker", lambda: os.path.exists(h.path("run-keel", "broker.sock")), 120)
-        lab.cli("exec", via, "--", "hosted-engine", "--set-bmc", f"--host-id={h.index}",
-                "--bmc-address=198.51.100.1", f"--bmc-port={h.bmc_port}", "--bmc-user=admin",
-                f"--bmc-password-file={os.path.join(lab.dir, 'bmc-password')}")
+        lab.power_on_with_its_bmc(engine_host, via)
     register(lab.layout, lab.status()["engine"]["admin_password"], timeout=300)   # the fence agent again
     back_to_healthy(lab, engine_host)
     assert lab.verdict()["ok"], lab.verdict()
