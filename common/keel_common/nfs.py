@@ -58,3 +58,19 @@ def mount_point(mount_root: str, address: str, export: str) -> str:
         raise ValueError(f"mount root '{mount_root}' is not an absolute path")
     root = "/" + posixpath.normpath(mount_root).lstrip("/")    # POSIX keeps a leading '//'
     return posixpath.join(root, export_spec(address, export).replace("/", "_"))
+
+
+def parse_connection(text: str) -> tuple[str, str]:
+    """'SERVER:/EXPORT' (an IPv6 server bare or in brackets) as (server,
+    export), both canonical (see server_address, export_path); ValueError
+    with a one-line reason otherwise."""
+    text = text.strip()
+    if text.startswith("["):
+        server, sep, export = text[1:].partition("]:")
+    else:
+        # a server (name or address) has no '/', so the first ':/' ends it
+        at = text.find(":/")
+        server, sep, export = (text[:at], ":", text[at + 1:]) if at > 0 else (text, "", "")
+    if not sep or not export.startswith("/") or export.startswith("//"):   # '//': a URL
+        raise ValueError(f"'{text}' is not SERVER:/EXPORT")
+    return server_address(server), export_path(export)

@@ -53,3 +53,26 @@ def test_bad_server_addresses_are_refused(address):
 def test_a_relative_mount_root_is_refused():
     with pytest.raises(ValueError, match="not an absolute path"):
         nfs.mount_point("rhev/mnt", "198.51.100.1", "/shared")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("198.51.100.1:/shared", ("198.51.100.1", "/shared")),
+    ("NFS.example.test:/exports//data/", ("nfs.example.test", "/exports/data")),
+    ("[2001:db8:0::1]:/a", ("2001:db8::1", "/a")),
+    ("2001:db8::1:/a", ("2001:db8::1", "/a")),
+    (" 198.51.100.1:/a:/b ", ("198.51.100.1", "/a:/b")),
+])
+def test_a_connection_is_parsed_into_server_and_export(text, expected):
+    assert nfs.parse_connection(text) == expected
+    assert nfs.parse_connection(nfs.export_spec(*expected)) == expected
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("198.51.100.1", "is not SERVER:/EXPORT"), ("198.51.100.1:shared", "is not SERVER:/EXPORT"),
+    (":/shared", "is not SERVER:/EXPORT"), ("", "is not SERVER:/EXPORT"), ("[2001:db8::1]/a", "is not SERVER:/EXPORT"),
+    ("nfs://h:/a", "is not SERVER:/EXPORT"), ("nfs server:/a", "not a host name or IP address"),
+    ("198.51.100.1:/", "the server's root"), ("198.51.100.1:/a/../b", "'.' or '..'"),
+])
+def test_a_bad_connection_is_refused_with_the_reason(text, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        nfs.parse_connection(text)
