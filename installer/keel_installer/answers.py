@@ -130,6 +130,7 @@ class Answers:
     vm_vcpus: int
     vm_mac: str
     vm_address: str              # "A.B.C.D/NN" or "dhcp"
+    vm_domain_type: str          # kvm, or qemu (software emulation) where there is no usable KVM
     gateway: str
     bridge: str
     host_name: str               # this host's name in the engine
@@ -230,6 +231,16 @@ def _mac(text: str) -> str:
     if int(mac[:2], 16) & 1:
         raise ValueError(f"{mac} is a multicast address; a NIC needs a unicast one")
     return mac
+
+
+def _domain_type(text: str) -> str:
+    if text not in ("kvm", "qemu"):
+        raise ValueError("expected kvm or qemu")
+    return text
+
+
+def _usable_kvm(facts: HostFacts, got: dict) -> str:
+    return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
 
 
 def _vm_address(text: str) -> str:
@@ -460,6 +471,9 @@ KEYS: tuple[Key, ...] = (
     Key("vm_address", "engine_vm", "address", "Engine VM address",
         "ADDRESS/PREFIX of IPv4, e.g. 198.51.100.100/24, or dhcp", _vm_address, check=_address_is_free,
         hint="ADDRESS/PREFIX, or dhcp"),
+    Key("vm_domain_type", "engine_vm", "domain_type", "Engine VM virtualization",
+        "kvm, or qemu (software emulation, many times slower) where KVM does not work", _domain_type,
+        _usable_kvm, "kvm if /dev/kvm is usable, else qemu", asked=False),
     Key("appliance", "engine_vm", "appliance", "Engine appliance image",
         "the absolute path of a built engine appliance's directory", _directory, _const(""),
         "the current cached build", asked=False, empty="(the current cached build)"),

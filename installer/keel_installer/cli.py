@@ -1,5 +1,6 @@
 """`hosted-engine`: the day-2 commands oVirt users know, against Keel's HA
-broker on this host. (`--deploy` comes with the installer issue.)
+broker on this host, and the installer (`--deploy`, `--clean-deploy`; see
+`deploy.py`).
 
 Exit codes:
   0  done
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="PATH", help="host configuration (default /etc/keel/hosted-engine.conf)")
     acts = p.add_mutually_exclusive_group(required=True)
+    acts.add_argument("--deploy", action="store_true",
+                      help="install Keel's hosted engine on this host (the first host): asks questions, "
+                           "or takes them from --config-append")
+    acts.add_argument("--clean-deploy", action="store_true",
+                      help="remove everything a deploy made on this host (after a failed deploy)")
     acts.add_argument("--vm-status", action="store_true", help="show every host's HA record")
     acts.add_argument("--set-maintenance", action="store_true",
                       help="set maintenance: --mode=global (agents leave the engine VM alone), "
@@ -63,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     acts.add_argument("--clean-metadata", action="store_true",
                       help="remove a host's record (default: this host's; the host must be down)")
     bmc_cli.add_arguments(acts, p)
+    d = p.add_argument_group("with --deploy")
+    d.add_argument("--config-append", action="append", default=[], metavar="FILE",
+                   help="an answer file (INI); repeatable, later files win; see docs/installer.md")
+    d.add_argument("--generate-answer", metavar="FILE",
+                   help="write the answers used to FILE (passwords left out)")
+    d.add_argument("--answer-file-passwords", action="store_true",
+                   help="accept passwords written in answer files (else only *_password_file keys, "
+                        "the environment or a prompt)")
     p.add_argument("--json", action="store_true", help="with --vm-status: print JSON (oVirt's shape)")
     p.add_argument("--mode", choices=("global", "local", "none"), help="with --set-maintenance")
     p.add_argument("--host-id", type=int, metavar="N",
@@ -141,6 +155,13 @@ def _other_host_can_take_over(status: dict) -> bool:
 
 
 def run(args, out=sys.stdout) -> int:
+    deploy_given = [o for o, v in (("--config-append", args.config_append), ("--generate-answer", args.generate_answer),
+                                   ("--answer-file-passwords", args.answer_file_passwords)) if v]
+    if deploy_given and not args.deploy:
+        raise CliError(f"{deploy_given[0]} goes with --deploy", EXIT_USAGE)
+    if args.deploy or args.clean_deploy:
+        from . import deploy
+        return deploy.main(args, out)
     if args.mode and not args.set_maintenance:
         raise CliError("--mode goes with --set-maintenance", EXIT_USAGE)
     if args.set_maintenance and not args.mode:

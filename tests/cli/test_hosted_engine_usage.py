@@ -15,7 +15,7 @@ def run(*args):
 
 
 @pytest.mark.parametrize("args, code, needle", [
-    ((), 2, "one of the arguments --vm-status"),
+    ((), 2, "one of the arguments --deploy --clean-deploy --vm-status"),
     (("--vm-status", "--vm-start"), 2, "not allowed with argument"),
     (("--set-maintenance",), 2, "--set-maintenance needs --mode=global|local|none"),
     (("--set-maintenance", "--mode=sideways"), 2, "invalid choice: 'sideways'"),
@@ -113,3 +113,13 @@ def test_console_needs_the_engine_vm_here(tmp_path, uri, code, needle):
                     f"libvirt_uri = {uri}\n[network]\ngateway = 127.0.0.1\n")
     r = run("--config", str(conf), "--console")
     assert r.returncode == code and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--vm-status", "--config-append", "/tmp/a.ini"), "--config-append goes with --deploy"),
+    (("--vm-status", "--generate-answer", "/tmp/a.ini"), "--generate-answer goes with --deploy"),
+    (("--clean-deploy", "--answer-file-passwords"), "--answer-file-passwords goes with --deploy"),
+])
+def test_deploy_options_only_with_deploy(args, needle):
+    r = run(*args)
+    assert r.returncode == 2 and needle in r.stderr

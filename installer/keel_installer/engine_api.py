@@ -1,0 +1,75 @@
+"""A few JSON calls to the engine's oVirt-compatible API, with urllib only:
+what the installer (and the lab) need to register hosts, storage and BMCs."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+
+class EngineApiError(Exception):
+    """str() is one line: the call and the engine's own reason."""
+
+
+class Api:
+    ITEM = {"datacenters": "data_center", "clusters": "cluster", "hosts": "host",
+            "storagedomains": "storage_domain", "vms": "vm", "networks": "network"}
+
+    def __init__(self, user: str, password: str, base: str, timeout: float = 30.0):
+        self.base, self.user, self.password, self.timeout = base.rstrip("/"), user, password, timeout
+        self.token = None
+
+    def login(self) -> None:
+        data = urllib.parse.urlencode({"grant_type": "password", "username": self.user,
+                                       "password": self.password, "scope": "ovirt-app-api"}).encode()
+        req = urllib.request.Request(self.base + "/ovirt-engine/sso/oauth/token", data=data,
+                                     headers={"Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            self.token = json.load(r)["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        if self.token is None:
+            self.login()
+        req = urllib.request.Request(
+            self.base + "/ovirt-engine/api" + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Accept": "application/json", "Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                text = r.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            try:
+                j = json.loads(detail)
+                detail = j.get("detail") or j.get("reason") or detail
+            except ValueError:
+                pass
+            raise EngineApiError(f"engine API {method} {path}: {e.code} {detail.strip()[:300]}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise EngineApiError(f"engine API {method} {path}: {getattr(e, 'reason', e)}") from None
+        return json.loads(text) if text else {}
+
+    def find(self, collection: str, name: str) -> dict | None:
+        q = urllib.parse.quote(f"name={name}")
+        items = self.call("GET", f"/{collection}?search={q}").get(self.ITEM[collection], [])
+        return next((i for i in items if i.get("name") == name), None)
+
+    def signed_in(self) -> bool:
+        """One sign-in attempt: False while the engine is not answering yet."""
+        try:
+            self.login()
+            return True
+        except (OSError, ValueError, KeyError):
+            return False
+
+
+def wait_signin(api: Api, timeout: float) -> Api:
+    deadline = time.monotonic() + timeout
+    while not api.signed_in():
+        if time.monotonic() > deadline:
+            raise EngineApiError(f"{api.user} cannot sign in at {api.base} within {timeout:.0f} s")
+        time.sleep(1)
+    return api
