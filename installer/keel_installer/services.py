@@ -61,6 +61,10 @@ class ServiceManager:
         """(running, a few words on its state)."""
         raise NotImplementedError
 
+    def failing(self, unit: str) -> str | None:
+        """Why a unit keeps exiting (it has been restarted at least twice), or None."""
+        raise NotImplementedError
+
     def remove_unit(self, unit: str) -> None:
         self.stop_disable(unit)
         try:
@@ -88,6 +92,14 @@ class Systemd(ServiceManager):
 
     def stop_disable(self, unit: str) -> None:
         self._ctl("disable", "--now", unit, check=False)
+
+    def failing(self, unit: str) -> str | None:
+        cp = self._ctl("show", unit, "--property=NRestarts,ActiveState,Result", check=False)
+        props = dict(line.partition("=")[::2] for line in cp.stdout.splitlines())
+        restarts = int(props.get("NRestarts") or 0)
+        if props.get("ActiveState") == "failed" or (restarts >= 2 and props.get("ActiveState") != "active"):
+            return f"{props.get('ActiveState')} ({props.get('Result')}, {restarts} restarts)"
+        return None
 
     def state(self, unit: str) -> tuple[bool, str]:
         cp = self._ctl("is-active", unit, check=False)
@@ -135,6 +147,12 @@ class LabInit(ServiceManager):
         if u.get("active"):
             return True, f"running (pid {u.get('pid')})"
         return False, f"not running ({u.get('last_exit') or 'waiting to start'}, {u.get('restarts', 0)} restarts)"
+
+    def failing(self, unit: str) -> str | None:
+        u = self._units().get(unit) or {}
+        if not u.get("active") and u.get("last_exit") and int(u.get("restarts") or 0) >= 2:
+            return f"{u['last_exit']}, {u['restarts']} restarts"
+        return None
 
 
 def detect() -> ServiceManager:

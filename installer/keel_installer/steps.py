@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from keel_common.config import PROFILES, parse_host_config, render_host_config
-from keel_common.nfs import mount_point
+from keel_common.nfs import mount_point, parse_connection
 
 from .runner import Progress, Step, StepFailed
 from .record import DeployRecord
@@ -60,11 +60,11 @@ class Context:
     # -- derived paths -----------------------------------------------------
     @property
     def nfs_server(self) -> str:
-        return self.answers.storage_connection.rsplit(":/", 1)[0].strip("[]")
+        return parse_connection(self.answers.storage_connection)[0]
 
     @property
     def nfs_export(self) -> str:
-        return "/" + self.answers.storage_connection.rsplit(":/", 1)[1]
+        return parse_connection(self.answers.storage_connection)[1]
 
     @property
     def storage(self) -> str:
@@ -181,8 +181,7 @@ def preflight(ctx: Context, p: Progress) -> None:
     missing = sorted({pkg for cmd, pkg in needed.items() if shutil.which(cmd) is None})
     if missing:
         problems.append(f"packages missing: {', '.join(missing)} (apt install {' '.join(missing)})")
-    cp = subprocess.run(["sanlock", "client", "status"], capture_output=True, text=True, timeout=10) \
-        if shutil.which("sanlock") else None
+    cp = _run(["sanlock", "client", "status"], 10) if shutil.which("sanlock") else None
     if cp is not None and cp.returncode != 0:
         problems.append("the sanlock daemon does not answer (systemctl enable --now sanlock)")
     try:
@@ -439,11 +438,10 @@ def _start_unit(ctx: Context, unit: str, text: str) -> None:
 
 
 def _unit_failed(ctx: Context, unit: str) -> None:
-    """A unit that is not running and has exited at least once: say so now
-    rather than at the end of the wait."""
-    running, detail = ctx.services.state(unit)
-    if not running and "exit" in detail and "0 restarts" not in detail:
-        raise StepFailed(f"{unit} keeps stopping: {detail}", f"see its log (journalctl -u {unit})")
+    """A unit that keeps exiting: say so now rather than at the end of the wait."""
+    why = ctx.services.failing(unit)
+    if why:
+        raise StepFailed(f"{unit} keeps stopping: {why}", f"see its log (journalctl -u {unit})")
 
 
 # ------------------------------------------------------------------ 7. host config
