@@ -51,8 +51,9 @@ POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "10", "recheck_inte
                   "status_deadline": "10", "off_deadline": "20", "on_deadline": "20"}
 
 
-def engine_settings(lab: LabLayout) -> dict:
-    """The engine's configuration for the lab, wherever the engine runs."""
+def lab_engine_settings(lab: LabLayout) -> dict:
+    """What the lab adds to the engine's configuration, whoever writes the
+    rest: the installer on bare hosts (`[ha]`, `[storage]`), `up` otherwise."""
     return {
         # the lab's libvirtds listen on plain TCP (their own namespaces, no TLS);
         # every host sees the shared dir through a mount libvirt cannot
@@ -60,12 +61,19 @@ def engine_settings(lab: LabLayout) -> dict:
         "libvirt": {"uri_template": "qemu+tcp://{address}/system", "transports": "tcp",
                     "storage_shared_unrecognised": "true"},
         "monitor": {"interval": "2"},
+        "power": {**POWER_SETTINGS, "lockspace_path": lab.storage_domain_lockspace,
+                  "vm_lease_lockspace": LOCKSPACE},
+    }
+
+
+def engine_settings(lab: LabLayout) -> dict:
+    """The engine's configuration for the lab, wherever the engine runs."""
+    return {
+        **lab_engine_settings(lab),
         # where the HA agents record their fences of the engine's host
         "ha": {"etcd_endpoints": ",".join(lab.etcd_endpoints)},
         # the storage domain is the lab's NFS export, at DIR/mnt/198.51.100.1:_shared
         "storage": {"nfs_mount_root": lab.nfs_mount_root},
-        "power": {**POWER_SETTINGS, "lockspace_path": lab.storage_domain_lockspace,
-                  "vm_lease_lockspace": LOCKSPACE},
     }
 
 

@@ -16,6 +16,11 @@ NEXT_STEPS = """Try next:
   keel-lab check                        # the observer's verdict: never two engines
   keel-lab down                         # remove everything"""
 
+DEPLOY_STEPS = """The hosts are bare (no Keel yet). Install it as a user would:
+  {command}
+  keel-lab status                       # hosts, their daemons and units
+  keel-lab down                         # remove everything"""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like argparse but shorter
@@ -39,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--engine", choices=ENGINE_MODES, default="appliance",
                     help="appliance (default): the engine runs inside the engine VM; process: a "
                          "stand-in VM and the engine as a process at 198.51.100.5:8080 (quick engine "
-                         "work); none: a stand-in VM and no engine")
+                         "work); none: a stand-in VM and no engine; bare: hosts without Keel (sanlock, "
+                         "libvirtd, the shared storage at its NFS mount point) and an answer file for "
+                         "`hosted-engine --deploy`")
     up.add_argument("--no-engine-process", action="store_const", dest="engine", const="none",
                     help="the same as --engine none")
 
@@ -99,11 +106,16 @@ def print_status(d: dict) -> None:
     if e.get("api_url"):
         where = (f"password in {e['admin_password_file']}" if e.get("admin_password_file")
                  else f"password {e.get('admin_password')}")
-        inside = " (inside the engine VM)" if e.get("engine_mode") == "appliance" else ""
+        inside = {"appliance": " (inside the engine VM)",
+                  "bare": " (inside the engine VM, once deployed)"}.get(e.get("engine_mode"), "")
         print(f"engine API{inside}: {e['api_url']} (user {e.get('admin_user')}, {where})")
-    members = " ".join(f"{m['member']}={'healthy' if m['healthy'] else 'UNHEALTHY'}"
-                       for m in d["etcd"]["members"])
-    print(f"etcd: {', '.join(d['etcd']['endpoints'])}  [{members}]")
+    if d.get("deploy"):
+        print(f"etcd: none of the lab's (bare hosts); storage mounted at {d['deploy']['storage_mount']} "
+              f"inside every host; answers for the installer in {d['deploy']['answers']}")
+    else:
+        members = " ".join(f"{m['member']}={'healthy' if m['healthy'] else 'UNHEALTHY'}"
+                           for m in d["etcd"]["members"])
+        print(f"etcd: {', '.join(d['etcd']['endpoints'])}  [{members}]")
     for h in d["hosts"]:
         b = h["bmc"]
         print(f"BMC {h['name']}: {b['address']}:{b['port']} user {b['username']} "
@@ -117,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
         d = lab.up(args.hosts, args.profile, wait=not args.no_wait, timeout=args.timeout,
                    engine=args.engine)
         print_status(d)
-        print(NEXT_STEPS.format(engine_host=d["engine"]["host"] or "host1"))
+        if d.get("deploy"):
+            print(DEPLOY_STEPS.format(command=d["deploy"]["command"]))
+        else:
+            print(NEXT_STEPS.format(engine_host=d["engine"]["host"] or "host1"))
     elif args.cmd == "status":
         d = lab.describe()
         print(json.dumps(d, indent=2, sort_keys=True)) if args.json else print_status(d)

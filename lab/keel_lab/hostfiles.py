@@ -1,6 +1,7 @@
-"""The files a simulated host boots from: its Keel config, its libvirt
-config (bind-mounted over /etc/libvirt), the directories bind-mounted over
-the system's runtime paths, the sanlock shim and the shared storage."""
+"""The files a simulated host boots from: its Keel config (none on bare
+hosts: the installer writes it), its libvirt config (bind-mounted over
+/etc/libvirt), the directories bind-mounted over the system's paths, the
+sanlock shim and the shared storage."""
 from __future__ import annotations
 
 import grp
@@ -14,8 +15,8 @@ import time
 from keel_common.config import PROFILES, render_host_config
 
 from .image import EngineImage
-from .layout import (BRIDGE_ADDRESS, ENGINE_VM_NAME, HEALTH_URL, LEASE_NAME, LOCKSPACE,
-                     HostLayout, LabError, LabLayout)
+from .layout import (BRIDGE_ADDRESS, ENGINE_VM_MAC, ENGINE_VM_NAME, HEALTH_URL, HOST_BRIDGE, LEASE_NAME,
+                     LOCKSPACE, HostLayout, LabError, LabLayout)
 
 log = logging.getLogger("keel_lab.hostfiles")
 
@@ -29,6 +30,9 @@ BIND_MOUNTS = {
     "run-sanlock": "/run/sanlock",
     "etc-keel": "/etc/keel",
     "run-keel": "/run/keel",
+    "var-lib-keel": "/var/lib/keel",
+    # the host's own units (an installer's), not this machine's
+    "etc-systemd": "/etc/systemd/system",
 }
 # Wiped at every boot, as tmpfs /run is on a real host.
 RUNTIME_DIRS = ("run-libvirt", "run-sanlock", "run-keel")
@@ -97,18 +101,20 @@ def host_config_text(lab: LabLayout, host: HostLayout, image: EngineImage) -> st
                    "rng": "true" if image.rng else "false",
                    "kernel": on_storage(image.kernel), "initrd": on_storage(image.initrd),
                    "cmdline": image.cmdline,
-                   "mac": "52:54:00:6b:ee:01", "bridge": "br0", "health_url": HEALTH_URL,
+                   "mac": ENGINE_VM_MAC, "bridge": HOST_BRIDGE, "health_url": HEALTH_URL,
                    "libvirt_uri": "qemu:///system", "domain_type": "qemu",
                    "console_log": os.path.join(host.logs, "engine-console.log")},
-        "network": {"gateway": BRIDGE_ADDRESS, "management_interface": "br0"},
+        "network": {"gateway": BRIDGE_ADDRESS, "management_interface": HOST_BRIDGE},
         "timing": {"profile": lab.profile},
     })
 
 
-def prepare_host(lab: LabLayout, host: HostLayout, image: EngineImage) -> None:
-    """Create the host's directories and config; idempotent, keeps its data."""
+def prepare_host(lab: LabLayout, host: HostLayout, image: EngineImage | None) -> None:
+    """Create the host's directories and config; idempotent, keeps its data.
+    Without an image (bare hosts) no Keel config or cluster key is written."""
     io_timeout = PROFILES[lab.profile].io_timeout
-    for d in list(BIND_MOUNTS) + ["logs", "state", "etcd", "mnt/shared", "bmc"]:
+    for d in list(BIND_MOUNTS) + ["logs", "state", "etcd", "mnt/shared", "bmc",
+                                  os.path.join("etc-systemd", "multi-user.target.wants")]:
         os.makedirs(host.path(d), exist_ok=True)
     etc = host.path("etc-libvirt")
     if not os.path.exists(os.path.join(etc, "libvirtd.conf")):
@@ -122,6 +128,8 @@ def prepare_host(lab: LabLayout, host: HostLayout, image: EngineImage) -> None:
     with open(os.path.join(etc, "qemu-sanlock.conf"), "w") as f:
         f.write(sanlock_conf(host, io_timeout))
     os.makedirs(host.path("log-libvirt", "qemu"), exist_ok=True)
+    if image is None:
+        return
     # Every host holds the same cluster key (the installer copies it at join).
     from keel_common.bmc import ClusterKey
     ClusterKey.create(os.path.join(lab.dir, "cluster.key"))
@@ -175,13 +183,29 @@ def link_storage_domain_mount(lab: LabLayout) -> None:
     os.replace(tmp, link)     # a stale link is swapped, never missing for a moment
 
 
+def prepare_shared_dir(lab: LabLayout) -> None:
+    """The shared dir itself, writable by the sanlock daemons (idempotent)."""
+    os.makedirs(lab.shared, exist_ok=True)
+    os.chmod(lab.shared, 0o775)
+    _chown_sanlock(lab.shared)
+
+
+def prepare_bare_storage(lab: LabLayout) -> None:
+    """For bare hosts: the shared dir, empty of Keel's files, and the storage
+    domain's mount point as an empty directory on which every host mounts
+    its view of the shared dir (inside its own mount namespace)."""
+    prepare_shared_dir(lab)
+    mp = lab.storage_domain_mount
+    if os.path.islink(mp):
+        raise LabError(f"{mp} is a link (left by a lab of another kind?); remove it and retry")
+    os.makedirs(mp, exist_ok=True)
+
+
 def prepare_shared_storage(lab: LabLayout, io_timeout: int) -> None:
     """Lockspace, engine lease and engine disk on the shared dir, made once
     before any host boots (as `hosted-engine --deploy` would). sanlock
     writes them through a daemon, so a short-lived one runs for this."""
-    os.makedirs(lab.shared, exist_ok=True)
-    os.chmod(lab.shared, 0o775)
-    _chown_sanlock(lab.shared)
+    prepare_shared_dir(lab)
     link_storage_domain_mount(lab)
     if not os.path.exists(lab.engine_disk):
         with open(lab.engine_disk, "wb") as f:

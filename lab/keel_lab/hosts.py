@@ -35,6 +35,19 @@ def powered_on(host: HostLayout) -> bool:
     return init_pid(host) is not None
 
 
+def storage_mounted(lab: LabLayout, host: HostLayout) -> bool:
+    """Whether the host's view of the shared storage is mounted (in its own
+    mount namespace, so it is looked up there)."""
+    pid = init_pid(host)
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            return any(line.split()[4] == lab.storage_view(host) for line in f)
+    except OSError:
+        return False
+
+
 def boot(lab: LabLayout, host: HostLayout) -> int:
     """Start the host (returns at once; the host boots in the background)."""
     pid = init_pid(host)

@@ -15,7 +15,7 @@ import time
 
 from keel_common.config import PROFILES
 
-from . import appliance, chassis, hostfiles, hosts, image, net, nfs, probe, procs
+from . import appliance, chassis, deploy, hostfiles, hosts, image, net, nfs, probe, procs
 from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE, BRIDGE_ADDRESS, ENGINE_NETNS, HEALTH_URL,
                      ENGINE_MODES, MAX_HOSTS, HostLayout, LabError, LabLayout, load_state, save_state,
                      write_private)
@@ -50,7 +50,7 @@ class Lab:
         st = self.state
         if st is None:
             raise LabError(f"no lab in {self.dir}; run `keel-lab up --dir {self.dir}` first")
-        return LabLayout(self.dir, int(st["hosts"]), st.get("profile", "fast"))
+        return LabLayout.from_state(self.dir, st)
 
     def _update_state(self, **changes) -> dict:
         st = self.state or {}
@@ -63,7 +63,8 @@ class Lab:
            timeout: float = 300.0, out=print, engine: str = "appliance") -> dict:
         """engine: 'appliance' (the engine inside the engine VM), 'process'
         (a stand-in VM and the engine as a process beside the lab, for fast
-        engine work) or 'none' (a stand-in VM, no engine)."""
+        engine work), 'none' (a stand-in VM, no engine) or 'bare' (hosts
+        without Keel, and the answers for `hosted-engine --deploy`)."""
         require_root()
         if engine not in ENGINE_MODES:
             raise LabError(f"--engine {engine!r} is unknown; expected one of: {', '.join(ENGINE_MODES)}")
@@ -77,7 +78,7 @@ class Lab:
             raise LabError(f"a lab with {existing['hosts']} hosts (profile {existing.get('profile')}, engine "
                            f"{existing.get('engine_mode', 'process')}) already exists in {self.dir}; "
                            f"run `keel-lab down --dir {self.dir}` first")
-        lab = LabLayout(self.dir, n_hosts, profile)
+        lab = LabLayout(self.dir, n_hosts, profile, engine)
         if not existing:
             # Record everything we are about to create before creating it.
             self._update_state(hosts=n_hosts, profile=profile, engine_mode=engine, created=time.time(),
@@ -91,13 +92,21 @@ class Lab:
         # dirs and the shared storage below the lab dir.
         os.chmod(self.dir, 0o755)
         hostfiles.build_shim(lab)
-        hostfiles.prepare_shared_storage(lab, PROFILES[profile].io_timeout)
-        if engine == "appliance":
+        if lab.bare:    # the installer writes Keel's files on the storage
+            hostfiles.prepare_bare_storage(lab)
+        else:
+            hostfiles.prepare_shared_storage(lab, PROFILES[profile].io_timeout)
+        if engine in ("appliance", "bare"):
             out("the engine appliance image: building it if this source tree has none cached "
                 "(minutes the first time, ~30 s after a code change) ...")
-            img, info = appliance.prepare(lab, appliance.build_image(),
-                                          self.state.get("engine_appliance") or {})
-            self._update_state(engine_appliance=info)
+            built = appliance.build_image()
+            if lab.bare:    # the installer copies it; bare hosts boot no engine VM of the lab's
+                img = None
+                self._update_state(appliance_image_dir=built.directory)
+                deploy.write_files(lab, built.directory)
+            else:
+                img, info = appliance.prepare(lab, built, self.state.get("engine_appliance") or {})
+                self._update_state(engine_appliance=info)
         else:
             img = self._standin_image()
         for h in lab.all_hosts():
@@ -105,7 +114,7 @@ class Lab:
         net.ensure_bridge()
         for h in lab.all_hosts():
             net.ensure_host_netns(h)
-        if engine == "appliance":
+        if engine in ("appliance", "bare"):
             nfs.start(lab, self.state.get("nfs_pid"), lambda pid: self._update_state(nfs_pid=pid))
         self.start_bmcs(lab)
         self.start_observer(lab)
@@ -113,6 +122,7 @@ class Lab:
             hosts.boot(lab, h)
         if wait:
             self.wait_infrastructure(lab, timeout)
+        if wait and not lab.bare:
             if ha_daemons_installed():
                 self.wait_engine(lab, timeout)
                 self.register_bmcs(lab)
@@ -209,16 +219,19 @@ class Lab:
 
     def wait_infrastructure(self, lab: LabLayout, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        pending = ["etcd", "libvirtd", "sanlock"]
+        pending = ["etcd", "libvirtd", "sanlock", "storage"]
         while time.monotonic() < deadline:
             pending = []
-            if not all(m["healthy"] for m in probe.etcd_health(lab)):
+            # bare hosts have no etcd until the installer sets it up
+            if not lab.bare and not all(m["healthy"] for m in probe.etcd_health(lab)):
                 pending.append("etcd")
             for h in lab.all_hosts():
                 if not os.path.exists(h.libvirt_socket):
                     pending.append(f"libvirtd on {h.name}")
                 if not os.path.exists(os.path.join(h.sanlock_run_dir, "sanlock.sock")):
                     pending.append(f"sanlock on {h.name}")
+                if not hosts.storage_mounted(lab, h):
+                    pending.append(f"the shared storage on {h.name}")
             if not pending:
                 return
             time.sleep(0.5)
@@ -241,7 +254,8 @@ class Lab:
     def describe(self, lab: LabLayout | None = None, detail: bool = True) -> dict:
         lab = lab or self.layout()
         running = probe.engine_qemu_pids(lab)
-        records = probe.ha_records(lab) if detail else {}
+        # bare hosts: no etcd of the lab's (the installer's, if any, is its own)
+        records = probe.ha_records(lab) if detail and not lab.bare else {}
         host_list = []
         for h in lab.all_hosts():
             rec = records.get(h.index) or {}
@@ -264,15 +278,24 @@ class Lab:
         meta = records.get(0) or {}
         engine["claim"] = meta.get("owner")
         engine["global_maintenance"] = meta.get("global_maintenance")
-        engine.update(self._engine_api_info())
-        return {"dir": self.dir, "profile": lab.profile, "hosts": host_list, "engine": engine,
-                "etcd": {"endpoints": lab.etcd_endpoints,
-                         "members": probe.etcd_health(lab) if detail else []},
-                "shared_storage": lab.shared,
-                "ha_daemons": ha_daemons_installed()}
+        engine.update(self._engine_api_info(lab))
+        d = {"dir": self.dir, "profile": lab.profile, "hosts": host_list, "engine": engine,
+             "etcd": {"endpoints": [] if lab.bare else lab.etcd_endpoints,
+                      "members": probe.etcd_health(lab) if detail and not lab.bare else []},
+             "shared_storage": lab.shared,
+             "ha_daemons": ha_daemons_installed()}
+        if lab.bare:
+            d["deploy"] = {"answers": deploy.path(lab, deploy.ANSWERS), "command": deploy.deploy_command(lab),
+                           "storage_mount": lab.storage_domain_mount,
+                           "appliance_image_dir": (self.state or {}).get("appliance_image_dir")}
+        return d
 
-    def _engine_api_info(self) -> dict:
+    def _engine_api_info(self, lab: LabLayout) -> dict:
         st = self.state or {}
+        if lab.bare:    # once the installer has deployed it
+            return {"api_url": appliance.API_URL, "admin_user": appliance.ADMIN_USER,
+                    "admin_password_file": deploy.path(lab, deploy.ADMIN_PASSWORD),
+                    "engine_mode": "bare"}
         if st.get("engine_appliance"):
             info = st["engine_appliance"]
             return {**{k: info[k] for k in ENGINE_API_KEYS if k in info}, "engine_mode": "appliance"}
@@ -292,8 +315,7 @@ class Lab:
         if st is None:
             return []
         done = []
-        n = int(st.get("hosts", 0))
-        lab = LabLayout(self.dir, n, st.get("profile", "fast"))
+        lab = LabLayout.from_state(self.dir, dict(st, hosts=st.get("hosts", 0)))
         if procs.kill(st.get("observer_pid"), signal.SIGKILL, OBSERVER_MODULE):
             done.append("observer")
         for name, pid in (st.get("bmc_pids") or {}).items():

@@ -28,9 +28,12 @@ BMC_BASE_PORT = 6230     # host N's BMC answers on BRIDGE_ADDRESS:6230+N
 BMC_USER = "admin"
 BMC_PASSWORD = "keel-lab"
 ENGINE_VM_NAME = "HostedEngine"
+ENGINE_VM_MAC = "52:54:00:6b:ee:01"
+HOST_BRIDGE = "br0"      # each host's management bridge (carries its address)
 # how `keel-lab up --engine` runs the engine: inside the engine VM, as a
-# process beside a stand-in VM, or not at all (a stand-in VM)
-ENGINE_MODES = ("appliance", "process", "none")
+# process beside a stand-in VM, not at all (a stand-in VM), or not yet:
+# `bare` hosts without Keel, for `hosted-engine --deploy`
+ENGINE_MODES = ("appliance", "process", "none", "bare")
 LOCKSPACE = "hosted-engine"
 # the lab's NFS server (nfs.py) exports the shared dir as NFS_SERVER:NFS_EXPORT
 NFS_SERVER = BRIDGE_ADDRESS
@@ -116,8 +119,14 @@ class HostLayout:
 
     @property
     def storage_mount(self) -> str:
-        """The host's view of the shared storage (mounted inside the host only)."""
+        """The host's view of the shared storage (mounted inside the host only;
+        on bare hosts it is at the storage domain's mount point instead, see
+        LabLayout.storage_view)."""
         return self.path("mnt", "shared")
+
+    @property
+    def units_file(self) -> str:    # /run/keel/lab-units.json inside the host
+        return self.path("run-keel", "lab-units.json")
 
     @property
     def daemons_file(self) -> str:  # written by the host's init
@@ -145,6 +154,25 @@ class LabLayout:
     dir: str
     hosts: int
     profile: str = "fast"
+    engine_mode: str = "appliance"
+
+    @classmethod
+    def from_state(cls, lab_dir: str, state: dict) -> "LabLayout":
+        # labs recorded before the engine modes existed ran the engine as a process
+        return cls(lab_dir, int(state["hosts"]), state.get("profile", "fast"),
+                   state.get("engine_mode", "process"))
+
+    @property
+    def bare(self) -> bool:
+        """Hosts without Keel: `hosted-engine --deploy` installs it."""
+        return self.engine_mode == "bare"
+
+    def storage_view(self, host: "HostLayout") -> str:
+        """Where `host` has its view of the shared storage, inside its own
+        mount namespace: on bare hosts the NFS mount point the installer
+        computes (nothing is mounted there outside the hosts), else the
+        host's own directory."""
+        return self.storage_domain_mount if self.bare else host.storage_mount
 
     @property
     def state_file(self) -> str:
@@ -167,8 +195,9 @@ class LabLayout:
     def storage_domain_mount(self) -> str:
         """Where the engine and every host have the storage domain's export, by
         oVirt's convention (DIR/mnt/198.51.100.1:_shared). On this machine it is
-        a symlink to the shared dir (the hosts share its file system); the
-        engine VM mounts the export there."""
+        a symlink to the shared dir (the hosts share its file system), except
+        with bare hosts: there it is an empty directory, and every host mounts
+        its view of the shared dir on it; the engine VM mounts the export there."""
         return mount_point(self.nfs_mount_root, NFS_SERVER, NFS_EXPORT)
 
     @property
@@ -184,6 +213,11 @@ class LabLayout:
     @property
     def engine_disk(self) -> str:
         return os.path.join(self.shared, "engine.img")
+
+    @property
+    def deploy_dir(self) -> str:
+        """The answer file and the files it names, for `hosted-engine --deploy` (bare hosts)."""
+        return os.path.join(self.dir, "deploy")
 
     @property
     def observer_dir(self) -> str:
@@ -253,7 +287,7 @@ def layout_from_state(lab_dir: str) -> LabLayout:
     state = load_state(lab_dir)
     if state is None:
         raise LabError(f"no lab in {lab_dir}; run `keel-lab up --dir {lab_dir}` first")
-    return LabLayout(lab_dir, int(state["hosts"]), state.get("profile", "fast"))
+    return LabLayout.from_state(lab_dir, state)
 
 
 def read_json(path: str, default=None):

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from keel_lab import hosts, probe
-from keel_lab.layout import HEALTH_URL, LabLayout
+from keel_lab import hosts, net, probe, procs
+from keel_lab.layout import BRIDGE, HEALTH_URL, LabLayout
 from keel_lab.observer import read_events, verdict
 
 KEEL_LAB = [sys.executable, "-m", "keel_lab.cli"]
@@ -38,15 +38,17 @@ def lab_unavailable() -> str | None:
 
 
 @contextlib.contextmanager
-def module_lab(prefix: str, *up_args: str, env: dict | None = None):
-    """A 3-host lab for one test module (skipped where a lab cannot run), down afterwards."""
+def module_lab(prefix: str, *up_args: str, env: dict | None = None, hosts: int = 3):
+    """A lab (3 hosts unless told) for one test module (skipped where a lab
+    cannot run), down afterwards; `driver.up_output` is what `up` printed."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
     lab_dir = tempfile.mkdtemp(prefix=prefix)
     driver = LabDriver(lab_dir)
     try:
-        driver.cli("up", "--hosts", "3", *up_args, "--timeout", "300", timeout=420, env=env)
+        cp = driver.cli("up", "--hosts", str(hosts), *up_args, "--timeout", "300", timeout=420, env=env)
+        driver.up_output = cp.stdout
         yield driver
     finally:
         subprocess.run(KEEL_LAB + ["down", "--dir", lab_dir], capture_output=True, timeout=120)
@@ -67,6 +69,7 @@ def wait_for(what: str, predicate, timeout: float, interval: float = 0.5):
 class LabDriver:
     def __init__(self, lab_dir: str):
         self.dir = lab_dir
+        self.up_output = ""
 
     @property
     def layout(self) -> LabLayout:
@@ -118,6 +121,34 @@ class LabDriver:
         self.cli("exec", via, "--", "hosted-engine", "--set-bmc", f"--host-id={h.index}",
                  "--bmc-address=198.51.100.1", f"--bmc-port={h.bmc_port}", "--bmc-user=admin",
                  f"--bmc-password-file={os.path.join(self.dir, 'bmc-password')}")
+
+    def down_leaves_nothing(self) -> None:
+        """`keel-lab down`, then check that nothing of the lab is left: no
+        namespace, link, process (recorded or in a host's namespace), mount
+        or state dir; and that a second `down` is harmless."""
+        lab_layout = self.layout
+        inodes = [net.netns_inode(h.netns) for h in lab_layout.all_hosts()]
+        with open(os.path.join(self.dir, "lab.json")) as f:
+            state = json.load(f)
+        recorded = [state["observer_pid"], state.get("nfs_pid")] + list(state["bmc_pids"].values())
+        recorded += [(json.load(open(h.boot_file)) if os.path.exists(h.boot_file) else {}).get("init_pid")
+                     for h in lab_layout.all_hosts()]
+        cp = subprocess.run(KEEL_LAB + ["down", "--dir", self.dir], capture_output=True, text=True,
+                            timeout=120)
+        assert cp.returncode == 0, cp.stderr
+        assert not any(os.path.exists(f"/run/netns/{h.netns}") for h in lab_layout.all_hosts())
+        assert not net.link_exists(BRIDGE)
+        assert not any(net.link_exists(h.outer_veth) for h in lab_layout.all_hosts())
+        assert not any(procs.alive(p) for p in recorded if p)
+        assert all(procs.pids_in_netns(i) == [] for i in inodes if i)
+        with open("/proc/self/mountinfo") as f:
+            assert self.dir not in f.read()
+        assert not os.path.exists(self.dir)
+        assert probe.engine_qemu_pids(lab_layout) == {}
+        # down again is harmless
+        cp = subprocess.run(KEEL_LAB + ["down", "--dir", self.dir], capture_output=True, text=True,
+                            timeout=60)
+        assert cp.returncode == 0
 
     def ensure_healthy(self, timeout: float = 240) -> str:
         """Restore: every host powered and connected, maintenance off, engine up once."""

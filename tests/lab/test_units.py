@@ -187,3 +187,49 @@ def test_a_directory_at_the_mount_point_is_never_replaced(tmp_path):
     with pytest.raises(LabError, match="exists and is not the lab's link to"):
         link_storage_domain_mount(lab)
     assert os.path.isdir(lab.storage_domain_mount) and not os.path.islink(lab.storage_domain_mount)
+
+
+def test_bare_hosts_get_their_answers_and_the_engine_settings_without_the_installers_sections(tmp_path):
+    import configparser
+    import stat
+    from keel_lab import deploy
+    from keel_lab.appliance import engine_settings, lab_engine_settings
+    lab = LabLayout(str(tmp_path), 2, "fast", "bare")
+    assert lab.bare and lab.storage_view(lab.host(2)) == str(tmp_path / "mnt" / "198.51.100.1:_shared")
+    assert not LabLayout(str(tmp_path), 2).bare
+    assert LabLayout(str(tmp_path), 2).storage_view(lab.host(2)) == lab.host(2).storage_mount
+    a2 = deploy.deploy_answers(lab, lab.host(2), "/cache/images/k")
+    assert a2["network"]["host_address"] == "198.51.100.12" and a2["host"]["name"] == "host2"
+    assert a2["bmc"]["port"] == 6232
+    answers = deploy.write_files(lab, "/cache/images/k")
+    assert answers == str(tmp_path / "deploy" / "answers.ini")
+    for name in ("answers.ini", "admin-password", "bmc-password"):
+        assert stat.S_IMODE(os.stat(tmp_path / "deploy" / name).st_mode) == 0o600
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read(answers)
+    got = {s: dict(cp[s]) for s in cp.sections()}
+    assert got["storage"] == {"connection": "198.51.100.1:/shared", "mount_root": str(tmp_path / "mnt"),
+                              "domain_name": "shared"}
+    assert got["engine_vm"] == {"name": "HostedEngine", "hostname": "engine.lab.test", "memory_mb": "1024",
+                                "vcpus": "2", "mac": "52:54:00:6b:ee:01", "address": "198.51.100.100/24",
+                                "appliance": "/cache/images/k"}
+    assert got["network"] == {"bridge": "br0", "gateway": "198.51.100.1", "host_address": "198.51.100.11"}
+    assert got["host"] == {"name": "host1", "timing_profile": "fast"}
+    assert got["engine"] == {"data_center": "Default", "cluster": "Default",
+                             "admin_password_file": str(tmp_path / "deploy" / "admin-password"),
+                             "extra_conf": str(tmp_path / "deploy" / "engine-extra.conf")}
+    assert got["bmc"] == {"address": "198.51.100.1", "port": "6231", "user": "admin",
+                          "password_file": str(tmp_path / "deploy" / "bmc-password"), "options": "lanplus=1"}
+    password = (tmp_path / "deploy" / "admin-password").read_text()
+    assert len(password.strip()) >= 12
+    deploy.write_files(lab, "/cache/images/k")
+    assert (tmp_path / "deploy" / "admin-password").read_text() == password    # made once
+    assert (tmp_path / "deploy" / "bmc-password").read_text() == "keel-lab\n"
+    extra = configparser.ConfigParser(interpolation=None)
+    extra.read(tmp_path / "deploy" / "engine-extra.conf")
+    assert sorted(extra.sections()) == ["libvirt", "monitor", "power"]
+    assert {s: dict(extra[s]) for s in extra.sections()} == lab_engine_settings(lab)
+    full = engine_settings(lab)
+    assert {k: v for k, v in full.items() if k not in ("ha", "storage")} == lab_engine_settings(lab)
+    assert deploy.deploy_command(lab) == (f"keel-lab exec --dir {tmp_path} host1 -- hosted-engine --deploy "
+                                          f"--config-append={answers}")

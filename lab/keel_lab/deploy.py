@@ -1,0 +1,86 @@
+"""What `hosted-engine --deploy` needs to install Keel on the lab's bare hosts
+(`keel-lab up --engine bare`): an answer file and the files it names, in
+DIR/deploy/, for
+
+    keel-lab exec host1 -- hosted-engine --deploy --config-append=DIR/deploy/answers.ini
+
+The answers describe the lab as an administrator would: the NFS export, the
+engine VM (its address, MAC and the appliance image the lab built), the
+host's bridge and address, the timing profile, the engine's data center and
+cluster with the lab's own engine settings, and the host's BMC.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+
+from keel_common import ini
+
+from . import appliance, nfs
+from .layout import (BMC_PASSWORD, BMC_USER, BRIDGE_ADDRESS, DEFAULT_DIR, ENGINE_VM_ADDRESS, ENGINE_VM_MAC,
+                     ENGINE_VM_NAME, HOST_BRIDGE, HostLayout, LabError, LabLayout, load_state, write_private)
+
+ANSWERS = "answers.ini"
+ADMIN_PASSWORD = "admin-password"
+BMC_PASSWORD_FILE = "bmc-password"
+ENGINE_EXTRA = "engine-extra.conf"
+DATA_CENTER = CLUSTER = "Default"
+BMC_OPTIONS = "lanplus=1"
+
+
+def path(lab: LabLayout, name: str) -> str:
+    return os.path.join(lab.deploy_dir, name)
+
+
+def deploy_answers(lab: LabLayout, host: HostLayout, appliance_dir: str | None = None) -> dict[str, dict]:
+    """The answer file of `host`, {section: {key: value}}; the appliance image
+    is the one `up` recorded unless given."""
+    if appliance_dir is None:
+        appliance_dir = (load_state(lab.dir) or {}).get("appliance_image_dir")
+        if not appliance_dir:
+            raise LabError(f"no appliance image is recorded in {lab.state_file}; run `keel-lab up --engine bare`")
+    return {
+        "storage": {"connection": nfs.EXPORT, "mount_root": lab.nfs_mount_root,
+                    "domain_name": appliance.STORAGE_DOMAIN},
+        "engine_vm": {"name": ENGINE_VM_NAME, "hostname": appliance.ENGINE_HOSTNAME,
+                      "memory_mb": appliance.MEMORY_MB, "vcpus": appliance.VCPUS, "mac": ENGINE_VM_MAC,
+                      "address": f"{ENGINE_VM_ADDRESS}/24", "appliance": appliance_dir},
+        "network": {"bridge": HOST_BRIDGE, "gateway": BRIDGE_ADDRESS, "host_address": host.address},
+        "host": {"name": host.name, "timing_profile": lab.profile},
+        "engine": {"data_center": DATA_CENTER, "cluster": CLUSTER,
+                   "admin_password_file": path(lab, ADMIN_PASSWORD),
+                   "extra_conf": path(lab, ENGINE_EXTRA)},
+        "bmc": {"address": BRIDGE_ADDRESS, "port": host.bmc_port, "user": BMC_USER,
+                "password_file": path(lab, BMC_PASSWORD_FILE), "options": BMC_OPTIONS},
+    }
+
+
+def engine_extra_conf(lab: LabLayout) -> str:
+    """The lab's own engine settings; `[ha]` and `[storage]` are the installer's."""
+    return "# keel-lab: the engine settings of the lab (the installer adds the rest)\n" + \
+        ini.render(appliance.lab_engine_settings(lab))
+
+
+def write_files(lab: LabLayout, appliance_dir: str) -> str:
+    """DIR/deploy/: the answers for host1, the admin password (made once),
+    the BMC password and the engine settings. Returns the answer file."""
+    os.makedirs(lab.deploy_dir, exist_ok=True)
+    os.chmod(lab.deploy_dir, 0o700)
+    admin = path(lab, ADMIN_PASSWORD)
+    if not os.path.exists(admin):
+        write_private(admin, secrets.token_urlsafe(12) + "\n")
+    write_private(path(lab, BMC_PASSWORD_FILE), BMC_PASSWORD + "\n")
+    with open(path(lab, ENGINE_EXTRA), "w", encoding="utf-8") as f:
+        f.write(engine_extra_conf(lab))
+    answers = path(lab, ANSWERS)
+    host1 = lab.host(1)
+    write_private(answers, f"# keel-lab: `hosted-engine --deploy` on {host1.name} (bare hosts)\n"
+                  + ini.render(deploy_answers(lab, host1, appliance_dir)))
+    return answers
+
+
+def deploy_command(lab: LabLayout) -> str:
+    """The command that installs Keel on host1, as `up` prints it."""
+    where = "" if os.path.abspath(lab.dir) == os.path.abspath(DEFAULT_DIR) else f"--dir {lab.dir} "
+    return (f"keel-lab exec {where}host1 -- hosted-engine --deploy "
+            f"--config-append={path(lab, ANSWERS)}")
