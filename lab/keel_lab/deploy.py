@@ -25,7 +25,8 @@ ADMIN_PASSWORD = "admin-password"
 BMC_PASSWORD_FILE = "bmc-password"
 ENGINE_EXTRA = "engine-extra.conf"
 DATA_CENTER = CLUSTER = "Default"
-BMC_OPTIONS = "lanplus=1"
+# cipher suite 3: what ipmi_sim offers (ipmitool waits ~10 s for it otherwise)
+BMC_OPTIONS = "lanplus=1,cipher=3"
 
 
 def path(lab: LabLayout, name: str) -> str:
@@ -44,7 +45,8 @@ def deploy_answers(lab: LabLayout, host: HostLayout, appliance_dir: str | None =
                     "domain_name": appliance.STORAGE_DOMAIN},
         "engine_vm": {"name": ENGINE_VM_NAME, "hostname": appliance.ENGINE_HOSTNAME,
                       "memory_mb": appliance.MEMORY_MB, "vcpus": appliance.VCPUS, "mac": ENGINE_VM_MAC,
-                      "address": f"{ENGINE_VM_ADDRESS}/24", "appliance": appliance_dir},
+                      "address": f"{ENGINE_VM_ADDRESS}/24", "appliance": appliance_dir,
+                      "domain_type": "qemu"},    # nested KVM hangs here: TCG
         "network": {"bridge": HOST_BRIDGE, "gateway": BRIDGE_ADDRESS, "host_address": host.address},
         "host": {"name": host.name, "timing_profile": lab.profile},
         "engine": {"data_center": DATA_CENTER, "cluster": CLUSTER,

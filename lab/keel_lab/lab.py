@@ -413,12 +413,19 @@ class Lab:
         venv_bin = os.path.dirname(sys.executable)
         env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python", SANLOCK_RUN_DIR="/run/sanlock")
+        out = subprocess.DEVNULL if quiet else None
         try:
-            out = subprocess.DEVNULL if quiet else None
-            return subprocess.run(["nsenter", "-t", str(pid), "-m", "-p", "-n", "--"] + argv,
-                                  env=env, stdout=out, stderr=out).returncode
+            child = subprocess.Popen(["nsenter", "-t", str(pid), "-m", "-p", "-n", "--"] + argv,
+                                     env=env, stdout=out, stderr=out)
         except FileNotFoundError:
             raise LabError(f"cannot run {argv[0]!r} in {h.name}") from None
+        # Ctrl-C is the command's to handle (the terminal sends it to both of
+        # us), as a shell leaves it to the program it runs.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     # -- power (through the host's BMC, over IPMI) -------------------------
     def bmc_of(self, h: HostLayout):

@@ -212,14 +212,14 @@ def test_bare_hosts_get_their_answers_and_the_engine_settings_without_the_instal
                               "domain_name": "shared"}
     assert got["engine_vm"] == {"name": "HostedEngine", "hostname": "engine.lab.test", "memory_mb": "1024",
                                 "vcpus": "2", "mac": "52:54:00:6b:ee:01", "address": "198.51.100.100/24",
-                                "appliance": "/cache/images/k"}
+                                "appliance": "/cache/images/k", "domain_type": "qemu"}
     assert got["network"] == {"bridge": "br0", "gateway": "198.51.100.1", "host_address": "198.51.100.11"}
     assert got["host"] == {"name": "host1", "timing_profile": "fast"}
     assert got["engine"] == {"data_center": "Default", "cluster": "Default",
                              "admin_password_file": str(tmp_path / "deploy" / "admin-password"),
                              "extra_conf": str(tmp_path / "deploy" / "engine-extra.conf")}
     assert got["bmc"] == {"address": "198.51.100.1", "port": "6231", "user": "admin",
-                          "password_file": str(tmp_path / "deploy" / "bmc-password"), "options": "lanplus=1"}
+                          "password_file": str(tmp_path / "deploy" / "bmc-password"), "options": "lanplus=1,cipher=3"}
     password = (tmp_path / "deploy" / "admin-password").read_text()
     assert len(password.strip()) >= 12
     deploy.write_files(lab, "/cache/images/k")
