@@ -8,6 +8,7 @@ A full log goes to /var/lib/keel/deploy.log.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -227,6 +228,16 @@ def _undo(m: dict, services) -> str:
         finally:
             conn.close()
         return f"powered off the engine VM {what}"
+    if kind == "lockspace":
+        import sanlock
+        name, host_id, path = what.split(":", 2)
+        try:
+            sanlock.rem_lockspace(name.encode(), int(host_id), path)
+        except sanlock.SanlockException as e:
+            if e.errno == errno.ENOENT:      # not joined (the host rebooted, or it never was)
+                return ""
+            raise OSError(f"sanlock cannot leave lockspace {name}: {e}") from None
+        return f"left the sanlock lockspace {name} (host id {host_id})"
     if kind == "mount":
         if not steps.is_mount_point(what):
             return ""

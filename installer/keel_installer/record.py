@@ -18,7 +18,8 @@ IN_PROGRESS, FAILED, DEPLOYED = "in-progress", "failed", "deployed"
 #   mount             unmounted
 #   unit              stopped, disabled and removed
 #   vm                the engine VM destroyed on this host, if it runs here
-KINDS = ("file", "dir", "shared-file", "mount", "unit", "vm")
+#   lockspace         this host leaves the sanlock lockspace (the broker joined it)
+KINDS = ("file", "dir", "shared-file", "mount", "unit", "vm", "lockspace")
 
 
 @dataclass

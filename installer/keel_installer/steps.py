@@ -207,7 +207,9 @@ def preflight(ctx: Context, p: Progress) -> None:
         problems.append(f"the bridge {a.bridge} does not exist on this host")
     if a.host_address not in {v.split("/")[0] for v in ctx.facts.addresses.values()}:
         problems.append(f"{a.host_address} is not an address of this host")
-    for port in (2379, 2380):
+    # a resumed deploy's own etcd holds them
+    ours = {"kind": "unit", "what": ETCD_UNIT} in ctx.record.made
+    for port in () if ours else (2379, 2380):
         with socket.socket() as s:
             try:
                 s.bind((a.host_address, port))
@@ -487,6 +489,8 @@ def _ha_unit(script: str) -> str:
 
 def ha_services(ctx: Context, p: Progress) -> None:
     from keel_common.brokerclient import BrokerClient, BrokerError
+    # the broker joins the lockspace and leaves it joined when it stops
+    ctx.record.will_make("lockspace", f"{LOCKSPACE}:{FIRST_HOST_ID}:{ctx.lockspace_path}")
     for unit in (BROKER_UNIT, AGENT_UNIT):
         ctx.record.will_make("unit", unit)
         _start_unit(ctx, unit, _ha_unit(unit.removesuffix(".service")))

@@ -423,7 +423,9 @@ class Lab:
         # us), as a shell leaves it to the program it runs.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            return child.wait()
+            rc = child.wait()
+            # nsenter itself dies of the signal: report it as a shell does
+            return 128 - rc if rc < 0 else rc
         finally:
             signal.signal(signal.SIGINT, previous)
 
