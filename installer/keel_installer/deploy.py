@@ -57,11 +57,7 @@ def deploy(args, out) -> int:
     from .answers import AnswerError, HostFacts, load_answer_files, render_answer_file
     from .questions import collect, confirm, summary
     from .cli import CliError
-    from .services import ServiceError, detect
-    try:
-        record = DeployRecord.load()
-    except ValueError as e:
-        raise CliError(str(e)) from None
+    record = _load_record()
     if record is not None and record.status == DEPLOYED:
         raise CliError(f"this host is deployed already (since {time.ctime(record.finished or record.started)}); "
                        "hosted-engine --vm-status shows it. To start over: hosted-engine --clean-deploy")
@@ -95,10 +91,7 @@ def deploy(args, out) -> int:
         except (KeyboardInterrupt, EOFError):
             print("\nStopped; nothing was changed.", file=out)
             return EXIT_STOPPED
-    try:
-        services = detect()
-    except ServiceError as e:
-        raise CliError(str(e)) from None
+    services = _service_manager()
     _log_to_file()
     record = record or DeployRecord()
     record.status, record.answers, record.failure = IN_PROGRESS, answers.public(), ""
@@ -152,6 +145,23 @@ def deploy(args, out) -> int:
     return EXIT_OK
 
 
+def _load_record() -> DeployRecord | None:
+    from .cli import CliError
+    try:
+        return DeployRecord.load()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def _service_manager():
+    from .cli import CliError
+    from .services import ServiceError, detect
+    try:
+        return detect()
+    except ServiceError as e:
+        raise CliError(str(e)) from None
+
+
 def _resume_preset(record: DeployRecord, preset: dict) -> dict:
     """The recorded answers, which answer files given now may not change."""
     from .answers import AnswerError
@@ -174,19 +184,12 @@ def _write_answer_file(path: str, text: str) -> None:
 # ------------------------------------------------------------------ --clean-deploy
 
 def clean(out) -> int:
-    from .cli import CliError
-    from .services import ServiceError, detect
-    try:
-        record = DeployRecord.load()
-    except ValueError as e:
-        raise CliError(str(e)) from None
+    from .services import ServiceError
+    record = _load_record()
     if record is None:
         print("Nothing to clean: no deploy ran on this host.", file=out)
         return EXIT_OK
-    try:
-        services = detect()
-    except ServiceError as e:
-        raise CliError(str(e)) from None
+    services = _service_manager()
     made = list(reversed(record.made))
     # The agent first (it would restart the engine VM), then the VM (its
     # lease must go before the broker leaves the lockspace), then the rest.

@@ -9,15 +9,13 @@ storage domain's mount point, the path the hosts use for it.
 from __future__ import annotations
 
 import filecmp
-import json
 import logging
 import os
 import secrets
 import shutil
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+
+from keel_installer.engine_api import Api as EngineApi, EngineApiError, wait_signin
 
 from . import nfs
 from .image import EngineImage
@@ -138,70 +136,31 @@ def _copy_if_changed(src: str, dst: str) -> None:
 
 # ---------------------------------------------------------------- the REST API
 
-class Api:
-    """A few JSON calls to the engine's oVirt API (urllib: the lab has no SDK dependency)."""
+class Api(EngineApi):
+    """The engine's API at the lab's engine VM."""
 
     def __init__(self, user: str, password: str, base: str = BASE_URL, timeout: float = 30.0):
-        self.base, self.user, self.password, self.timeout = base, user, password, timeout
-        self.token = None
-
-    def login(self) -> None:
-        data = urllib.parse.urlencode({"grant_type": "password", "username": self.user,
-                                       "password": self.password, "scope": "ovirt-app-api"}).encode()
-        req = urllib.request.Request(self.base + "/ovirt-engine/sso/oauth/token", data=data,
-                                     headers={"Accept": "application/json"})
-        with urllib.request.urlopen(req, timeout=self.timeout) as r:
-            self.token = json.load(r)["access_token"]
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        if self.token is None:
-            self.login()
-        req = urllib.request.Request(
-            self.base + "/ovirt-engine/api" + path, method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Accept": "application/json", "Content-Type": "application/json",
-                     "Authorization": f"Bearer {self.token}"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                text = r.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode(errors="replace")
-            try:
-                j = json.loads(detail)
-                detail = j.get("detail") or j.get("reason") or detail
-            except ValueError:
-                pass
-            raise LabError(f"engine API {method} {path}: {e.code} {detail.strip()[:300]}") from None
-        return json.loads(text) if text else {}
-
-    ITEM = {"datacenters": "data_center", "clusters": "cluster", "hosts": "host",
-            "storagedomains": "storage_domain", "vms": "vm", "networks": "network"}
-
-    def find(self, collection: str, name: str) -> dict | None:
-        q = urllib.parse.quote(f"name={name}")
-        items = self.call("GET", f"/{collection}?search={q}").get(self.ITEM[collection], [])
-        return next((i for i in items if i.get("name") == name), None)
+        super().__init__(user, password, base, timeout)
 
 
 def wait_api(password: str, timeout: float) -> Api:
     """Until admin@internal can sign in (the first boot creates it)."""
-    api = Api(ADMIN_USER, password)
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            api.login()
-            return api
-        except (OSError, ValueError, KeyError) as e:
-            last = str(e)
-        time.sleep(1)
-    raise LabError(f"admin@internal cannot sign in at {BASE_URL} within {timeout:.0f} s ({last})")
+    try:
+        return wait_signin(Api(ADMIN_USER, password), timeout)
+    except EngineApiError as e:
+        raise LabError(str(e)) from None
 
 
 def register(lab: LabLayout, password: str, timeout: float = 300.0, out=None) -> list[str]:
     """The data center, cluster, hosts, shared storage domain and every host's
     BMC as its fence agent, through the API; what exists is left alone."""
-    api = wait_api(password, timeout)
+    try:
+        return _register(lab, wait_api(password, timeout), timeout)
+    except EngineApiError as e:
+        raise LabError(str(e)) from None
+
+
+def _register(lab: LabLayout, api: Api, timeout: float) -> list[str]:
     done = []
     if api.find("datacenters", "Default") is None:
         api.call("POST", "/datacenters", {"name": "Default", "local": False})
