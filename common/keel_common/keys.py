@@ -9,6 +9,7 @@ brokers, agents, the CLI and the engine.
     <prefix>/bmc/<host_id>              the host's BMC (JSON, password encrypted; `keel_common.bmc`)
     <prefix>/fencing/<host_id>          an agent fencing that host now, bound to the agent's etcd lease
     <prefix>/fences/<host_id>           the last fence of that host by an agent (JSON, no lease)
+    <prefix>/host-ids/<host_id>         the host name holding that sanlock host id (the installer's, no lease)
 
 Local maintenance is a host's own business: its broker keeps it in a file
 under [host] state_dir (so it survives restarts) and publishes it in the
@@ -70,6 +71,13 @@ class Keys:
     @property
     def fences_prefix(self) -> str:
         return f"{self.prefix}/fences/"
+
+    def host_id_claim(self, host_id: int) -> str:
+        return f"{self.prefix}/host-ids/{int(host_id)}"
+
+    @property
+    def host_ids_prefix(self) -> str:
+        return f"{self.prefix}/host-ids/"
 
 
 @dataclass

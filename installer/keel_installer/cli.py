@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="install Keel's hosted engine on this host (the first host): asks questions, "
                            "or takes them from --config-append")
     acts.add_argument("--clean-deploy", action="store_true",
-                      help="remove everything a deploy made on this host (after a failed deploy)")
+                      help="remove everything a deploy made on this host (after a failed deploy; on a "
+                           "joined host it leaves etcd and gives its host id back)")
+    acts.add_argument("--join-bundle", metavar="FILE",
+                      help="on a deployed host: write what a new host needs to join (then: "
+                           "hosted-engine --deploy --join=FILE on that host)")
     acts.add_argument("--vm-status", action="store_true", help="show every host's HA record")
     acts.add_argument("--set-maintenance", action="store_true",
                       help="set maintenance: --mode=global (agents leave the engine VM alone), "
@@ -72,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("with --deploy")
     d.add_argument("--config-append", action="append", default=[], metavar="FILE",
                    help="an answer file (INI); repeatable, later files win; see docs/installer.md")
+    d.add_argument("--join", metavar="FILE", help="join the cluster this bundle comes from "
+                   "(written by --join-bundle on a deployed host) instead of deploying a new one")
     d.add_argument("--generate-answer", metavar="FILE",
                    help="write the answers used to FILE (passwords left out)")
     d.add_argument("--answer-file-passwords", action="store_true",
@@ -155,11 +161,12 @@ def _other_host_can_take_over(status: dict) -> bool:
 
 
 def run(args, out=sys.stdout) -> int:
-    deploy_given = [o for o, v in (("--config-append", args.config_append), ("--generate-answer", args.generate_answer),
+    deploy_given = [o for o, v in (("--config-append", args.config_append), ("--join", args.join),
+                                   ("--generate-answer", args.generate_answer),
                                    ("--answer-file-passwords", args.answer_file_passwords)) if v]
     if deploy_given and not args.deploy:
         raise CliError(f"{deploy_given[0]} goes with --deploy", EXIT_USAGE)
-    if args.deploy or args.clean_deploy:
+    if args.deploy or args.clean_deploy or args.join_bundle:
         from . import deploy
         return deploy.main(args, out)
     if args.mode and not args.set_maintenance:

@@ -50,6 +50,13 @@ def main(args, out=sys.stdout) -> int:
         raise CliError("the deploy must run as root")
     if args.clean_deploy:
         return clean(out)
+    if args.join_bundle:
+        from .join import JoinError, write_bundle
+        try:
+            print(write_bundle(args.join_bundle), file=out)
+        except (JoinError, OSError) as e:
+            raise CliError(f"cannot write the join bundle: {e}") from None
+        return EXIT_OK
     return deploy(args, out)
 
 
@@ -64,9 +71,20 @@ def deploy(args, out) -> int:
     if record is None and os.path.exists(steps.HOST_CONFIG):
         raise CliError(f"{steps.HOST_CONFIG} exists: this host is configured already, not by a deploy; "
                        "remove it first only if it is not in use")
+    from .join import JoinError, preset_of, read_bundle, STEPS as JOIN_STEPS
+    bundle = None
+    if args.join:
+        try:
+            bundle = read_bundle(args.join)
+        except JoinError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+    elif record is not None and "host_id" in record.answers:
+        raise CliError("the unfinished deploy here was a join: run it again with --join=FILE", EXIT_USAGE)
     interactive = sys.stdin.isatty()
     try:
         preset = load_answer_files(args.config_append, allow_passwords=args.answer_file_passwords)
+        if bundle is not None:
+            preset = _keep(preset_of(bundle), preset, "the cluster (the join bundle)")
         if record is not None:
             preset = _resume_preset(record, preset)
             print(f"A deploy started {time.ctime(record.started)} did not finish "
@@ -100,10 +118,12 @@ def deploy(args, out) -> int:
     progress = Progress(out)
     try:
         ctx = steps.Context(answers=answers, facts=facts, record=record, services=services,
-                            appliance=_appliance(answers))
-        print(f"\nDeploying the hosted engine on {answers.host_name} ({len(steps.STEPS)} steps; "
-              f"log: {LOG_PATH})\n", file=out, flush=True)
-        total = run_steps(steps.bind(ctx), progress,
+                            appliance=None if bundle else _appliance(answers), bundle=bundle)
+        step_list = JOIN_STEPS if bundle else steps.STEPS
+        what = f"Joining {answers.host_name} to the cluster of {bundle['by']}" if bundle \
+            else f"Deploying the hosted engine on {answers.host_name}"
+        print(f"\n{what} ({len(step_list)} steps; log: {LOG_PATH})\n", file=out, flush=True)
+        total = run_steps(steps.bind(ctx, step_list), progress,
                           on_done=lambda i, s, t: (record.step_done(s.name),
                                                    log.info("step %d (%s) done in %.1f s", i + 1, s.name, t)))
     except StepFailed as e:
@@ -136,6 +156,10 @@ def deploy(args, out) -> int:
     record.save()
     log.info("deploy finished in %.1f s", total)
     a = answers
+    if bundle:
+        print(f"\n{a.host_name} joined the cluster as host id {ctx.host_id} ({total:.0f} s).\n"
+              f"  HA state:  hosted-engine --vm-status\n  Log:       {LOG_PATH}", file=out)
+        return EXIT_OK
     password_at = f"in {a.admin_password_file}" if a.admin_password_file else "the one you entered"
     print(f"\nThe hosted engine is deployed ({total:.0f} s).\n"
           f"  Engine:    {ctx.engine_url}/ovirt-engine/  (API: {ctx.engine_url}/ovirt-engine/api)\n"
@@ -164,12 +188,20 @@ def _service_manager():
 
 def _resume_preset(record: DeployRecord, preset: dict) -> dict:
     """The recorded answers, which answer files given now may not change."""
+    from .answers import BY_FIELD
+    recorded = {k: v for k, v in record.answers.items() if k in BY_FIELD}
+    return _keep(recorded, preset, "an unfinished deploy here")
+
+
+def _keep(fixed: dict, preset: dict, whose: str) -> dict:
+    """`fixed` answers with `preset` added; `preset` may not change them."""
     from .answers import AnswerError
-    merged = dict(record.answers)
+    merged = dict(fixed)
     for key, value in preset.items():
         if key in merged and merged[key] != value:
-            raise AnswerError(f"an unfinished deploy here used {key} = {merged[key]!r}, not {value!r}: "
-                              "run hosted-engine --clean-deploy first to deploy with other answers")
+            raise AnswerError(f"{whose} has {key} = {merged[key]!r}, not {value!r}; "
+                              "leave it out of the answer file (or run hosted-engine --clean-deploy "
+                              "first to deploy with other answers)")
         merged[key] = value
     return merged
 
@@ -184,6 +216,8 @@ def _write_answer_file(path: str, text: str) -> None:
 # ------------------------------------------------------------------ --clean-deploy
 
 def clean(out) -> int:
+    from .etcd_member import EtcdMemberError
+    from .join import JoinError
     from .services import ServiceError
     record = _load_record()
     if record is None:
@@ -199,7 +233,7 @@ def clean(out) -> int:
     for m in order:
         try:
             done = _undo(m, services)
-        except (OSError, ServiceError, subprocess.SubprocessError) as e:
+        except (OSError, ServiceError, subprocess.SubprocessError, JoinError, EtcdMemberError) as e:
             problems.append(f"{m['kind']} {m['what']}: {e}")
             continue
         if done:
@@ -231,6 +265,16 @@ def _undo(m: dict, services) -> str:
         finally:
             conn.close()
         return f"powered off the engine VM {what}"
+    if kind in ("etcd-member", "host-id"):
+        from .etcd_member import client_config, remove_member
+        from .join import release_host_id
+        from .pki import Pki
+        *head, endpoints = what.split(" ")
+        cfg = client_config(Pki(steps.PKI_DIR), endpoints.split(","))
+        if kind == "etcd-member":
+            return f"removed etcd member {head[0]}" if remove_member(cfg, head[0], 30) else ""
+        host_id, name = int(head[0]), head[1]
+        return f"gave host id {host_id} back" if release_host_id(cfg, host_id, name) else ""
     if kind == "lockspace":
         import sanlock
         name, host_id, path = what.split(":", 2)

@@ -19,7 +19,9 @@ IN_PROGRESS, FAILED, DEPLOYED = "in-progress", "failed", "deployed"
 #   unit              stopped, disabled and removed
 #   vm                the engine VM destroyed on this host, if it runs here
 #   lockspace         this host leaves the sanlock lockspace (the broker joined it)
-KINDS = ("file", "dir", "shared-file", "mount", "unit", "vm", "lockspace")
+#   etcd-member       "NAME ENDPOINTS": the member removed from the cluster (a joined host)
+#   host-id           "ID NAME ENDPOINTS": the sanlock host id given back (a joined host)
+KINDS = ("file", "dir", "shared-file", "mount", "unit", "vm", "lockspace", "etcd-member", "host-id")
 
 
 @dataclass

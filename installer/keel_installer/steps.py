@@ -55,7 +55,9 @@ class Context:
     facts: object              # answers.HostFacts
     record: DeployRecord
     services: ServiceManager
-    appliance: object          # keel_appliance.build.ApplianceImage
+    appliance: object | None   # keel_appliance.build.ApplianceImage; None when joining
+    host_id: int = FIRST_HOST_ID
+    bundle: dict | None = None  # joining: what the deployed host gave (join.py)
 
     # -- derived paths -----------------------------------------------------
     @property
@@ -219,7 +221,8 @@ def preflight(ctx: Context, p: Progress) -> None:
                                     "etcd running? systemctl disable --now etcd)")
     if shutil.which("ping") and _run(["ping", "-c", "1", "-W", "2", a.gateway], 10).returncode != 0:
         problems.append(f"the gateway {a.gateway} does not answer ping")
-    built = time.mktime(time.strptime(ctx.appliance.built_at, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    built = time.mktime(time.strptime(ctx.appliance.built_at, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone \
+        if ctx.appliance else 0
     if time.time() < built:
         problems.append("this host's clock is behind the engine appliance's build time: certificates "
                         "made now would not be valid yet; set the time (NTP) first")
@@ -275,6 +278,12 @@ def storage(ctx: Context, p: Progress) -> None:
             os.unlink(probe)
         except OSError:
             pass
+    if ctx.bundle is not None:
+        if not os.path.exists(ctx.lockspace_path):
+            raise StepFailed(f"{ctx.lockspace_path} is missing: this is not the storage of the cluster "
+                             f"{ctx.bundle.get('by')} deployed", "check [storage] connection and mount_root")
+        p.note(f"{path}: writable, holds the cluster's lockspace")
+        return
     for f in (ctx.lockspace_path, ctx.lease_path, ctx.on_storage(ENGINE_DISK)):
         if os.path.exists(f) and {"kind": "shared-file", "what": f} not in ctx.record.made:
             raise StepFailed(f"the storage already holds a hosted engine ({f} exists)",
@@ -428,6 +437,13 @@ def etcd(ctx: Context, p: Progress) -> None:
         return ok
     p.wait(f"etcd to answer at {m.client_url} with TLS", ready, timeout=60,
            todo=f"see the unit's log (journalctl -u {ETCD_UNIT})")
+    from .join import JoinError, claim_host_id
+    try:
+        held = claim_host_id(cfg, ctx.answers.host_name)
+    except JoinError as e:
+        raise StepFailed(f"cannot record this host's id in etcd: {e}") from None
+    if held != FIRST_HOST_ID:
+        raise StepFailed(f"etcd says host id {FIRST_HOST_ID} is not {ctx.answers.host_name}'s: this etcd is not new")
     p.note(f"etcd runs with TLS at {m.client_url} (one member; more join with --join)")
 
 
@@ -452,7 +468,7 @@ def host_config_text(ctx: Context) -> str:
     a, img = ctx.answers, ctx.appliance
     cfg = etcd_client_config(ctx)
     text = render_host_config({
-        "host": {"host_id": FIRST_HOST_ID, "hostname": a.host_name, "address": a.host_address,
+        "host": {"host_id": ctx.host_id, "hostname": a.host_name, "address": a.host_address,
                  "state_dir": STATE_DIR, "cluster_key_file": CLUSTER_KEY},
         "etcd": {"endpoints": ",".join(cfg.endpoints), "ca_cert": cfg.ca_cert, "cert": cfg.cert, "key": cfg.key},
         "storage": {"shared_path": ctx.storage, "lockspace": LOCKSPACE, "lockspace_path": ctx.lockspace_path,
@@ -472,7 +488,7 @@ def host_config_text(ctx: Context) -> str:
 
 def host_config(ctx: Context, p: Progress) -> None:
     _write_file(ctx, HOST_CONFIG, host_config_text(ctx), 0o640)
-    p.note(f"{HOST_CONFIG} written (host id {FIRST_HOST_ID}, profile {ctx.answers.timing_profile})")
+    p.note(f"{HOST_CONFIG} written (host id {ctx.host_id}, profile {ctx.answers.timing_profile})")
 
 
 # ------------------------------------------------------------------ 8. HA services
@@ -490,7 +506,7 @@ def _ha_unit(script: str) -> str:
 def ha_services(ctx: Context, p: Progress) -> None:
     from keel_common.brokerclient import BrokerClient, BrokerError
     # the broker joins the lockspace and leaves it joined when it stops
-    ctx.record.will_make("lockspace", f"{LOCKSPACE}:{FIRST_HOST_ID}:{ctx.lockspace_path}")
+    ctx.record.will_make("lockspace", f"{LOCKSPACE}:{ctx.host_id}:{ctx.lockspace_path}")
     for unit in (BROKER_UNIT, AGENT_UNIT):
         ctx.record.will_make("unit", unit)
         _start_unit(ctx, unit, _ha_unit(unit.removesuffix(".service")))
@@ -502,7 +518,7 @@ def ha_services(ctx: Context, p: Progress) -> None:
             st = broker.call("status")
         except BrokerError:
             return False
-        return st["etcd"]["ok"] and str(FIRST_HOST_ID) in st["hosts"]
+        return st["etcd"]["ok"] and str(ctx.host_id) in st["hosts"]
     p.wait("the HA broker to hold its lease and publish this host", published,
            timeout=max(60, 6 * ctx.timing.cycle + 8 * ctx.timing.io_timeout),
            todo=f"see the broker's log (journalctl -u {BROKER_UNIT})")
@@ -522,7 +538,7 @@ def bmc(ctx: Context, p: Progress) -> None:
                "hosted-engine --set-bmc")
         return
     try:
-        rec = BmcRecord(FIRST_HOST_ID, a.bmc_address, a.bmc_user, ClusterKey(CLUSTER_KEY).encrypt(a.bmc_password),
+        rec = BmcRecord(ctx.host_id, a.bmc_address, a.bmc_user, ClusterKey(CLUSTER_KEY).encrypt(a.bmc_password),
                         a.bmc_port)
         BrokerClient("/run/keel/broker.sock", timeout=10).call("set_bmc", record=json.loads(rec.to_json()))
     except (BmcError, BrokerError) as e:
@@ -576,20 +592,26 @@ def register(ctx: Context, p: Progress) -> None:
         p.wait(f"storage domain {a.storage_domain} to be active",
                lambda: (api.find("storagedomains", a.storage_domain) or {}).get("status") == "active",
                timeout=120, todo="see the engine's events (GET /ovirt-engine/api/events)")
-        if a.bmc_address:
-            host = api.find("hosts", a.host_name)
-            agents = api.call("GET", f"/hosts/{host['id']}/fenceagents").get("agent", [])
-            if not any(x.get("address") == a.bmc_address and int(x.get("port") or 0) == a.bmc_port
-                       for x in agents):
-                options = [{"name": k, "value": v} for k, _, v in
-                           (o.partition("=") for o in a.bmc_options.split(",") if o.strip())]
-                api.call("POST", f"/hosts/{host['id']}/fenceagents", {
-                    "type": "ipmilan", "address": a.bmc_address, "port": a.bmc_port, "order": 1,
-                    "username": a.bmc_user, "password": a.bmc_password, "options": {"option": options}})
-                p.note(f"BMC {a.bmc_address}:{a.bmc_port} added as {a.host_name}'s fence agent")
+        register_fence_agent(api, a, p)
     except EngineApiError as e:
         raise StepFailed(str(e), "the engine runs: fix the cause and re-run hosted-engine --deploy "
                                  "(done parts are kept)") from None
+
+
+def register_fence_agent(api, a, p: Progress) -> None:
+    """The host's BMC as its fence agent in the engine (once)."""
+    if not a.bmc_address:
+        return
+    host = api.find("hosts", a.host_name)
+    agents = api.call("GET", f"/hosts/{host['id']}/fenceagents").get("agent", [])
+    if any(x.get("address") == a.bmc_address and int(x.get("port") or 0) == a.bmc_port for x in agents):
+        return
+    options = [{"name": k, "value": v} for k, _, v in
+               (o.partition("=") for o in a.bmc_options.split(",") if o.strip())]
+    api.call("POST", f"/hosts/{host['id']}/fenceagents", {
+        "type": "ipmilan", "address": a.bmc_address, "port": a.bmc_port, "order": 1,
+        "username": a.bmc_user, "password": a.bmc_password, "options": {"option": options}})
+    p.note(f"BMC {a.bmc_address}:{a.bmc_port} added as {a.host_name}'s fence agent")
 
 
 STEPS = [Step("Pre-flight checks", preflight), Step("Shared storage", storage),
@@ -600,6 +622,6 @@ STEPS = [Step("Pre-flight checks", preflight), Step("Shared storage", storage),
          Step("Engine health", engine_health), Step("Register the host, storage and BMC", register)]
 
 
-def bind(ctx: Context) -> list[Step]:
+def bind(ctx: Context, step_list: list[Step] = STEPS) -> list[Step]:
     """The steps with their context bound: what the runner runs."""
-    return [Step(s.name, (lambda fn: lambda p: fn(ctx, p))(s.run)) for s in STEPS]
+    return [Step(s.name, (lambda fn: lambda p: fn(ctx, p))(s.run)) for s in step_list]

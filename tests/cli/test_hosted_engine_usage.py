@@ -15,7 +15,7 @@ def run(*args):
 
 
 @pytest.mark.parametrize("args, code, needle", [
-    ((), 2, "one of the arguments --deploy --clean-deploy --vm-status"),
+    ((), 2, "one of the arguments --deploy --clean-deploy --join-bundle"),
     (("--vm-status", "--vm-start"), 2, "not allowed with argument"),
     (("--set-maintenance",), 2, "--set-maintenance needs --mode=global|local|none"),
     (("--set-maintenance", "--mode=sideways"), 2, "invalid choice: 'sideways'"),
