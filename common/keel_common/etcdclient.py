@@ -26,30 +26,35 @@ def client(cfg: EtcdConfig, url: str, timeout: float):
                         cert_cert=cfg.cert, cert_key=cfg.key)
 
 
-def read_fences(cfg: EtcdConfig, timeout: float) -> dict[int, FenceRecord]:
-    """Every fence the HA agents recorded, {fenced host's id: record}; a
-    malformed record is left out. Tries each endpoint in turn."""
+def on_first(cfg: EtcdConfig, timeout: float, fn):
+    """fn(client) on the first endpoint that answers, tried in turn;
+    EtcdUnreachable naming each endpoint's failure when none does."""
     errors = []
     for url in cfg.endpoints:
         c = None
         try:
             c = client(cfg, url, timeout)
-            items = list(c.get_prefix(Keys(cfg.prefix).fences_prefix))
+            return fn(c)
         except Exception as e:  # grpc raises many kinds; all mean "not from here"
             errors.append(f"{url}: {e.__class__.__name__}")
-            continue
         finally:
             if c is not None:
                 try:
                     c.close()
                 except Exception:
                     pass
-        out = {}
-        for raw, _meta in items:
-            try:
-                rec = FenceRecord.from_json(raw)
-            except (ValueError, KeyError, TypeError):
-                continue
-            out[rec.host_id] = rec
-        return out
     raise EtcdUnreachable("etcd unreachable (" + "; ".join(errors) + ")")
+
+
+def read_fences(cfg: EtcdConfig, timeout: float) -> dict[int, FenceRecord]:
+    """Every fence the HA agents recorded, {fenced host's id: record}; a
+    malformed record is left out. Tries each endpoint in turn."""
+    items = on_first(cfg, timeout, lambda c: list(c.get_prefix(Keys(cfg.prefix).fences_prefix)))
+    out = {}
+    for raw, _meta in items:
+        try:
+            rec = FenceRecord.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            continue
+        out[rec.host_id] = rec
+    return out

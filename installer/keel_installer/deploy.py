@@ -248,6 +248,21 @@ def clean(out) -> int:
     return EXIT_OK
 
 
+def _retrying(fn, timeout: float = 60.0):
+    """etcd refuses a member's removal for a few seconds after a member
+    (re)joined, and a cluster electing a leader does not answer at once."""
+    from .etcd_member import EtcdMemberError
+    from .join import JoinError
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except (EtcdMemberError, JoinError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def _undo(m: dict, services) -> str:
     kind, what = m["kind"], m["what"]
     if kind == "unit":
@@ -272,9 +287,9 @@ def _undo(m: dict, services) -> str:
         *head, endpoints = what.split(" ")
         cfg = client_config(Pki(steps.PKI_DIR), endpoints.split(","))
         if kind == "etcd-member":
-            return f"removed etcd member {head[0]}" if remove_member(cfg, head[0], 30) else ""
+            return _retrying(lambda: f"removed etcd member {head[0]}" if remove_member(cfg, head[0], 30) else "")
         host_id, name = int(head[0]), head[1]
-        return f"gave host id {host_id} back" if release_host_id(cfg, host_id, name) else ""
+        return _retrying(lambda: f"gave host id {host_id} back" if release_host_id(cfg, host_id, name) else "")
     if kind == "lockspace":
         import sanlock
         name, host_id, path = what.split(":", 2)

@@ -87,21 +87,10 @@ def _read(path: str, binary: bool = False):
 # ------------------------------------------------------------------ host ids through etcd
 
 def _with_client(cfg: EtcdConfig, fn, timeout: float = 10.0):
-    errors = []
-    for url in cfg.endpoints:
-        c = None
-        try:
-            c = etcdclient.client(cfg, url, timeout)
-            return fn(c)
-        except Exception as e:   # grpc raises many kinds; each means "not from here"
-            errors.append(f"{url}: {e.__class__.__name__}")
-        finally:
-            if c is not None:
-                try:
-                    c.close()
-                except Exception:
-                    pass
-    raise JoinError("etcd unreachable (" + "; ".join(errors) + ")")
+    try:
+        return etcdclient.on_first(cfg, timeout, fn)
+    except etcdclient.EtcdUnreachable as e:
+        raise JoinError(str(e)) from None
 
 
 def claim_host_id(cfg: EtcdConfig, name: str, first: int = 1) -> int:
@@ -172,7 +161,10 @@ def keys_step(ctx, p: Progress) -> None:
 
 
 def host_id_step(ctx, p: Progress) -> None:
-    cfg = cluster_config(ctx)
+    from .etcd_member import client_config
+    from .pki import Pki
+    own = steps.etcd_member(ctx).client_url
+    cfg = client_config(Pki(steps.PKI_DIR), [own] + [e for e in ctx.bundle["etcd_endpoints"] if e != own])
     try:
         ctx.host_id = claim_host_id(cfg, ctx.answers.host_name, first=2)
     except JoinError as e:
@@ -189,9 +181,11 @@ def etcd_step(ctx, p: Progress) -> None:
     from .services import unit_text
     m = steps.etcd_member(ctx)
     cfg = cluster_config(ctx)
-    ctx.record.will_make("unit", steps.ETCD_UNIT)       # stopped after the member is removed
-    ctx.record.will_make("etcd-member", f"{m.name} {','.join(cfg.endpoints)}")
+    # undone newest first: the member leaves the cluster, then its unit
+    # stops, then its data goes
     ctx.record.will_make("dir", steps.ETCD_DATA)
+    ctx.record.will_make("unit", steps.ETCD_UNIT)
+    ctx.record.will_make("etcd-member", f"{m.name} {','.join(cfg.endpoints)}")
     try:
         cluster = em.add_member(cfg, m.name, m.peer_url, 20)
     except em.EtcdMemberError as e:
@@ -247,8 +241,10 @@ def register_step(ctx, p: Progress) -> None:
         raise StepFailed(str(e), "fix the cause and re-run hosted-engine --deploy --join") from None
 
 
+# The host id is taken once this host is an etcd member, so that it is given
+# back (undone first) while that member still runs.
 STEPS = [Step("Pre-flight checks", steps.preflight), Step("Shared storage", steps.storage),
-         Step("Cluster key and certificates", keys_step), Step("Host id", host_id_step),
-         Step("etcd, a new member (TLS)", etcd_step), Step("This host's configuration", host_config_step),
+         Step("Cluster key and certificates", keys_step), Step("etcd, a new member (TLS)", etcd_step),
+         Step("Host id", host_id_step), Step("This host's configuration", host_config_step),
          Step("HA broker and agent", steps.ha_services), Step("This host's BMC", steps.bmc),
          Step("Register the host and its BMC", register_step)]

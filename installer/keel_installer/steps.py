@@ -507,6 +507,8 @@ def ha_services(ctx: Context, p: Progress) -> None:
     from keel_common.brokerclient import BrokerClient, BrokerError
     # the broker joins the lockspace and leaves it joined when it stops
     ctx.record.will_make("lockspace", f"{LOCKSPACE}:{ctx.host_id}:{ctx.lockspace_path}")
+    # from now on the agent may run the engine VM here, whichever host deployed it
+    ctx.record.will_make("vm", ctx.answers.vm_name)
     for unit in (BROKER_UNIT, AGENT_UNIT):
         ctx.record.will_make("unit", unit)
         _start_unit(ctx, unit, _ha_unit(unit.removesuffix(".service")))

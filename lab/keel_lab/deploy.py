@@ -63,9 +63,17 @@ def engine_extra_conf(lab: LabLayout) -> str:
         ini.render(appliance.lab_engine_settings(lab))
 
 
+def answers_name(host: HostLayout) -> str:
+    return ANSWERS if host.index == 1 else f"answers-{host.name}.ini"
+
+
+JOIN_BUNDLE = "join.bundle"
+
+
 def write_files(lab: LabLayout, appliance_dir: str) -> str:
-    """DIR/deploy/: the answers for host1, the admin password (made once),
-    the BMC password and the engine settings. Returns the answer file."""
+    """DIR/deploy/: the answers of every host (host1 deploys, the others
+    join), the admin password (made once), the BMC password and the engine
+    settings. Returns host1's answer file."""
     os.makedirs(lab.deploy_dir, exist_ok=True)
     os.chmod(lab.deploy_dir, 0o700)
     admin = path(lab, ADMIN_PASSWORD)
@@ -74,15 +82,26 @@ def write_files(lab: LabLayout, appliance_dir: str) -> str:
     write_private(path(lab, BMC_PASSWORD_FILE), BMC_PASSWORD + "\n")
     with open(path(lab, ENGINE_EXTRA), "w", encoding="utf-8") as f:
         f.write(engine_extra_conf(lab))
-    answers = path(lab, ANSWERS)
-    host1 = lab.host(1)
-    write_private(answers, f"# keel-lab: `hosted-engine --deploy` on {host1.name} (bare hosts)\n"
-                  + ini.render(deploy_answers(lab, host1, appliance_dir)))
-    return answers
+    for h in lab.all_hosts():
+        how = "--deploy" if h.index == 1 else "--deploy --join"
+        write_private(path(lab, answers_name(h)), f"# keel-lab: `hosted-engine {how}` on {h.name} (bare hosts)\n"
+                      + ini.render(deploy_answers(lab, h, appliance_dir)))
+    return path(lab, ANSWERS)
+
+
+def deploy_commands(lab: LabLayout) -> list[str]:
+    """The commands that install Keel on the hosts, as `up` prints them:
+    the deploy on host1, then a join of each other host."""
+    where = "" if os.path.abspath(lab.dir) == os.path.abspath(DEFAULT_DIR) else f"--dir {lab.dir} "
+    bundle = path(lab, JOIN_BUNDLE)
+    out = [f"keel-lab exec {where}host1 -- hosted-engine --deploy --config-append={path(lab, ANSWERS)}"]
+    if len(lab.all_hosts()) > 1:
+        out.append(f"keel-lab exec {where}host1 -- hosted-engine --join-bundle={bundle}")
+    for h in lab.all_hosts()[1:]:
+        out.append(f"keel-lab exec {where}{h.name} -- hosted-engine --deploy --join={bundle} "
+                   f"--config-append={path(lab, answers_name(h))}")
+    return out
 
 
 def deploy_command(lab: LabLayout) -> str:
-    """The command that installs Keel on host1, as `up` prints it."""
-    where = "" if os.path.abspath(lab.dir) == os.path.abspath(DEFAULT_DIR) else f"--dir {lab.dir} "
-    return (f"keel-lab exec {where}host1 -- hosted-engine --deploy "
-            f"--config-append={path(lab, ANSWERS)}")
+    return "\n  ".join(deploy_commands(lab))

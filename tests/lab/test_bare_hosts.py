@@ -162,14 +162,14 @@ def test_up_leaves_the_installer_its_answer_file(lab):
                             "domain_name": "shared"}
     assert a["engine_vm"] == {"name": "HostedEngine", "hostname": "engine.lab.test", "memory_mb": "1024",
                               "vcpus": "2", "mac": "52:54:00:6b:ee:01", "address": "198.51.100.100/24",
-                              "appliance": state["appliance_image_dir"]}
+                              "appliance": state["appliance_image_dir"], "domain_type": "qemu"}
     assert a["network"] == {"bridge": "br0", "gateway": "198.51.100.1", "host_address": "198.51.100.11"}
     assert a["host"] == {"name": "host1", "timing_profile": "fast"}
     assert a["engine"] == {"data_center": "Default", "cluster": "Default",
                            "admin_password_file": os.path.join(d, "admin-password"),
                            "extra_conf": os.path.join(d, "engine-extra.conf")}
     assert a["bmc"] == {"address": "198.51.100.1", "port": "6231", "user": "admin",
-                        "password_file": os.path.join(d, "bmc-password"), "options": "lanplus=1"}
+                        "password_file": os.path.join(d, "bmc-password"), "options": "lanplus=1,cipher=3"}
     assert open(a["bmc"]["password_file"]).read().strip() == "keel-lab"
     assert len(open(a["engine"]["admin_password_file"]).read().strip()) >= 12
     extra = configparser.ConfigParser(interpolation=None)

@@ -231,5 +231,9 @@ def test_bare_hosts_get_their_answers_and_the_engine_settings_without_the_instal
     assert {s: dict(extra[s]) for s in extra.sections()} == lab_engine_settings(lab)
     full = engine_settings(lab)
     assert {k: v for k, v in full.items() if k not in ("ha", "storage")} == lab_engine_settings(lab)
-    assert deploy.deploy_command(lab) == (f"keel-lab exec --dir {tmp_path} host1 -- hosted-engine --deploy "
-                                          f"--config-append={answers}")
+    bundle = tmp_path / "deploy" / "join.bundle"
+    assert deploy.deploy_commands(lab) == [
+        f"keel-lab exec --dir {tmp_path} host1 -- hosted-engine --deploy --config-append={answers}",
+        f"keel-lab exec --dir {tmp_path} host1 -- hosted-engine --join-bundle={bundle}",
+        f"keel-lab exec --dir {tmp_path} host2 -- hosted-engine --deploy --join={bundle} "
+        f"--config-append={tmp_path / 'deploy' / 'answers-host2.ini'}"]
