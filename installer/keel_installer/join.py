@@ -229,7 +229,13 @@ def register_step(ctx, p: Progress) -> None:
     api = Api(steps.ADMIN_USER, a.admin_password, ctx.engine_url)
     try:
         wait_signin(api, 60)
-        steps.register_host(api, a, p)
+        if api.find("hosts", a.host_name) is None:
+            api.call("POST", "/hosts", {"name": a.host_name, "address": a.host_address,
+                                        "cluster": {"name": a.cluster}})
+            p.note(f"host {a.host_name} ({a.host_address}) added to cluster {a.cluster}")
+        p.wait(f"the engine to see {a.host_name} up",
+               lambda: (api.find("hosts", a.host_name) or {}).get("status") == "up", timeout=120,
+               todo="the engine reaches hosts' libvirtd over the network: check it listens")
         steps.register_fence_agent(api, a, p)
     except EngineApiError as e:
         raise StepFailed(str(e), "fix the cause and re-run hosted-engine --deploy --join") from None

@@ -578,7 +578,13 @@ def register(ctx: Context, p: Progress) -> None:
         if api.find("clusters", a.cluster) is None:
             api.call("POST", "/clusters", {"name": a.cluster, "data_center": {"name": a.data_center}})
             p.note(f"cluster {a.cluster} created")
-        register_host(api, a, p)
+        if api.find("hosts", a.host_name) is None:
+            api.call("POST", "/hosts", {"name": a.host_name, "address": a.host_address,
+                                        "cluster": {"name": a.cluster}})
+            p.note(f"host {a.host_name} ({a.host_address}) added")
+        p.wait(f"the engine to see {a.host_name} up",
+               lambda: (api.find("hosts", a.host_name) or {}).get("status") == "up", timeout=120,
+               todo="the engine reaches hosts' libvirtd over the network: check it listens")
         if api.find("storagedomains", a.storage_domain) is None:
             api.call("POST", "/storagedomains", {
                 "name": a.storage_domain, "type": "data",
@@ -592,17 +598,6 @@ def register(ctx: Context, p: Progress) -> None:
     except EngineApiError as e:
         raise StepFailed(str(e), "the engine runs: fix the cause and re-run hosted-engine --deploy "
                                  "(done parts are kept)") from None
-
-
-def register_host(api, a, p: Progress) -> None:
-    """This host in the engine's cluster (once), and the wait until the engine sees it up."""
-    if api.find("hosts", a.host_name) is None:
-        api.call("POST", "/hosts", {"name": a.host_name, "address": a.host_address,
-                                    "cluster": {"name": a.cluster}})
-        p.note(f"host {a.host_name} ({a.host_address}) added to cluster {a.cluster}")
-    p.wait(f"the engine to see {a.host_name} up",
-           lambda: (api.find("hosts", a.host_name) or {}).get("status") == "up", timeout=120,
-           todo="the engine reaches hosts' libvirtd over the network: check it listens")
 
 
 def register_fence_agent(api, a, p: Progress) -> None:
