@@ -9,7 +9,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/keel-lab up
+	.venv/bin/keel-lab up --engine installed
 	@echo
 	@echo "keel-lab and hosted-engine live in .venv/bin (e.g. .venv/bin/keel-lab status)."
 	@echo "The oVirt SDK against the engine: see README, 'The demo'. Stop with: make demo-down"

@@ -135,7 +135,7 @@ def main() -> int:
     from keel_lab.layout import BMC_PASSWORD
     own_lab = not lab_status(args.dir)
     if own_lab:
-        subprocess.run(KEEL_LAB + ["up", "--hosts", "3", "--dir", args.dir], check=True, timeout=600)
+        subprocess.run(KEEL_LAB + ["up", "--hosts", "3", "--engine", "appliance", "--dir", args.dir], check=True, timeout=600)
     try:
         st = lab_status(args.dir)
         e = st["engine"]

@@ -31,6 +31,10 @@ PG_MAP = "keel"
 ENGINE_UNITS = ("keel-engine.service", "keel-engine-worker.service")
 UNIT_DIR = "/etc/systemd/system"
 WORKER_STORAGE_DROPIN = f"{UNIT_DIR}/keel-engine-worker.service.d/10-storage.conf"
+# the seed's etcd TLS files: the engine reads the HA agents' fences with them
+ETCD_TLS_DIR = "/etc/keel/etcd"
+ETCD_TLS_PATHS = {"etcd_ca_cert": f"{ETCD_TLS_DIR}/ca.crt", "etcd_cert": f"{ETCD_TLS_DIR}/client.crt",
+                  "etcd_key": f"{ETCD_TLS_DIR}/client.key"}
 # NFSv4.1 over TCP, hard: the engine's storage I/O waits for a server that is
 # away instead of failing (sanlock, not NFS timeouts, decides about leases);
 # a mount at boot keeps trying until the server answers.
@@ -49,6 +53,8 @@ def engine_conf_text(cfg: SeedConfig) -> str:
         conf["database"]["url"] = recipe.POSTGRESQL_URL
     for section, keys in cfg.engine_conf.items():
         conf.setdefault(section, {}).update(keys)
+    if cfg.etcd_tls:
+        conf.setdefault("ha", {}).update(ETCD_TLS_PATHS)
     return (f"# Written by keel-appliance-firstboot from seed instance {cfg.instance_id}.\n"
             "# Edit it here, or write a new seed (new instance_id) and reboot.\n" + seed.render_conf(conf))
 
@@ -142,7 +148,12 @@ def plan(cfg: SeedConfig, current_engine_conf: str | None, database_exists: bool
     if was is not None and was != cfg.database and database_exists:
         raise SeedError(f"[appliance] database = {cfg.database}, but this appliance keeps its data in "
                         f"{was}: the database cannot change once configured")
-    files = {"/etc/hostname": (cfg.hostname + "\n", 0o644),
+    files = {}
+    if cfg.etcd_tls:
+        files = {ETCD_TLS_PATHS["etcd_ca_cert"]: (cfg.etcd_tls.ca_cert, 0o644),
+                 ETCD_TLS_PATHS["etcd_cert"]: (cfg.etcd_tls.cert, 0o644),
+                 ETCD_TLS_PATHS["etcd_key"]: (cfg.etcd_tls.key, 0o600)}
+    files = {**files, "/etc/hostname": (cfg.hostname + "\n", 0o644),
              "/etc/hosts": (hosts_text(cfg), 0o644),
              NETWORK_FILE: (network_text(cfg), 0o644),
              "/etc/resolv.conf": (resolv_text(cfg), 0o644),

@@ -9,6 +9,10 @@ The disk holds three files:
                    [storage] nfs, mount_point (the storage domain the engine uses)
   admin-password   admin@internal's password (one line); applied once per instance_id
   engine.conf      optional overrides merged into /etc/keel/engine.conf
+  etcd-ca.crt, etcd-client.crt, etcd-client.key
+                   optional, all three or none: the CA of the hosts' etcd and
+                   the engine's client certificate for it (TLS), with which
+                   the engine reads the fences the HA agents recorded
 
 Validation is pure and shared by both sides, so a seed that `write_seed`
 accepts is one the guest applies, and a hand-made bad seed is refused in the
@@ -30,6 +34,7 @@ LABEL = "CIDATA"
 SEED_INI = "keel-seed.ini"
 PASSWORD_FILE = "admin-password"
 ENGINE_CONF = "engine.conf"
+ETCD_CA, ETCD_CERT, ETCD_KEY = "etcd-ca.crt", "etcd-client.crt", "etcd-client.key"
 FORMAT = "1"
 DATABASES = ("sqlite", "postgresql")
 # engine.conf keys the appliance owns: the database comes from [appliance]
@@ -71,6 +76,14 @@ class NfsMount:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    """PEM texts: the etcd cluster's CA, and the engine's client certificate and key."""
+    ca_cert: str
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
 class SeedConfig:
     hostname: str
     admin_password: str
@@ -80,6 +93,7 @@ class SeedConfig:
     engine_conf: dict = field(default_factory=dict)
     instance_id: str = ""             # empty: a new random one when written
     storage: NfsMount | None = None
+    etcd_tls: EtcdTls | None = None
 
 
 # ---------------------------------------------------------------- validation
@@ -150,6 +164,18 @@ def check_nfs(mount: NfsMount | None) -> NfsMount | None:
     return NfsMount(export=f"{server}:{os.path.normpath(export)}", mount_point=point.rstrip("/"))
 
 
+def check_etcd_tls(tls: EtcdTls | None) -> EtcdTls | None:
+    if tls is None:
+        return None
+    for name, text, marker in ((ETCD_CA, tls.ca_cert, "-----BEGIN CERTIFICATE-----"),
+                               (ETCD_CERT, tls.cert, "-----BEGIN CERTIFICATE-----"),
+                               (ETCD_KEY, tls.key, "PRIVATE KEY-----")):
+        if marker not in (text or ""):
+            what = "a PEM private key" if name == ETCD_KEY else "a PEM certificate"
+            raise SeedError(f"{name}: expected {what}")
+    return tls
+
+
 def check_engine_conf(conf: dict, where: str) -> dict:
     """Overrides as {section: {key: value}}; the engine's own rules decide
     which keys exist and what values mean (unknown keys are refused)."""
@@ -212,7 +238,7 @@ def validate(cfg: SeedConfig) -> SeedConfig:
     conf = check_engine_conf(cfg.engine_conf, ENGINE_CONF)
     return SeedConfig(hostname=hostname, admin_password=cfg.admin_password, network=net,
                       database=cfg.database, engine_conf=conf, instance_id=instance_id,
-                      storage=check_nfs(cfg.storage))
+                      storage=check_nfs(cfg.storage), etcd_tls=check_etcd_tls(cfg.etcd_tls))
 
 
 # ---------------------------------------------------------------- rendering
@@ -252,6 +278,8 @@ def render_files(cfg: SeedConfig) -> dict[str, str]:
     files = {SEED_INI: render_seed_ini(cfg), PASSWORD_FILE: cfg.admin_password + "\n"}
     if cfg.engine_conf:
         files[ENGINE_CONF] = render_conf(cfg.engine_conf)
+    if cfg.etcd_tls:
+        files.update({ETCD_CA: cfg.etcd_tls.ca_cert, ETCD_CERT: cfg.etcd_tls.cert, ETCD_KEY: cfg.etcd_tls.key})
     return files
 
 
@@ -322,14 +350,19 @@ def parse_files(files: dict[str, str]) -> SeedConfig:
         except configparser.Error as e:
             raise SeedError(f"{ENGINE_CONF}: cannot parse: {str(e).splitlines()[0]}") from None
         conf = {s: dict(parser[s]) for s in parser.sections()}
+    tls_files = [files.get(name) for name in (ETCD_CA, ETCD_CERT, ETCD_KEY)]
+    if any(tls_files) and not all(tls_files):
+        raise SeedError(f"{ETCD_CA}, {ETCD_CERT} and {ETCD_KEY} go together; expected all three or none")
     cfg = SeedConfig(hostname=hostname, admin_password=password.rstrip("\r\n"), network=net,
                      database=get("appliance", "database", "sqlite"), engine_conf=conf,
-                     instance_id=instance_id, storage=storage)
+                     instance_id=instance_id, storage=storage,
+                     etcd_tls=EtcdTls(*tls_files) if all(tls_files) else None)
     try:
         return validate(cfg)
     except SeedError as e:
         msg = str(e)
-        raise SeedError(msg if msg.startswith((PASSWORD_FILE, ENGINE_CONF)) else f"{SEED_INI}: {msg}") from None
+        raise SeedError(msg if msg.startswith((PASSWORD_FILE, ENGINE_CONF, "etcd-")) else f"{SEED_INI}: {msg}") \
+            from None
 
 
 def instance_id_of(files: dict[str, str]) -> str | None:
@@ -384,7 +417,7 @@ def read_seed(device: str) -> dict[str, str]:
     listing = _run(["mdir", "-b", "-i", device, "::"])
     names = {os.path.basename(line.strip()) for line in listing.splitlines() if line.strip()}
     files = {}
-    for name in (SEED_INI, PASSWORD_FILE, ENGINE_CONF):
+    for name in (SEED_INI, PASSWORD_FILE, ENGINE_CONF, ETCD_CA, ETCD_CERT, ETCD_KEY):
         if name in names:
             files[name] = _run(["mtype", "-i", device, "::" + name])
     return files

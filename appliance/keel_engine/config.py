@@ -60,6 +60,10 @@ class EngineConfig:
     # The hosts' etcd, where the HA agents record the fences of the engine's
     # own host: read so that the engine does not fence such a host again.
     ha_etcd_endpoints: tuple = ()
+    # the etcd member on each host, e.g. https://{address}:2379: tried after
+    # ha_etcd_endpoints, so that members joined after the engine's deploy are
+    # reached too (the member the deploy named may be on the host that died)
+    ha_etcd_endpoint_template: str | None = None
     ha_etcd_prefix: str = "/keel"
     ha_etcd_ca_cert: str | None = None
     ha_etcd_cert: str | None = None
@@ -67,9 +71,23 @@ class EngineConfig:
 
     @property
     def ha_etcd(self) -> EtcdConfig | None:
-        if not self.ha_etcd_endpoints:
+        """The hosts' etcd as configured; None when the engine is not told of it."""
+        return self.ha_etcd_on(())
+
+    def ha_etcd_on(self, host_addresses) -> EtcdConfig | None:
+        """The hosts' etcd: the configured endpoints, then the template's
+        endpoint on each of `host_addresses` (in their order)."""
+        endpoints = list(self.ha_etcd_endpoints)
+        if self.ha_etcd_endpoint_template:
+            for address in host_addresses:
+                if ini.is_host_address(address):
+                    url = self.ha_etcd_endpoint_template.format(address=f"[{address}]" if ":" in address
+                                                               else address)
+                    if url not in endpoints:
+                        endpoints.append(url)
+        if not endpoints:
             return None
-        return EtcdConfig(endpoints=self.ha_etcd_endpoints, prefix=self.ha_etcd_prefix,
+        return EtcdConfig(endpoints=tuple(endpoints), prefix=self.ha_etcd_prefix,
                           ca_cert=self.ha_etcd_ca_cert, cert=self.ha_etcd_cert, key=self.ha_etcd_key)
 
     def libvirt_uri(self, address: str) -> str:
@@ -91,6 +109,13 @@ def _transports(v):
 def _uri_template(v):
     m = re.fullmatch(r"qemu(\+(tls|ssh|tcp))?://([^/?#]*)/system(\?[^#]*)?", v)
     if not m or "{address}" not in m.group(3) or v.count("{") != 1 or v.count("}") != 1:
+        raise ValueError(v)
+    return v
+
+
+def _etcd_template(v):
+    m = re.fullmatch(r"https?://([^/?#]*)", v)
+    if not m or "{address}" not in m.group(1) or v.count("{") != 1 or v.count("}") != 1:
         raise ValueError(v)
     return v
 
@@ -163,6 +188,8 @@ KEYS = {
     ("vms", "shutdown_timeout"): ("shutdown_timeout", ini.positive_float, SECONDS),
     ("vms", "migration_timeout"): ("migration_timeout", ini.positive_float, SECONDS),
     ("ha", "etcd_endpoints"): ("ha_etcd_endpoints", endpoint_list, "a comma-separated list of http(s)://host:port"),
+    ("ha", "etcd_endpoint_template"): ("ha_etcd_endpoint_template", _etcd_template,
+                                       "http(s)://{address}:PORT, e.g. https://{address}:2379"),
     ("ha", "etcd_prefix"): ("ha_etcd_prefix", str, "a key prefix"),
     ("ha", "etcd_ca_cert"): ("ha_etcd_ca_cert", ini.abs_path, "an absolute path"),
     ("ha", "etcd_cert"): ("ha_etcd_cert", ini.abs_path, "an absolute path"),

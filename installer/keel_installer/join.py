@@ -26,8 +26,10 @@ from . import steps
 
 FORMAT = "keel-join-bundle/1"
 MAX_HOST_ID = 2000
-# answers that are each host's own; every other one is the cluster's
-OWN_ANSWERS = ("host_name", "host_address", "bridge", "bmc_address", "bmc_port", "bmc_user",
+# answers that are each host's own; every other one is the cluster's (the
+# bridge too: the engine puts the management network on the same bridge name
+# on every host)
+OWN_ANSWERS = ("host_name", "host_address", "bmc_address", "bmc_port", "bmc_user",
                "bmc_password_file", "bmc_options", "admin_password_file", "vm_memory_mb", "vm_vcpus")
 
 

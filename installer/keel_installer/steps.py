@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from keel_common.config import PROFILES, parse_host_config, render_host_config
+from keel_common.config import MANAGEMENT_NETWORK, PROFILES, parse_host_config, render_host_config
 from keel_common.nfs import mount_point, parse_connection
 
 from .runner import Progress, Step, StepFailed
@@ -35,6 +35,7 @@ CONFIG_DIR = "/etc/keel"
 HOST_CONFIG = os.path.join(CONFIG_DIR, "hosted-engine.conf")
 CLUSTER_KEY = os.path.join(CONFIG_DIR, "cluster.key")
 PKI_DIR = os.path.join(CONFIG_DIR, "pki")
+ENGINE_LEAF = "engine"     # the engine's etcd client certificate, in PKI_DIR
 STATE_DIR = "/var/lib/keel"
 ETCD_DATA = os.path.join(STATE_DIR, "etcd")
 LOCKSPACE = "hosted-engine"
@@ -325,7 +326,7 @@ def leases(ctx: Context, p: Progress) -> None:
                          "check that the sanlock daemon runs and can write to the storage") from None
 
 
-# ------------------------------------------------------------------ 4. engine VM disk + seed
+# ------------------------------------------------------------------ 5. engine VM disk + seed (after 4: it carries the engine's certificate)
 
 def _copy(ctx: Context, src: str, dst: str) -> None:
     ctx.record.will_make("shared-file", dst)
@@ -353,11 +354,30 @@ def engine_disk(ctx: Context, p: Progress) -> None:
     try:
         write_seed(ctx.on_storage(SEED), SeedConfig(
             hostname=a.vm_hostname, admin_password=a.admin_password, network=network, engine_conf=conf,
-            storage=NfsMount(export=a.storage_connection, mount_point=ctx.storage)))
+            storage=NfsMount(export=a.storage_connection, mount_point=ctx.storage),
+            etcd_tls=engine_etcd_tls()))
     except SeedError as e:
         raise StepFailed(f"the engine's first-boot settings are refused: {e}",
                          "fix the answer (or the extra engine settings file) it names") from None
-    p.note(f"first-boot seed written: {a.vm_hostname}, {a.vm_address}, admin@internal's password")
+    p.note(f"first-boot seed written: {a.vm_hostname}, {a.vm_address}, admin@internal's password, "
+           "the engine's etcd certificate")
+
+
+def engine_etcd_tls():
+    """The engine's own etcd client certificate (client use only; the
+    hosts' `client` key stays on the hosts) and the CA, for its seed."""
+    from keel_appliance.seed import EtcdTls
+    from .pki import Pki, PkiError
+    pki = Pki(PKI_DIR)
+    try:
+        cert, key = pki.ensure_leaf(ENGINE_LEAF, server=False, client=True)
+    except PkiError as e:
+        raise StepFailed(str(e)) from None
+
+    def text(path):
+        with open(path) as f:
+            return f.read()
+    return EtcdTls(ca_cert=text(pki.ca_cert_path), cert=text(cert), key=text(key))
 
 
 def engine_conf(ctx: Context) -> dict:
@@ -373,13 +393,25 @@ def engine_conf(ctx: Context) -> dict:
         except (OSError, SeedError) as e:
             raise StepFailed(f"cannot read {ctx.answers.engine_extra_conf}: {e}") from None
     conf.setdefault("storage", {})["nfs_mount_root"] = ctx.answers.storage_mount_root
+    # the engine's management network is the hosts' management bridge, as
+    # oVirt's ovirtmgmt is: VMs with a NIC on it are plugged into that bridge
+    libvirt = conf.setdefault("libvirt", {})
+    mapped = [m for m in libvirt.get("bridge_map", "").split(",") if m.strip()]
+    if not any(m.split(":")[0].strip() == MANAGEMENT_NETWORK for m in mapped):
+        libvirt["bridge_map"] = ",".join(mapped + [f"{MANAGEMENT_NETWORK}:{ctx.answers.bridge}"])
     power = conf.setdefault("power", {})
     power["lockspace_path"] = ctx.lockspace_path
     power["vm_lease_lockspace"] = LOCKSPACE
+    # the hosts' etcd, where the HA agents record the fences of the engine's
+    # host: this host's member, then the member on every host the engine knows
+    ha = conf.setdefault("ha", {})
+    member = etcd_member(ctx)
+    ha["etcd_endpoints"] = member.client_url
+    ha["etcd_endpoint_template"] = f"https://{{address}}:{member.client_port}"
     return conf
 
 
-# ------------------------------------------------------------------ 5. keys and certificates
+# ------------------------------------------------------------------ 4. keys and certificates
 
 def keys(ctx: Context, p: Progress) -> None:
     from keel_common.bmc import ClusterKey
@@ -617,8 +649,8 @@ def register_fence_agent(api, a, p: Progress) -> None:
 
 
 STEPS = [Step("Pre-flight checks", preflight), Step("Shared storage", storage),
-         Step("Lockspace and engine lease", leases), Step("Engine VM disk and first-boot seed", engine_disk),
-         Step("Cluster key and certificates", keys), Step("etcd, first member (TLS)", etcd),
+         Step("Lockspace and engine lease", leases), Step("Cluster key and certificates", keys),
+         Step("Engine VM disk and first-boot seed", engine_disk), Step("etcd, first member (TLS)", etcd),
          Step("This host's configuration", host_config), Step("HA broker and agent", ha_services),
          Step("This host's BMC", bmc), Step("Engine VM start", engine_vm),
          Step("Engine health", engine_health), Step("Register the host, storage and BMC", register)]

@@ -41,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="HA timing profile (default fast)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     up.add_argument("--no-wait", action="store_true", help="do not wait for the engine VM")
-    up.add_argument("--engine", choices=ENGINE_MODES, default="appliance",
-                    help="appliance (default): the engine runs inside the engine VM; process: a "
+    up.add_argument("--engine", choices=ENGINE_MODES, default="installed",
+                    help="installed (default): bare hosts, then Keel installed on them by "
+                         "`hosted-engine --deploy` on host1 and a join on each other host; "
+                         "appliance: the lab sets the hosts up itself and the engine runs inside "
+                         "the engine VM; process: a "
                          "stand-in VM and the engine as a process at 198.51.100.5:8080 (quick engine "
                          "work); none: a stand-in VM and no engine; bare: hosts without Keel (sanlock, "
                          "libvirtd, the shared storage at its NFS mount point) and an answer file for "
@@ -95,7 +98,9 @@ def print_status(d: dict) -> None:
     print(f"lab {d['dir']} (profile {d['profile']})")
     print(f"{'host':7} {'address':15} {'power':5} {'net':4} {'daemons':42} {'HA state':20} {'score':>6} engine")
     for h in d["hosts"]:
-        daemons = " ".join(f"{k}{'' if v else '(dead)'}" for k, v in h["daemons"].items()) or "-"
+        # units an installer wrote: their short names (keel-etcd, not keel-etcd.service)
+        daemons = " ".join(f"{k.removesuffix('.service')}{'' if v else '(dead)'}"
+                           for k, v in h["daemons"].items()) or "-"
         score = "" if h["score"] is None else f"{h['score']:g}"
         print(f"{h['name']:7} {h['address']:15} {h['power']:5} {h['network']:4} {daemons:42} "
               f"{str(h['ha_state'] or '-'):20} {score:>6} {'RUNNING' if h['engine_running'] else '-'}")
@@ -107,11 +112,14 @@ def print_status(d: dict) -> None:
         where = (f"password in {e['admin_password_file']}" if e.get("admin_password_file")
                  else f"password {e.get('admin_password')}")
         inside = {"appliance": " (inside the engine VM)",
+                  "installed": " (inside the engine VM)",
                   "bare": " (inside the engine VM, once deployed)"}.get(e.get("engine_mode"), "")
         print(f"engine API{inside}: {e['api_url']} (user {e.get('admin_user')}, {where})")
     if d.get("deploy"):
-        print(f"etcd: none of the lab's (bare hosts); storage mounted at {d['deploy']['storage_mount']} "
+        print(f"bare hosts: storage mounted at {d['deploy']['storage_mount']} "
               f"inside every host; answers for the installer in {d['deploy']['answers']}")
+    if not d["etcd"]["endpoints"]:
+        print("etcd: none yet (the installer sets it up)")
     else:
         members = " ".join(f"{m['member']}={'healthy' if m['healthy'] else 'UNHEALTHY'}"
                            for m in d["etcd"]["members"])
@@ -129,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         d = lab.up(args.hosts, args.profile, wait=not args.no_wait, timeout=args.timeout,
                    engine=args.engine)
         print_status(d)
-        if d.get("deploy"):
+        if d["engine"].get("engine_mode") == "bare":
             print(DEPLOY_STEPS.format(command=d["deploy"]["command"]))
         else:
             print(NEXT_STEPS.format(engine_host=d["engine"]["host"] or "host1"))

@@ -11,6 +11,7 @@ cluster with the lab's own engine settings, and the host's BMC.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 
@@ -89,18 +90,33 @@ def write_files(lab: LabLayout, appliance_dir: str) -> str:
     return path(lab, ANSWERS)
 
 
-def deploy_commands(lab: LabLayout) -> list[str]:
-    """The commands that install Keel on the hosts, as `up` prints them:
-    the deploy on host1, then a join of each other host."""
-    where = "" if os.path.abspath(lab.dir) == os.path.abspath(DEFAULT_DIR) else f"--dir {lab.dir} "
+def install_commands(lab: LabLayout) -> list[tuple[str, list[str]]]:
+    """What installs Keel on the hosts, [(host, hosted-engine argv)]: the
+    deploy on host1, then (more than one host) the join bundle written on
+    host1 and a join on each other host."""
     bundle = path(lab, JOIN_BUNDLE)
-    out = [f"keel-lab exec {where}host1 -- hosted-engine --deploy --config-append={path(lab, ANSWERS)}"]
+    out = [("host1", ["hosted-engine", "--deploy", f"--config-append={path(lab, ANSWERS)}"])]
     if len(lab.all_hosts()) > 1:
-        out.append(f"keel-lab exec {where}host1 -- hosted-engine --join-bundle={bundle}")
+        out.append(("host1", ["hosted-engine", f"--join-bundle={bundle}"]))
     for h in lab.all_hosts()[1:]:
-        out.append(f"keel-lab exec {where}{h.name} -- hosted-engine --deploy --join={bundle} "
-                   f"--config-append={path(lab, answers_name(h))}")
+        out.append((h.name, ["hosted-engine", "--deploy", f"--join={bundle}",
+                             f"--config-append={path(lab, answers_name(h))}"]))
     return out
+
+
+def deploy_commands(lab: LabLayout) -> list[str]:
+    """The commands that install Keel on the hosts, as `up` prints them."""
+    where = "" if os.path.abspath(lab.dir) == os.path.abspath(DEFAULT_DIR) else f"--dir {lab.dir} "
+    return [f"keel-lab exec {where}{host} -- {' '.join(argv)}" for host, argv in install_commands(lab)]
+
+
+def deployed(host: HostLayout) -> bool:
+    """Whether a deploy or join finished on the host (its installer's record says so)."""
+    try:
+        with open(os.path.join(host.path("var-lib-keel"), "deploy.json"), encoding="utf-8") as f:
+            return json.load(f).get("status") == "deployed"
+    except (OSError, ValueError):
+        return False
 
 
 def deploy_command(lab: LabLayout) -> str:

@@ -96,7 +96,7 @@ class Lab:
             hostfiles.prepare_bare_storage(lab)
         else:
             hostfiles.prepare_shared_storage(lab, PROFILES[profile].io_timeout)
-        if engine in ("appliance", "bare"):
+        if engine == "appliance" or lab.bare:
             out("the engine appliance image: building it if this source tree has none cached "
                 "(minutes the first time, ~30 s after a code change) ...")
             built = appliance.build_image()
@@ -114,7 +114,7 @@ class Lab:
         net.ensure_bridge()
         for h in lab.all_hosts():
             net.ensure_host_netns(h)
-        if engine in ("appliance", "bare"):
+        if engine == "appliance" or lab.bare:
             nfs.start(lab, self.state.get("nfs_pid"), lambda pid: self._update_state(nfs_pid=pid))
         self.start_bmcs(lab)
         self.start_observer(lab)
@@ -122,6 +122,8 @@ class Lab:
             hosts.boot(lab, h)
         if wait:
             self.wait_infrastructure(lab, timeout)
+        if wait and engine == "installed":
+            self.install(lab, out)
         if wait and not lab.bare:
             if ha_daemons_installed():
                 self.wait_engine(lab, timeout)
@@ -134,6 +136,24 @@ class Lab:
         if engine == "process":
             self.start_engine_process(lab, out)
         return self.describe(lab)
+
+    def install(self, lab: LabLayout, out=print) -> None:
+        """Keel installed on the bare hosts as a user installs it: the real
+        `hosted-engine --deploy` on host1, then a join on each other host,
+        their progress shown as it runs. A host already installed is left
+        as it is, so `up` again finishes an install that stopped."""
+        others = lab.all_hosts()[1:]
+        for host_name, argv in deploy.install_commands(lab):
+            h = lab.host(host_name)
+            writes_bundle = not any(a == "--deploy" for a in argv)
+            if (all(deploy.deployed(o) for o in others) if writes_bundle else deploy.deployed(h)):
+                continue
+            out(f"\n$ keel-lab exec {host_name} -- {' '.join(argv)}")
+            sys.stdout.flush()
+            rc = self.exec(host_name, argv)
+            if rc != 0:
+                raise LabError(f"`{' '.join(argv[:2])}` failed on {host_name} (exit {rc}): see above; its log "
+                               f"is {h.path('var-lib-keel', 'deploy.log')}. `keel-lab up` again resumes it.")
 
     @staticmethod
     def _standin_image():
@@ -254,8 +274,8 @@ class Lab:
     def describe(self, lab: LabLayout | None = None, detail: bool = True) -> dict:
         lab = lab or self.layout()
         running = probe.engine_qemu_pids(lab)
-        # bare hosts: no etcd of the lab's (the installer's, if any, is its own)
-        records = probe.ha_records(lab) if detail and not lab.bare else {}
+        # bare hosts: the installer's etcd, once a host is deployed
+        records = probe.ha_records(lab) if detail else {}
         host_list = []
         for h in lab.all_hosts():
             rec = records.get(h.index) or {}
@@ -279,12 +299,13 @@ class Lab:
         engine["claim"] = meta.get("owner")
         engine["global_maintenance"] = meta.get("global_maintenance")
         engine.update(self._engine_api_info(lab))
+        etcd = probe.lab_etcd(lab)
         d = {"dir": self.dir, "profile": lab.profile, "hosts": host_list, "engine": engine,
-             "etcd": {"endpoints": [] if lab.bare else lab.etcd_endpoints,
-                      "members": probe.etcd_health(lab) if detail and not lab.bare else []},
+             "etcd": {"endpoints": list(etcd.endpoints) if etcd else [],
+                      "members": probe.etcd_health(lab) if detail else []},
              "shared_storage": lab.shared,
              "ha_daemons": ha_daemons_installed()}
-        if lab.bare:
+        if lab.engine_mode == "bare":
             d["deploy"] = {"answers": deploy.path(lab, deploy.ANSWERS), "command": deploy.deploy_command(lab),
                            "storage_mount": lab.storage_domain_mount,
                            "appliance_image_dir": (self.state or {}).get("appliance_image_dir")}
@@ -295,7 +316,7 @@ class Lab:
         if lab.bare:    # once the installer has deployed it
             return {"api_url": appliance.API_URL, "admin_user": appliance.ADMIN_USER,
                     "admin_password_file": deploy.path(lab, deploy.ADMIN_PASSWORD),
-                    "engine_mode": "bare"}
+                    "engine_mode": lab.engine_mode}
         if st.get("engine_appliance"):
             info = st["engine_appliance"]
             return {**{k: info[k] for k in ENGINE_API_KEYS if k in info}, "engine_mode": "appliance"}
@@ -414,20 +435,22 @@ class Lab:
         env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python", SANLOCK_RUN_DIR="/run/sanlock")
         out = subprocess.DEVNULL if quiet else None
-        try:
-            child = subprocess.Popen(["nsenter", "-t", str(pid), "-m", "-p", "-n", "--"] + argv,
-                                     env=env, stdout=out, stderr=out)
-        except FileNotFoundError:
-            raise LabError(f"cannot run {argv[0]!r} in {h.name}") from None
-        # Ctrl-C is the command's to handle (the terminal sends it to both of
-        # us), as a shell leaves it to the program it runs.
+        # Ctrl-C is the command's to handle, as a shell leaves it to the
+        # program it runs. The terminal sends it to the whole foreground
+        # group: this process and both nsenter processes (it forks to enter
+        # the PID namespace) ignore it, so none of them returns before the
+        # command has finished handling it; the command gets the default.
+        wrapped = (["env", "--ignore-signal=INT", "nsenter", "-t", str(pid), "-m", "-p", "-n", "--",
+                    "env", "--default-signal=INT"] + argv)
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
+            child = subprocess.Popen(wrapped, env=env, stdout=out, stderr=out)
             rc = child.wait()
-            # nsenter itself dies of the signal: report it as a shell does
-            return 128 - rc if rc < 0 else rc
         finally:
             signal.signal(signal.SIGINT, previous)
+        # a command killed by a signal: nsenter cannot pass a signal it
+        # ignores on, and reports 1; other signals it re-raises on itself
+        return 128 - rc if rc < 0 else rc
 
     # -- power (through the host's BMC, over IPMI) -------------------------
     def bmc_of(self, h: HostLayout):

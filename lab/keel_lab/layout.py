@@ -32,8 +32,9 @@ ENGINE_VM_MAC = "52:54:00:6b:ee:01"
 HOST_BRIDGE = "br0"      # each host's management bridge (carries its address)
 # how `keel-lab up --engine` runs the engine: inside the engine VM, as a
 # process beside a stand-in VM, not at all (a stand-in VM), or not yet:
-# `bare` hosts without Keel, for `hosted-engine --deploy`
-ENGINE_MODES = ("appliance", "process", "none", "bare")
+# `bare` hosts without Keel, for `hosted-engine --deploy`; or `installed`:
+# bare hosts, then Keel installed on them by `hosted-engine --deploy` and joins
+ENGINE_MODES = ("appliance", "process", "none", "bare", "installed")
 LOCKSPACE = "hosted-engine"
 # the lab's NFS server (nfs.py) exports the shared dir as NFS_SERVER:NFS_EXPORT
 NFS_SERVER = BRIDGE_ADDRESS
@@ -164,8 +165,8 @@ class LabLayout:
 
     @property
     def bare(self) -> bool:
-        """Hosts without Keel: `hosted-engine --deploy` installs it."""
-        return self.engine_mode == "bare"
+        """Hosts without Keel of the lab's: `hosted-engine --deploy` installs it."""
+        return self.engine_mode in ("bare", "installed")
 
     def storage_view(self, host: "HostLayout") -> str:
         """Where `host` has its view of the shared storage, inside its own

@@ -103,52 +103,82 @@ def tcp_open(address: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def etcd_health(lab: LabLayout, timeout: float = 1.5) -> list[dict]:
-    out = []
-    for h in lab.etcd_hosts:
-        ep = h.etcd_client_url
+def lab_etcd(lab: LabLayout):
+    """How the lab reads the cluster's etcd: its own (plain HTTP) on the
+    lab's etcd hosts; on bare hosts, the one the installer set up, with the
+    TLS client certificate a deployed host holds (None before a deploy)."""
+    from keel_common.config import EtcdConfig, load_host_config
+    if not lab.bare:
+        return EtcdConfig(endpoints=tuple(lab.etcd_endpoints))
+    found, endpoints = None, []
+    for h in lab.all_hosts():
+        conf = os.path.join(h.config_dir, "hosted-engine.conf")
+        if not os.path.exists(conf):
+            continue
         try:
-            with urllib.request.urlopen(f"{ep}/health", timeout=timeout) as r:
+            etcd = load_host_config(conf).etcd
+        except Exception:   # a config half-written by a running deploy: the others'
+            continue
+        found = found or (h, etcd)
+        endpoints += [e for e in etcd.endpoints if e not in endpoints]
+    if found is None:
+        return None
+    h, etcd = found
+
+    def outside(path):   # /etc/keel/... inside the host is its etc-keel dir
+        return path and os.path.join(h.config_dir, os.path.relpath(path, "/etc/keel"))
+    return EtcdConfig(endpoints=tuple(sorted(endpoints)), prefix=etcd.prefix, ca_cert=outside(etcd.ca_cert),
+                      cert=outside(etcd.cert), key=outside(etcd.key))
+
+
+def etcd_health(lab: LabLayout, timeout: float = 1.5) -> list[dict]:
+    import ssl
+    from urllib.parse import urlsplit
+    cfg = lab_etcd(lab)
+    if cfg is None:
+        return []
+    context = None
+    if cfg.ca_cert:
+        context = ssl.create_default_context(cafile=cfg.ca_cert)
+        if cfg.cert:
+            context.load_cert_chain(cfg.cert, cfg.key)
+    out = []
+    for ep in cfg.endpoints:
+        name = next((h.name for h in lab.all_hosts() if h.address == urlsplit(ep).hostname), ep)
+        try:
+            with urllib.request.urlopen(f"{ep}/health", timeout=timeout, context=context) as r:
                 body = json.loads(r.read() or b"{}")
             healthy = str(body.get("health")) == "true"
-            out.append({"member": h.name, "endpoint": ep, "healthy": healthy})
+            out.append({"member": name, "endpoint": ep, "healthy": healthy})
         except (OSError, ValueError) as e:
-            out.append({"member": h.name, "endpoint": ep, "healthy": False,
+            out.append({"member": name, "endpoint": ep, "healthy": False,
                         "error": e.__class__.__name__})
     return out
 
 
 def ha_records(lab: LabLayout, timeout: float = 2.0) -> dict[int, dict]:
     """Host records from etcd ({host_id: record}), {} when etcd is unreachable."""
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-    try:
-        import etcd3
-        from keel_common.keys import Keys
-    except ImportError:
+    from keel_common.etcdclient import EtcdUnreachable, on_first
+    from keel_common.keys import Keys
+    cfg = lab_etcd(lab)
+    if cfg is None:
         return {}
-    keys = Keys("/keel")
-    for h in lab.etcd_hosts:
-        client = None
-        try:
-            client = etcd3.client(host=h.address, port=2379, timeout=timeout)
-            records = {}
-            for value, _meta in client.get_prefix(keys.hosts_prefix):
-                try:
-                    d = json.loads(value)
-                    records[int(d["host_id"])] = d
-                except (ValueError, KeyError, TypeError):
-                    continue
-            owner, _ = client.get(keys.engine_owner)
-            gm, _ = client.get(keys.global_maintenance)
-            records[0] = {"owner": json.loads(owner) if owner else None,
-                          "global_maintenance": bool(gm and gm.strip() not in (b"0", b""))}
-            return records
-        except Exception:  # any etcd/grpc failure: try the next member
-            continue
-        finally:
-            if client is not None:
-                try:
-                    client.close()
-                except Exception:
-                    pass
-    return {}
+    keys = Keys(cfg.prefix)
+
+    def read(client):
+        records = {}
+        for value, _meta in client.get_prefix(keys.hosts_prefix):
+            try:
+                d = json.loads(value)
+                records[int(d["host_id"])] = d
+            except (ValueError, KeyError, TypeError):
+                continue
+        owner, _ = client.get(keys.engine_owner)
+        gm, _ = client.get(keys.global_maintenance)
+        records[0] = {"owner": json.loads(owner) if owner else None,
+                      "global_maintenance": bool(gm and gm.strip() not in (b"0", b""))}
+        return records
+    try:
+        return on_first(cfg, timeout, read)
+    except EtcdUnreachable:
+        return {}

@@ -152,3 +152,22 @@ def test_the_storage_domain_is_mounted_before_the_worker_starts():
     # without [storage], nothing of the kind
     assert not any(path.startswith("/etc/systemd/system") for path in
                    firstboot.plan(STATIC, current_engine_conf=None, database_exists=False).files)
+
+
+def test_the_engines_etcd_certificate_is_written_before_engine_conf_which_points_at_it():
+    import dataclasses
+    tls = seed.EtcdTls(ca_cert="-----BEGIN CERTIFICATE-----\nca\n", cert="-----BEGIN CERTIFICATE-----\nc\n",
+                       key="-----BEGIN PRIVATE KEY-----\nk\n")
+    cfg = dataclasses.replace(STATIC, engine_conf={"ha": {"etcd_endpoints": "https://198.51.100.11:2379"}},
+                              etcd_tls=tls)
+    p = firstboot.plan(cfg, current_engine_conf=None, database_exists=False)
+    assert p.files["/etc/keel/etcd/client.key"] == (tls.key, 0o600)
+    assert p.files["/etc/keel/etcd/ca.crt"] == (tls.ca_cert, 0o644)
+    paths = list(p.files)
+    assert paths.index("/etc/keel/etcd/client.key") < paths.index("/etc/keel/engine.conf")
+    ha = _ini(p.files["/etc/keel/engine.conf"][0])["ha"]
+    assert dict(ha) == {"etcd_endpoints": "https://198.51.100.11:2379", "etcd_ca_cert": "/etc/keel/etcd/ca.crt",
+                        "etcd_cert": "/etc/keel/etcd/client.crt", "etcd_key": "/etc/keel/etcd/client.key"}
+    # without the certificate, nothing of it
+    assert not any(path.startswith("/etc/keel/etcd/")
+                   for path in firstboot.plan(STATIC, current_engine_conf=None, database_exists=False).files)

@@ -160,3 +160,36 @@ def test_the_storage_domain_mount_reads_back_and_bad_ones_are_named(tmp_path):
     half = files["keel-seed.ini"] + "\n[storage]\nnfs = 198.51.100.1:/shared\n"
     with pytest.raises(SeedError, match=r"\[storage\] needs both nfs and mount_point"):
         seed.parse_files({**files, "keel-seed.ini": half})
+
+
+def _etcd_tls(tmp_path):
+    from keel_installer.pki import Pki
+    pki = Pki(str(tmp_path / "pki"))
+    pki.ensure_ca()
+    cert, key = pki.ensure_leaf("engine", server=False, client=True)
+    return seed.EtcdTls(ca_cert=open(pki.ca_cert_path).read(), cert=open(cert).read(), key=open(key).read())
+
+
+def test_the_engines_etcd_certificate_travels_on_the_disk_and_reads_back(tmp_path):
+    import dataclasses
+    cfg = dataclasses.replace(GOOD, etcd_tls=_etcd_tls(tmp_path))
+    written = seed.write_seed(str(tmp_path / "seed.img"), cfg)
+    files = seed.read_seed(str(tmp_path / "seed.img"))
+    assert {"etcd-ca.crt", "etcd-client.crt", "etcd-client.key"} <= set(files)
+    assert seed.parse_files(files) == written and written.etcd_tls == cfg.etcd_tls
+
+
+def test_a_partial_or_bad_etcd_certificate_is_refused_in_one_line(tmp_path):
+    import dataclasses
+    tls = _etcd_tls(tmp_path)
+    files = seed.render_files(seed.validate(dataclasses.replace(GOOD, etcd_tls=tls)))
+    with pytest.raises(SeedError) as e:
+        seed.parse_files({k: v for k, v in files.items() if k != "etcd-client.key"})
+    assert str(e.value) == ("etcd-ca.crt, etcd-client.crt and etcd-client.key go together; "
+                            "expected all three or none")
+    with pytest.raises(SeedError) as e:
+        seed.validate(dataclasses.replace(GOOD, etcd_tls=dataclasses.replace(tls, key=tls.cert)))
+    assert str(e.value) == "etcd-client.key: expected a PEM private key"
+    with pytest.raises(SeedError) as e:
+        seed.parse_files({**files, "etcd-ca.crt": "not a certificate\n"})
+    assert str(e.value) == "etcd-ca.crt: expected a PEM certificate"

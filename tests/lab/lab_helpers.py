@@ -39,11 +39,14 @@ def lab_unavailable() -> str | None:
 
 @contextlib.contextmanager
 def module_lab(prefix: str, *up_args: str, env: dict | None = None, hosts: int = 3):
-    """A lab (3 hosts unless told) for one test module (skipped where a lab
-    cannot run), down afterwards; `driver.up_output` is what `up` printed."""
+    """A lab (3 hosts unless told; the engine appliance, set up by the lab,
+    unless told) for one test module (skipped where a lab cannot run), down
+    afterwards; `driver.up_output` is what `up` printed."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
+    if "--engine" not in up_args and "--no-engine-process" not in up_args:
+        up_args = ("--engine", "appliance") + up_args    # the lab's own set-up, not the installer's
     lab_dir = tempfile.mkdtemp(prefix=prefix)
     driver = LabDriver(lab_dir)
     try:

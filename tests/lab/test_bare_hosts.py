@@ -13,9 +13,11 @@ import configparser
 import json
 import os
 import stat
+import sys
 import time
 import urllib.request
 
+import pexpect
 import pytest
 
 from keel_lab import probe, procs
@@ -253,6 +255,32 @@ def test_enabled_units_come_back_after_a_power_cycle_and_the_init_services_run_o
     assert units_of(lab, "host2")["sanlock.service"]["active"]
     st = {h["name"]: h for h in lab.status()["hosts"]}["host2"]
     assert st["daemons"] == {"storage": True, "sanlock": True, "libvirtd": True, "etcd.service": True}
+
+
+CTRL_C_HANDLER = """
+import sys, time
+print('ready', flush=True)
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    time.sleep(3)          # a command that takes its time to stop cleanly
+    print('stopped cleanly', flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_reaches_the_command_and_exec_waits_until_it_has_stopped(lab):
+    child = pexpect.spawn(sys.executable, ["-m", "keel_lab.cli", "exec", "--dir", lab.dir, "host1", "--",
+                                           "python3", "-c", CTRL_C_HANDLER], encoding="utf-8", timeout=60)
+    try:
+        child.expect_exact("ready")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        output = child.before
+    finally:
+        child.close()
+    assert "stopped cleanly" in output, output
+    assert child.exitstatus == 130
 
 
 def test_zz_down_leaves_nothing_behind(lab):

@@ -62,11 +62,11 @@ def _settled_engine(lab) -> dict[str, int]:
 def test_up_twice_keeps_the_first_lab(lab):
     before = _settled_engine(lab)
     inits = {h.name: hosts.init_pid(h) for h in lab.layout.all_hosts()}
-    cp = lab.cli("up", "--hosts", "3", timeout=300)
+    cp = lab.cli("up", "--hosts", "3", "--engine", "appliance", timeout=300)
     assert "engine VM: running on" in cp.stdout
     assert lab.engine_hosts() == before
     assert {h.name: hosts.init_pid(h) for h in lab.layout.all_hosts()} == inits
-    bad = lab.cli("up", "--hosts", "2", check=False)
+    bad = lab.cli("up", "--hosts", "2", "--engine", "appliance", check=False)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert "already exists" in bad.stderr
 

@@ -469,7 +469,7 @@ def test_a_fence_by_the_ha_agents_is_adopted_not_repeated(engine):
     rec = FenceRecord(host_id=1, by=2, state=FENCED, generation=3, started=now - 1, ended=now,
                       detail="power off confirmed by the BMC; host lease released",
                       bmc_address=bmc.address, bmc_port=bmc.port)
-    install(engine, settings=slow, agent_fences=lambda: {1: rec})
+    install(engine, settings=slow, agent_fences=lambda s: {1: rec})
     host_fails(engine, freeze=False)
     vm = wait_for(lambda: (v := vm_row(engine, vm_id)).status == "up" and v.host_id != engine["host_ids"][0] and v,
                   90, "the HA VM to run on another host (well inside the 300 s grace period)")
@@ -490,7 +490,7 @@ def test_an_agent_fence_of_an_earlier_failure_does_not_count(engine):
     old = time.time() - 3600
     rec = FenceRecord(host_id=1, by=2, state=FENCED, generation=1, started=old - 1, ended=old,
                       bmc_address=bmc.address, bmc_port=bmc.port)
-    install(engine, agent_fences=lambda: {1: rec})
+    install(engine, agent_fences=lambda s: {1: rec})
     start_ha_vm(engine)
     host_fails(engine)
     wait_for(lambda: first(events(engine), fo.EV_FENCE_OK) is not None, 60, "the engine's own fence")

@@ -74,8 +74,9 @@ class Failover:
         # release_leases(host) -> host id | None: free a host's sanlock leases on its
         # behalf; called only after its BMC confirmed it is off
         self.release_leases = release_leases
-        # agent_fences() -> {host id: FenceRecord}: the fences the HA agents made of
-        # the engine's own host (from the hosts' etcd); None: not known here
+        # agent_fences(session) -> {host id: FenceRecord}: the fences the HA agents
+        # made of the engine's own host (from the hosts' etcd; the session is the
+        # caller's, to read the hosts through); None: not known here
         self.agent_fences = agent_fences
         self._agent_fences_error: str | None = None
         self.run, self.sleep = run, sleep
@@ -272,7 +273,7 @@ class Failover:
         if self.agent_fences is None or host.status != "non_responsive" or confirmed_fence(s, host):
             return False
         try:
-            records = self.agent_fences()
+            records = self.agent_fences(s)
         except Exception as exc:   # etcd unreachable: the engine's own fencing goes on as usual
             if str(exc) != self._agent_fences_error:
                 log.warning("cannot read the HA agents' fences from etcd: %s", exc)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from keel_common import nfs
+from keel_common.config import MANAGEMENT_NETWORK
 
 from .. import virt
 from ..errors import bad_request, conflict
@@ -81,7 +82,6 @@ def add_datacenter(ctx, s, spec: DataCenterSpec) -> DataCenter:
     return dc
 
 
-MANAGEMENT_NETWORK = "ovirtmgmt"
 
 
 def add_management_network(s, dc) -> Network:
