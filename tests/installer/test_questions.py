@@ -309,3 +309,23 @@ def test_tty_input_closed_early():
     s.child.expect(pexpect.EOF)
     s.child.close()
     assert s.child.exitstatus == 1
+
+
+def test_an_answer_file_with_an_unknown_key_stops_the_deploy_on_a_terminal_before_anything(tmp_path):
+    """The real command on a pseudo-terminal: one line naming the file, the
+    key and the known ones, exit 2, no question asked, nothing written."""
+    import os
+    bad = tmp_path / "answers.ini"
+    bad.write_text("[engine_vm]\nmemory_mb = 2048\ncolour = red\n")
+    record = "/var/lib/keel/deploy.json"
+    existed = os.path.exists(record)
+    # the installed command (`-m keel_installer.cli` would load the module twice)
+    command = os.path.join(os.path.dirname(sys.executable), "hosted-engine")
+    child = pexpect.spawn(command, ["--deploy", f"--config-append={bad}"], encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before.strip()
+    assert child.exitstatus == 2, out
+    assert out == (f"hosted-engine: {bad}: unknown key [engine_vm] colour (known in [engine_vm]: address, "
+                   "appliance, domain_type, hostname, mac, memory_mb, name, vcpus)")
+    assert os.path.exists(record) == existed
