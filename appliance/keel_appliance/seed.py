@@ -361,7 +361,7 @@ def parse_files(files: dict[str, str]) -> SeedConfig:
         return validate(cfg)
     except SeedError as e:
         msg = str(e)
-        raise SeedError(msg if msg.startswith((PASSWORD_FILE, ENGINE_CONF, "etcd-")) else f"{SEED_INI}: {msg}") \
+        raise SeedError(msg if msg.startswith((PASSWORD_FILE, ENGINE_CONF, ETCD_CA, ETCD_CERT, ETCD_KEY)) else f"{SEED_INI}: {msg}") \
             from None
 
 

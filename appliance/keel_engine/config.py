@@ -69,20 +69,15 @@ class EngineConfig:
     ha_etcd_cert: str | None = None
     ha_etcd_key: str | None = None
 
-    @property
-    def ha_etcd(self) -> EtcdConfig | None:
-        """The hosts' etcd as configured; None when the engine is not told of it."""
-        return self.ha_etcd_on(())
-
     def ha_etcd_on(self, host_addresses) -> EtcdConfig | None:
         """The hosts' etcd: the configured endpoints, then the template's
-        endpoint on each of `host_addresses` (in their order)."""
+        endpoint on each of `host_addresses` (in their order); None when the
+        engine is told of neither."""
         endpoints = list(self.ha_etcd_endpoints)
         if self.ha_etcd_endpoint_template:
             for address in host_addresses:
                 if ini.is_host_address(address):
-                    url = self.ha_etcd_endpoint_template.format(address=f"[{address}]" if ":" in address
-                                                               else address)
+                    url = self.ha_etcd_endpoint_template.format(address=_url_host(address))
                     if url not in endpoints:
                         endpoints.append(url)
         if not endpoints:
@@ -95,8 +90,17 @@ class EngineConfig:
         validated as a host name or IP address before it gets here)."""
         if not ini.is_host_address(address):
             raise ValueError(f"not a host name or IP address: {address!r}")
-        host = f"[{address}]" if ":" in address else address
-        return self.libvirt_uri_template.format(address=host)
+        return self.libvirt_uri_template.format(address=_url_host(address))
+
+
+def _url_host(address: str) -> str:
+    """An address as the host part of a URL: an IPv6 one in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
+def _one_address_field(template: str, host_part: str) -> bool:
+    """`{address}` in the URL's host part, and no other field anywhere."""
+    return "{address}" in host_part and template.count("{") == 1 and template.count("}") == 1
 
 
 def _transports(v):
@@ -108,14 +112,14 @@ def _transports(v):
 
 def _uri_template(v):
     m = re.fullmatch(r"qemu(\+(tls|ssh|tcp))?://([^/?#]*)/system(\?[^#]*)?", v)
-    if not m or "{address}" not in m.group(3) or v.count("{") != 1 or v.count("}") != 1:
+    if not m or not _one_address_field(v, m.group(3)):
         raise ValueError(v)
     return v
 
 
 def _etcd_template(v):
     m = re.fullmatch(r"https?://([^/?#]*)", v)
-    if not m or "{address}" not in m.group(1) or v.count("{") != 1 or v.count("}") != 1:
+    if not m or not _one_address_field(v, m.group(1)):
         raise ValueError(v)
     return v
 

@@ -105,6 +105,7 @@ class EngineVmConfig:
     # a virtio-rng device fed from the host: nothing in the guest waits for entropy
     rng: bool = False
 
+
 # the engine's management network, oVirt's name for it: every data center has
 # it, and it is carried by each host's management bridge
 MANAGEMENT_NETWORK = "ovirtmgmt"

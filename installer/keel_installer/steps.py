@@ -326,7 +326,8 @@ def leases(ctx: Context, p: Progress) -> None:
                          "check that the sanlock daemon runs and can write to the storage") from None
 
 
-# ------------------------------------------------------------------ 5. engine VM disk + seed (after 4: it carries the engine's certificate)
+# ------------------------------------------------------------------ 5. engine VM disk + seed
+# (after 4: the seed carries the engine's etcd certificate)
 
 def _copy(ctx: Context, src: str, dst: str) -> None:
     ctx.record.will_make("shared-file", dst)

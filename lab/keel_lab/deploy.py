@@ -90,24 +90,25 @@ def write_files(lab: LabLayout, appliance_dir: str) -> str:
     return path(lab, ANSWERS)
 
 
-def install_commands(lab: LabLayout) -> list[tuple[str, list[str]]]:
-    """What installs Keel on the hosts, [(host, hosted-engine argv)]: the
-    deploy on host1, then (more than one host) the join bundle written on
-    host1 and a join on each other host."""
+def install_commands(lab: LabLayout) -> list[tuple[HostLayout, list[str], list[HostLayout]]]:
+    """What installs Keel on the hosts, [(where it runs, hosted-engine argv,
+    the hosts it is for)]: the deploy on host1, then (more than one host)
+    the join bundle written on host1 for the others and a join on each."""
     bundle = path(lab, JOIN_BUNDLE)
-    out = [("host1", ["hosted-engine", "--deploy", f"--config-append={path(lab, ANSWERS)}"])]
-    if len(lab.all_hosts()) > 1:
-        out.append(("host1", ["hosted-engine", f"--join-bundle={bundle}"]))
-    for h in lab.all_hosts()[1:]:
-        out.append((h.name, ["hosted-engine", "--deploy", f"--join={bundle}",
-                             f"--config-append={path(lab, answers_name(h))}"]))
+    first, others = lab.all_hosts()[0], lab.all_hosts()[1:]
+    out = [(first, ["hosted-engine", "--deploy", f"--config-append={path(lab, ANSWERS)}"], [first])]
+    if others:
+        out.append((first, ["hosted-engine", f"--join-bundle={bundle}"], others))
+    for h in others:
+        out.append((h, ["hosted-engine", "--deploy", f"--join={bundle}",
+                        f"--config-append={path(lab, answers_name(h))}"], [h]))
     return out
 
 
 def deploy_commands(lab: LabLayout) -> list[str]:
     """The commands that install Keel on the hosts, as `up` prints them."""
     where = "" if os.path.abspath(lab.dir) == os.path.abspath(DEFAULT_DIR) else f"--dir {lab.dir} "
-    return [f"keel-lab exec {where}{host} -- {' '.join(argv)}" for host, argv in install_commands(lab)]
+    return [f"keel-lab exec {where}{h.name} -- {' '.join(argv)}" for h, argv, _ in install_commands(lab)]
 
 
 def deployed(host: HostLayout) -> bool:

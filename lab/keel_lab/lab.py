@@ -142,17 +142,14 @@ class Lab:
         `hosted-engine --deploy` on host1, then a join on each other host,
         their progress shown as it runs. A host already installed is left
         as it is, so `up` again finishes an install that stopped."""
-        others = lab.all_hosts()[1:]
-        for host_name, argv in deploy.install_commands(lab):
-            h = lab.host(host_name)
-            writes_bundle = not any(a == "--deploy" for a in argv)
-            if (all(deploy.deployed(o) for o in others) if writes_bundle else deploy.deployed(h)):
+        for h, argv, installs in deploy.install_commands(lab):
+            if all(deploy.deployed(x) for x in installs):
                 continue
-            out(f"\n$ keel-lab exec {host_name} -- {' '.join(argv)}")
+            out(f"\n$ keel-lab exec {h.name} -- {' '.join(argv)}")
             sys.stdout.flush()
-            rc = self.exec(host_name, argv)
+            rc = self.exec(h.name, argv)
             if rc != 0:
-                raise LabError(f"`{' '.join(argv[:2])}` failed on {host_name} (exit {rc}): see above; its log "
+                raise LabError(f"`{' '.join(argv[:2])}` failed on {h.name} (exit {rc}): see above; its log "
                                f"is {h.path('var-lib-keel', 'deploy.log')}. `keel-lab up` again resumes it.")
 
     @staticmethod
@@ -275,7 +272,8 @@ class Lab:
         lab = lab or self.layout()
         running = probe.engine_qemu_pids(lab)
         # bare hosts: the installer's etcd, once a host is deployed
-        records = probe.ha_records(lab) if detail else {}
+        etcd = probe.lab_etcd(lab)
+        records = probe.ha_records(lab, etcd=etcd) if detail else {}
         host_list = []
         for h in lab.all_hosts():
             rec = records.get(h.index) or {}
@@ -299,10 +297,9 @@ class Lab:
         engine["claim"] = meta.get("owner")
         engine["global_maintenance"] = meta.get("global_maintenance")
         engine.update(self._engine_api_info(lab))
-        etcd = probe.lab_etcd(lab)
         d = {"dir": self.dir, "profile": lab.profile, "hosts": host_list, "engine": engine,
              "etcd": {"endpoints": list(etcd.endpoints) if etcd else [],
-                      "members": probe.etcd_health(lab) if detail else []},
+                      "members": probe.etcd_health(lab, etcd=etcd) if detail else []},
              "shared_storage": lab.shared,
              "ha_daemons": ha_daemons_installed()}
         if lab.engine_mode == "bare":

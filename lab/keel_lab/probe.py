@@ -108,16 +108,16 @@ def lab_etcd(lab: LabLayout):
     lab's etcd hosts; on bare hosts, the one the installer set up, with the
     TLS client certificate a deployed host holds (None before a deploy)."""
     from keel_common.config import EtcdConfig, load_host_config
+    from keel_common.ini import ConfigError
     if not lab.bare:
         return EtcdConfig(endpoints=tuple(lab.etcd_endpoints))
     found, endpoints = None, []
     for h in lab.all_hosts():
-        conf = os.path.join(h.config_dir, "hosted-engine.conf")
-        if not os.path.exists(conf):
+        if not os.path.exists(h.config_path):
             continue
         try:
-            etcd = load_host_config(conf).etcd
-        except Exception:   # a config half-written by a running deploy: the others'
+            etcd = load_host_config(h.config_path).etcd
+        except (ConfigError, OSError):   # a config half-written by a running deploy: the others'
             continue
         found = found or (h, etcd)
         endpoints += [e for e in etcd.endpoints if e not in endpoints]
@@ -131,10 +131,11 @@ def lab_etcd(lab: LabLayout):
                       cert=outside(etcd.cert), key=outside(etcd.key))
 
 
-def etcd_health(lab: LabLayout, timeout: float = 1.5) -> list[dict]:
+def etcd_health(lab: LabLayout, timeout: float = 1.5, etcd=None) -> list[dict]:
+    """Each member's /health; `etcd`: lab_etcd(lab), if the caller has it."""
     import ssl
     from urllib.parse import urlsplit
-    cfg = lab_etcd(lab)
+    cfg = etcd or lab_etcd(lab)
     if cfg is None:
         return []
     context = None
@@ -156,11 +157,12 @@ def etcd_health(lab: LabLayout, timeout: float = 1.5) -> list[dict]:
     return out
 
 
-def ha_records(lab: LabLayout, timeout: float = 2.0) -> dict[int, dict]:
-    """Host records from etcd ({host_id: record}), {} when etcd is unreachable."""
+def ha_records(lab: LabLayout, timeout: float = 2.0, etcd=None) -> dict[int, dict]:
+    """Host records from etcd ({host_id: record}), {} when etcd is unreachable;
+    `etcd`: lab_etcd(lab), if the caller has it."""
     from keel_common.etcdclient import EtcdUnreachable, on_first
     from keel_common.keys import Keys
-    cfg = lab_etcd(lab)
+    cfg = etcd or lab_etcd(lab)
     if cfg is None:
         return {}
     keys = Keys(cfg.prefix)

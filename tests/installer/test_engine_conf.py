@@ -49,7 +49,7 @@ def test_what_the_deploy_writes_is_what_the_engine_loads(tmp_path):
     path.write_text(render_conf(engine_conf(context(tmp_path))))
     cfg = engine_config.load(str(path))
     assert cfg.bridge_map == {"ovirtmgmt": "br0"}
-    assert cfg.ha_etcd.endpoints == ("https://198.51.100.11:2379",)
+    assert cfg.ha_etcd_on(()).endpoints == ("https://198.51.100.11:2379",)
     # the members on the hosts the engine knows come after, each once, in the order given
     assert cfg.ha_etcd_on(["198.51.100.12", "198.51.100.11", "host3.example.test"]).endpoints == (
         "https://198.51.100.11:2379", "https://198.51.100.12:2379", "https://host3.example.test:2379")
