@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/api.py
 	$(PY) bench/fuzz.py
 	$(PY) bench/access.py
+	$(PY) bench/webui.py
 	$(PY) bench/appliance_boot.py
 	$(PY) bench/failover.py
 	$(PY) bench/nemesis.py

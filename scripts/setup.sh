@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian 12 machine (run as root):
 # the Debian packages Keel and its lab need, the venv in .venv with the
-# project installed, and the lab's engine VM stand-in image (cached; the
-# engine appliance image is built by its first user, `keel-lab up` or the
-# appliance tests, and cached too).
+# project installed, the web UI's front-end libraries from npm, and the
+# lab's engine VM stand-in image (cached; the engine appliance image is
+# built by its first user, `keel-lab up` or the appliance tests, and cached
+# too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +15,10 @@ PACKAGES=(
   iptables iproute2 bridge-utils procps psmisc curl gcc libc6-dev
   postgresql python3-psycopg2 python3-pycurl python3-venv python3-dev
   fuse3 python3-fusepy
-  wrk slapd ldap-utils
+  wrk slapd ldap-utils python3-websockify
   mmdebstrap dosfstools mtools
   nfs-ganesha nfs-ganesha-vfs
+  chromium chromium-driver
 )
 
 missing=()
@@ -45,6 +47,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+bash scripts/setup-webui.sh
 bash scripts/setup-fuzz.sh
 bash scripts/setup-ansible.sh
 

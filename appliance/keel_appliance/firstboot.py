@@ -28,7 +28,7 @@ ENGINE_CONF = "/etc/keel/engine.conf"
 NETWORK_FILE = "/etc/systemd/network/10-keel-appliance.network"
 SQLITE_PATH = "/var/lib/keel/engine.db"
 PG_MAP = "keel"
-ENGINE_UNITS = ("keel-engine.service", "keel-engine-worker.service")
+ENGINE_UNITS = ("keel-engine.service", "keel-engine-worker.service", "keel-engine-console-proxy.service")
 UNIT_DIR = "/etc/systemd/system"
 WORKER_STORAGE_DROPIN = f"{UNIT_DIR}/keel-engine-worker.service.d/10-storage.conf"
 # the seed's etcd TLS files: the engine reads the HA agents' fences with them

@@ -18,6 +18,23 @@ from dataclasses import dataclass
 GUEST_FILES_DIR = os.path.join("systemd", "appliance")
 
 
+@dataclass(frozen=True)
+class Generated:
+    """Files a set-up script makes and git ignores, which the wheel needs all
+    the same (the web UI's vendored front-end libraries). They are required
+    only when `package` is in the tree."""
+    folder: str
+    required: tuple[str, ...]
+    package: str
+    made_by: str
+
+
+GENERATED = (
+    Generated(folder="webui/keel_webui/static/vendor", required=("htmx.min.js", "novnc-rfb.js"),
+              package="webui/keel_webui", made_by="scripts/setup-webui.sh"),
+)
+
+
 class BuildError(RuntimeError):
     """One line for the operator."""
 
@@ -49,7 +66,8 @@ def project(root: str) -> dict:
 def source_files(root: str) -> list[str]:
     """Files the wheel is made of: pyproject.toml and the package roots, as
     git sees them (tracked or new, not ignored), or every file there when
-    the tree is not a git checkout; never caches."""
+    the tree is not a git checkout, and the GENERATED files; never caches
+    or npm's node_modules."""
     where = project(root)["tool"]["setuptools"]["packages"]["find"]["where"]
     roots = [w for w in where if os.path.isdir(os.path.join(root, w))]
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "pyproject.toml", *roots],
@@ -59,8 +77,25 @@ def source_files(root: str) -> list[str]:
     else:
         names = ["pyproject.toml"] + [os.path.relpath(os.path.join(dp, f), root)
                                       for r in roots for dp, _, fs in os.walk(os.path.join(root, r)) for f in fs]
-    return sorted(n for n in names if "__pycache__" not in n and not n.endswith(".pyc")
-                  and ".egg-info" not in n and os.path.isfile(os.path.join(root, n)))
+    names += generated_files(root)
+    return sorted({n for n in names if "__pycache__" not in n and not n.endswith(".pyc")
+                   and ".egg-info" not in n and "node_modules" not in n.split(os.sep)
+                   and os.path.isfile(os.path.join(root, n))})
+
+
+def generated_files(root: str) -> list[str]:
+    """The GENERATED files present; a required one that is missing while its
+    package is in the tree stops the build, naming the script that makes it."""
+    names = []
+    for gen in GENERATED:
+        if not os.path.isdir(os.path.join(root, gen.package)):
+            continue
+        for req in gen.required:
+            if not os.path.isfile(os.path.join(root, gen.folder, req)):
+                raise BuildError(f"{gen.folder}/{req} is missing: run {gen.made_by}")
+        folder = os.path.join(root, gen.folder)
+        names += [os.path.relpath(os.path.join(dp, f), root) for dp, _, fs in os.walk(folder) for f in fs]
+    return names
 
 
 def tree_hash(root: str, names: list[str]) -> str:

@@ -67,7 +67,7 @@ UNITS_MASKED = (
 )
 UNITS_ENABLED = (
     "systemd-networkd.service", "keel-appliance-firstboot.service",
-    "keel-engine.service", "keel-engine-worker.service",
+    "keel-engine.service", "keel-engine-worker.service", "keel-engine-console-proxy.service",
 )
 
 ROOT_LABEL = "keel-root"
@@ -83,6 +83,7 @@ VENV = "/opt/keel"
 ENGINE_CONF_DEFAULTS = {
     "database": {"url": "sqlite:////var/lib/keel/engine.db"},
     "engine": {"listen": "0.0.0.0:80", "secret_key_file": "/var/lib/keel/fence-key"},
+    "console": {"proxy_listen": "0.0.0.0:6100"},
 }
 POSTGRESQL_URL = "postgresql+psycopg2://keel@/engine?host=/run/postgresql"
 

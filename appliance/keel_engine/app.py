@@ -1,4 +1,4 @@
-"""Flask application factory: the web side of the engine (API, SSO, health).
+"""Flask application factory: the web side of the engine (API, SSO, health, web UI).
 It records and reads; the engine worker does everything that talks to a
 host or a BMC."""
 import logging
@@ -13,6 +13,8 @@ from .config import EngineConfig
 from .errors import Fault
 from .models import BLANK_TEMPLATE_ID, Template
 from .services import auth
+
+import keel_webui
 
 log = logging.getLogger("keel.engine.app")
 
@@ -54,6 +56,7 @@ def create_app(config=None, migrate=True):
     app.register_blueprint(health.health_bp)
     app.register_blueprint(openapi.openapi_bp)
     app.register_blueprint(framework.api_bp)
+    keel_webui.register(app)
 
     @app.after_request
     def commit(response):
@@ -99,6 +102,8 @@ def create_app(config=None, migrate=True):
 
     @app.errorhandler(HTTPException)
     def on_http(e):
+        if request.path == keel_webui.PREFIX or request.path.startswith(keel_webui.PREFIX + "/"):
+            return keel_webui.error_page(e.code, e.name, e.description)
         detail = {404: "no such resource or collection", 405: "method not allowed on this resource",
                   413: "the request body is too large"}.get(e.code, e.description)
         response = framework.fault_response(e.code, e.name, detail)

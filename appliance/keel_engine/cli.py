@@ -74,6 +74,11 @@ def cmd_worker(cfg, args):
     worker.run_forever()
 
 
+def cmd_console_proxy(cfg, args):
+    from . import console_proxy
+    console_proxy.serve(cfg)
+
+
 def cmd_db_upgrade(cfg, args):
     from .app import bootstrap
     bootstrap(cfg)
@@ -208,6 +213,7 @@ def main(argv=None):
     sp.add_argument("--bind", help="HOST:PORT (overrides [engine] listen)")
     sub.add_parser("worker", help="run the engine worker (host monitoring, power management, jobs)")
     sub.add_parser("monitor", help="the same as worker (its former name)")
+    sub.add_parser("console-proxy", help="relay browsers' VM consoles (websocket to VNC), for signed tickets only")
     sub.add_parser("db-upgrade", help="run database migrations forward")
     ca = sub.add_parser("create-admin", help="create a user or set its password")
     ca.add_argument("--user", default="admin@internal")
@@ -233,6 +239,7 @@ def main(argv=None):
     os.umask(0o077)   # whatever the engine creates (database, key, logs) is private
     try:
         {"serve": cmd_serve, "worker": cmd_worker, "monitor": cmd_worker, "db-upgrade": cmd_db_upgrade,
+         "console-proxy": cmd_console_proxy,
          "create-admin": cmd_create_admin, "init-cluster": cmd_init_cluster,
          "user": access_cli.cmd_user, "directory": access_cli.cmd_directory}[args.command](cfg, args)
     except KeyboardInterrupt:

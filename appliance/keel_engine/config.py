@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from keel_common import ini, nfs
-from keel_common.config import EtcdConfig, endpoint_list
+from keel_common.config import PROFILES, EtcdConfig, Timing, endpoint_list
 from keel_common.ini import ConfigError  # noqa: F401  (re-exported)
 
 from .power.settings import PowerSettings
@@ -30,6 +30,12 @@ class EngineConfig:
     threads: int = 4
     admin_password: str | None = None
     token_lifetime: int = 3600
+    # a web UI session ends after this long without a request
+    ui_idle_timeout: int = 1800
+    # where `keel-engine console-proxy` listens for browsers' console websockets
+    console_proxy_listen: str = "127.0.0.1:6100"
+    # the URL browsers reach it at; None: ws://<the host the page came from>:<its port>
+    console_proxy_url: str | None = None
     max_body_bytes: int = 1024 * 1024
     secret_key_file: str = "/var/lib/keel/fence-key"
     # how long a request that started a job waits for it before answering 202
@@ -68,6 +74,19 @@ class EngineConfig:
     ha_etcd_ca_cert: str | None = None
     ha_etcd_cert: str | None = None
     ha_etcd_key: str | None = None
+    # the hosts' timing profile (their [timing] profile): it says when the
+    # dashboard shows a host's HA record as stale, by the agents' own rule
+    ha_timing_profile: str = "production"
+
+    @property
+    def ha_etcd_configured(self) -> bool:
+        """The engine is told where the hosts' etcd is (members, or a template
+        that needs the hosts' addresses)."""
+        return bool(self.ha_etcd_endpoints or self.ha_etcd_endpoint_template)
+
+    @property
+    def ha_timing(self) -> Timing:
+        return PROFILES[self.ha_timing_profile]
 
     def ha_etcd_on(self, host_addresses) -> EtcdConfig | None:
         """The hosts' etcd: the configured endpoints, then the template's
@@ -124,6 +143,12 @@ def _etcd_template(v):
     return v
 
 
+def _profile(v):
+    if v not in PROFILES:
+        raise ValueError(v)
+    return v
+
+
 def _bridge_map(v):
     out = {}
     for item in v.split(","):
@@ -157,6 +182,12 @@ def _level(v):
     return v
 
 
+def _ws_url(v):
+    if not re.fullmatch(r"wss?://[^/\s]+(/\S*)?", v):
+        raise ValueError(v)
+    return v.rstrip("/")
+
+
 def _db_url(v):
     if not re.match(r"(sqlite|postgresql)(\+\w+)?://", v):
         raise ValueError(v)
@@ -172,6 +203,9 @@ KEYS = {
     ("engine", "threads"): ("threads", ini.positive_int, "a positive integer"),
     ("engine", "admin_password"): ("admin_password", str, "a string"),
     ("engine", "token_lifetime"): ("token_lifetime", ini.positive_int, "seconds, a positive integer"),
+    ("console", "proxy_listen"): ("console_proxy_listen", _listen, "HOST:PORT"),
+    ("console", "proxy_url"): ("console_proxy_url", _ws_url, "ws://HOST:PORT or wss://HOST:PORT"),
+    ("engine", "ui_idle_timeout"): ("ui_idle_timeout", ini.positive_int, "seconds, a positive integer"),
     ("engine", "max_body_bytes"): ("max_body_bytes", ini.positive_int, "a positive integer"),
     ("engine", "secret_key_file"): ("secret_key_file", ini.abs_path, "an absolute file path"),
     ("engine", "request_wait"): ("request_wait", ini.positive_float, SECONDS),
@@ -198,6 +232,7 @@ KEYS = {
     ("ha", "etcd_ca_cert"): ("ha_etcd_ca_cert", ini.abs_path, "an absolute path"),
     ("ha", "etcd_cert"): ("ha_etcd_cert", ini.abs_path, "an absolute path"),
     ("ha", "etcd_key"): ("ha_etcd_key", ini.abs_path, "an absolute path"),
+    ("ha", "timing_profile"): ("ha_timing_profile", _profile, "one of: " + ", ".join(PROFILES)),
 }
 POWER_PARSERS = {"bool": (ini.boolean, "true or false"), "int": (ini.non_negative_int, "a whole number >= 0"),
                  "float": (ini.non_negative_float, "a number >= 0"), "str": (str, "a value")}

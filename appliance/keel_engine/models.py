@@ -420,6 +420,40 @@ class WorkerLease(Base):
     renewed: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class HaHost(Base):
+    """A host as its HA agent last published it in the hosts' etcd (what
+    `hosted-engine --vm-status` shows), copied there by the engine worker
+    every monitor cycle; web workers read these rows, never etcd. The rows
+    are the records of the last good read: a record gone from etcd (its
+    host's etcd lease expired) is a row gone, and a failed read leaves them
+    as they were (`HaCluster.updated` says when that was)."""
+    __tablename__ = "ha_hosts"
+    # the HA host id (the host's sanlock host id), not an engine host's id
+    host_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hostname: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(255))     # None: its broker does not publish one
+    ha_state: Mapped[str] = mapped_column(String(64))            # the agent's state, e.g. EngineUp
+    score: Mapped[int] = mapped_column(Integer)
+    engine_vm_running: Mapped[bool] = mapped_column(Boolean)     # the engine VM runs on this host
+    engine_health: Mapped[str | None] = mapped_column(String(16))   # good | bad | unknown, as seen from there
+    engine_detail: Mapped[str] = mapped_column(Text, default="")    # e.g. "Down", and why: for people
+    local_maintenance: Mapped[bool] = mapped_column(Boolean)
+    agent_stopped: Mapped[bool] = mapped_column(Boolean)         # the agent does not take part
+    record_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))   # when its broker wrote it
+    # older than the agents' own staleness rule allows, when it was read
+    stale: Mapped[bool] = mapped_column(Boolean)
+
+
+class HaCluster(Base):
+    """The HA cluster's own facts, one row (id 1) while the engine is told
+    where the hosts' etcd is; no row: not configured."""
+    __tablename__ = "ha_cluster"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    global_maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))   # the last good read
+    error: Mapped[str | None] = mapped_column(Text)      # why the last read failed; None: it did not
+
+
 class VmPool(Base):
     """oVirt's VM pool: VMs made from one template, handed to users on request;
     `prestarted_vms` of the free ones are kept running."""

@@ -32,6 +32,13 @@ class Timing:
     engine_stop_timeout: float   # graceful shutdown before force
     monitor_timeout: float       # per-probe timeout (HTTP, ping, storage, etcd)
 
+    def record_is_live(self, timestamp: float, now: float) -> bool:
+        """The one staleness rule of host records, for every reader (agents,
+        brokers, the engine): a record is live while it is at most
+        `record_stale_after` old, by the reader's clock against the
+        publishing broker's."""
+        return now - timestamp <= self.record_stale_after
+
     @property
     def lease_expiry_s(self) -> float:
         """Seconds after a host's death until sanlock lets another host take

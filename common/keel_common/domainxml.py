@@ -3,8 +3,11 @@ escaped): the HA agent's engine VM and the engine's VMs are both described
 as a `Domain` and written by `domain_xml`."""
 from __future__ import annotations
 
+import ipaddress
+import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 # oVirt's disk interfaces -> (device name prefix, libvirt bus)
 BUSES = {"virtio": ("vd", "virtio"), "virtio_scsi": ("sd", "scsi"), "ide": ("hd", "ide"),
@@ -39,6 +42,38 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Vnc:
+    """A VNC display: on one address of its host (never every address), always
+    behind a password. Without `valid_to` the password never expires: give one
+    nobody knows (a VM's display at start), so no one connects before a ticket."""
+    listen: str                        # an IP address of the host, not 0.0.0.0 or ::
+    password: str                      # 8 characters: VNC's DES key, all libvirt allows
+    valid_to: datetime | None = None   # the password's end (a console ticket's)
+
+
+VNC_PASSWORD_LENGTH = 8
+
+
+def new_password() -> str:
+    """A display password: 8 random URL-safe characters (48 bits), as long as
+    a VNC password can be."""
+    return secrets.token_urlsafe(6)
+
+
+def listen_address(value: str) -> str:
+    """`value` if a display may listen on it: one IP address. A host name is
+    refused (what it resolves to may change under a running VM), and so is the
+    unspecified address (a display on every network of the host)."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"a display listens on an IP address, not {value!r}") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"a display listens on one address of its host, not on {value}")
+    return str(ip)
+
+
+@dataclass(frozen=True)
 class Domain:
     name: str
     uuid: str
@@ -59,7 +94,7 @@ class Domain:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     serial_log: str | None = None      # a file the serial console is also logged to
-    vnc_listen: str | None = None      # None: no graphics
+    vnc: Vnc | None = None             # None: no graphics
     rng: bool = False                  # virtio-rng fed from the host's /dev/urandom
     extra_devices: tuple = field(default=())   # ET.Element factories for devices not modelled here
 
@@ -127,12 +162,62 @@ def domain_xml(d: Domain) -> str:
         _sub(el, "log", file=d.serial_log, append="on")
     el = _sub(dev, "console", type="pty")
     _sub(el, "target", type="serial", port=0)
-    if d.vnc_listen:
-        _sub(dev, "graphics", type="vnc", autoport="yes", listen=d.vnc_listen)
+    if d.vnc is not None:
+        dev.append(_graphics(d.vnc))
     if d.rng:
         el = _sub(dev, "rng", model="virtio")
         _sub(el, "backend", "/dev/urandom", model="random")
     for make in d.extra_devices:
         dev.append(make())
     _sub(dev, "memballoon", model="none")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def _graphics(vnc: Vnc) -> ET.Element:
+    password = vnc.password or ""
+    if len(password) != VNC_PASSWORD_LENGTH or any(not 32 < ord(c) < 127 for c in password):
+        raise ValueError(f"a display's password is {VNC_PASSWORD_LENGTH} printable ASCII characters")
+    valid_to = None
+    if vnc.valid_to is not None:
+        if vnc.valid_to.tzinfo is None:
+            raise ValueError("a display password's end is an aware datetime")
+        # libvirt reads it as UTC, without a zone
+        valid_to = vnc.valid_to.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    el = ET.Element("graphics", {"type": "vnc", "autoport": "yes", "passwd": password})
+    if valid_to:
+        el.set("passwdValidTo", valid_to)
+    _sub(el, "listen", type="address", address=listen_address(vnc.listen))
+    return el
+
+
+def graphics_xml(vnc: Vnc) -> str:
+    """The <graphics> element alone: what updateDeviceFlags takes to set a
+    running display's password (a console ticket). Its listen address must be
+    the one the display has: libvirt refuses to move it."""
+    return ET.tostring(_graphics(vnc), encoding="unicode")
+
+
+def vnc_display(xml: str) -> tuple[str | None, int | None]:
+    """(listen address, port) of the VNC display in a running domain's XML;
+    (None, None) without one, port None while it has none yet."""
+    g = ET.fromstring(xml).find("devices/graphics[@type='vnc']")
+    if g is None:
+        return None, None
+    listen = g.find("listen[@type='address']")
+    address = listen.get("address") if listen is not None else g.get("listen")
+    port = int(g.get("port", "-1"))
+    return address, port if port > 0 else None
+
+
+def with_vnc_listen(xml: str, address: str) -> str:
+    """A domain's XML (what a migration's destination runs) with its VNC
+    display on `address`: a display stays on its own host's address."""
+    dom = ET.fromstring(xml)
+    for g in dom.findall("devices/graphics[@type='vnc']"):
+        # both spellings libvirt writes, which it requires to agree
+        if g.get("listen") is not None:
+            g.set("listen", listen_address(address))
+        for listen in g.findall("listen"):
+            g.remove(listen)
+        _sub(g, "listen", type="address", address=listen_address(address))
     return ET.tostring(dom, encoding="unicode")

@@ -23,6 +23,12 @@ from typing import Any
 
 ENGINE_VM_STATES = ("up", "down", "unknown")
 ENGINE_HEALTH = ("good", "bad", "unknown")
+GLOBAL_MAINTENANCE_ON = "1"     # the value of <prefix>/maintenance/global while it is on
+
+
+def global_maintenance_on(raw: bytes | None) -> bool:
+    """The global maintenance key's value, as etcd returns it (None: no key)."""
+    return raw == GLOBAL_MAINTENANCE_ON.encode()
 
 
 class Keys:

@@ -13,7 +13,7 @@ S = State
 
 def live_records(s: Snapshot) -> dict[int, HostRecord]:
     return {hid: r for hid, r in s.hosts.items()
-            if s.now - r.timestamp <= s.timing.record_stale_after and not r.stopped}
+            if s.timing.record_is_live(r.timestamp, s.now) and not r.stopped}
 
 
 def health(s: Snapshot) -> str:

@@ -13,12 +13,12 @@ import time
 
 from keel_common import ipmi, libvirt_states
 from keel_common.bmc import BmcCredentials, BmcRecord, ClusterKey, FenceRecord
+from keel_common.bounded import BoundedCaller, CallTimeout
 from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import HostConfig
 from keel_common.keys import EngineClaim, HostRecord
 from keel_common.sanlock_disk import read_delta_leases, release_host_id
 
-from .bounded import BoundedCaller, CallTimeout
 from .domainxml import engine_domain_xml
 from .fence import FenceSteps, PowerOff, fence_host
 from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, ERROR, FENCE_HOST, LOCK, LOST, RELEASE,

@@ -345,7 +345,7 @@ class Broker:
         with self._lock:
             record = self._cluster["hosts"].get(host_id)
         now = time.time()
-        live = record is not None and now - record.timestamp <= self.cfg.timing.record_stale_after
+        live = record is not None and self.cfg.timing.record_is_live(record.timestamp, now)
         if host_id == self.cfg.host_id and not force:
             raise RequestError("refusing to clean this host's own metadata while its broker runs; "
                                "stop the agent and use --force-cleanup")
@@ -364,7 +364,7 @@ class Broker:
             gm = self._cluster["global_maintenance"]
         now = time.time()
         live_others = [h for h, r in hosts.items()
-                       if h != self.cfg.host_id and now - r.timestamp <= self.cfg.timing.record_stale_after
+                       if h != self.cfg.host_id and self.cfg.timing.record_is_live(r.timestamp, now)
                        and not r.stopped]
         if not force and not gm:
             raise RequestError("the lockspace can be reinitialized only in global maintenance "

@@ -11,7 +11,7 @@ import time
 from keel_common import etcdclient
 from keel_common.bmc import BmcError, BmcRecord, FenceRecord
 from keel_common.config import EtcdConfig
-from keel_common.keys import EngineClaim, HostRecord, Keys
+from keel_common.keys import GLOBAL_MAINTENANCE_ON, EngineClaim, HostRecord, Keys, global_maintenance_on
 
 log = logging.getLogger("keel.broker.etcd")
 
@@ -152,7 +152,7 @@ class EtcdSession:
                 owner = EngineClaim.from_json(owner_raw)
             except (ValueError, KeyError, TypeError):
                 log.warning("the engine claim in etcd is malformed; treating it as held by nobody")
-        return {"hosts": hosts, "owner": owner, "global_maintenance": gm == b"1",
+        return {"hosts": hosts, "owner": owner, "global_maintenance": global_maintenance_on(gm),
                 "shared_config_version": int(ver) if ver else 0,
                 "bmcs": _parsed(bmc_raw, BmcRecord.from_json, "BMC record"),
                 "fences": _parsed(fence_raw, FenceRecord.from_json, "fence record")}
@@ -218,7 +218,7 @@ class EtcdSession:
     # -- cluster-wide settings ------------------------------------------------------
     def set_global_maintenance(self, on: bool) -> None:
         key = self.keys.global_maintenance
-        self._call(lambda c: c.put(key, "1") if on else c.delete(key))
+        self._call(lambda c: c.put(key, GLOBAL_MAINTENANCE_ON) if on else c.delete(key))
 
     def get_shared_config(self, name: str) -> str | None:
         raw, _ = self._call(lambda c: c.get(self.keys.shared_config(name)))

@@ -409,6 +409,8 @@ def engine_conf(ctx: Context) -> dict:
     member = etcd_member(ctx)
     ha["etcd_endpoints"] = member.client_url
     ha["etcd_endpoint_template"] = f"https://{{address}}:{member.client_port}"
+    # the hosts' timing: when the dashboard shows a host's HA record as stale
+    ha["timing_profile"] = ctx.answers.timing_profile
     return conf
 
 

@@ -68,8 +68,9 @@ def engine_settings(lab: LabLayout) -> dict:
     """The engine's configuration for the lab, wherever the engine runs."""
     return {
         **lab_engine_settings(lab),
-        # where the HA agents record their fences of the engine's host
-        "ha": {"etcd_endpoints": ",".join(lab.etcd_endpoints)},
+        # where the HA agents record their fences and publish their records,
+        # and the hosts' timing (when the dashboard calls a record stale)
+        "ha": {"etcd_endpoints": ",".join(lab.etcd_endpoints), "timing_profile": lab.profile},
         # the storage domain is the lab's NFS export, at DIR/mnt/198.51.100.1:_shared
         "storage": {"nfs_mount_root": lab.nfs_mount_root},
     }

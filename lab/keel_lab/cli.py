@@ -115,6 +115,8 @@ def print_status(d: dict) -> None:
                   "installed": " (inside the engine VM)",
                   "bare": " (inside the engine VM, once deployed)"}.get(e.get("engine_mode"), "")
         print(f"engine API{inside}: {e['api_url']} (user {e.get('admin_user')}, {where})")
+        print(f"web UI: {e['api_url'].removesuffix('/ovirt-engine/api')}/ui/ (a browser on this machine; "
+              "the same user)")
     if d.get("deploy"):
         print(f"bare hosts: storage mounted at {d['deploy']['storage_mount']} "
               f"inside every host; answers for the installer in {d['deploy']['answers']}")

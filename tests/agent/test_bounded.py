@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from keel_agent.bounded import BoundedCaller, CallTimeout
+from keel_common.bounded import BoundedCaller, CallTimeout
 
 
 def test_result_and_errors_pass_through():

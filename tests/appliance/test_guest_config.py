@@ -103,14 +103,17 @@ UNITS = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "applianc
 
 
 def test_units_run_what_the_image_installs():
-    for name in ("keel-engine.service", "keel-engine-worker.service", "keel-appliance-firstboot.service"):
+    for name in ("keel-engine.service", "keel-engine-worker.service", "keel-engine-console-proxy.service",
+                 "keel-appliance-firstboot.service"):
         unit = _ini(open(os.path.join(UNITS, name)).read())
         assert unit["Service"]["ExecStart"].split()[0].startswith(recipe.VENV + "/bin/")
         assert name in recipe.UNITS_ENABLED
     engine = _ini(open(os.path.join(UNITS, "keel-engine.service")).read())["Service"]
     worker = _ini(open(os.path.join(UNITS, "keel-engine-worker.service")).read())["Service"]
+    proxy = _ini(open(os.path.join(UNITS, "keel-engine-console-proxy.service")).read())["Service"]
     assert engine["ExecStart"].endswith(" serve") and worker["ExecStart"].endswith(" worker")
-    for svc in (engine, worker):
+    assert proxy["ExecStart"].endswith(" console-proxy")
+    for svc in (engine, worker, proxy):
         assert svc["Restart"] == "always" and svc["StateDirectoryMode"] == "0700" and svc["UMask"] == "0077"
 
 

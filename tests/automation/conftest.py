@@ -3,13 +3,11 @@
 127.0.9.11/12, and an empty bridge that stands for the hosts' management
 bridge (ovirtmgmt maps to it). Nothing here uses the lab."""
 import os
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
-from engine import enginestack, libvirt_hosts
+from engine import enginestack
 
 HOST_ADDRESSES = ["127.0.9.11", "127.0.9.12"]
 ENGINE_LISTEN = "127.0.9.10:8080"
@@ -30,27 +28,12 @@ def mgmt_bridge():
 
 @pytest.fixture(scope="session")
 def auto_engine(mgmt_bridge):
-    root = tempfile.mkdtemp(prefix="keel-auto-")
-    hosts = libvirt_hosts.start_hosts(os.path.join(root, "hosts"), HOST_ADDRESSES)
-    eng = None
-    try:
-        storage = os.path.join(root, "storage")
-        os.makedirs(storage)
-        cfg = os.path.join(root, "engine.conf")
-        enginestack.write_config(cfg, f"sqlite:///{root}/engine.db", ENGINE_LISTEN, root,
-                                 libvirt__bridge_map=f"ovirtmgmt:{mgmt_bridge}", monitor__interval=5,
-                                 # a request answers 202 after this and the modules poll (as with oVirt)
-                                 engine__request_wait=30)
-        eng = enginestack.Engine(cfg, ENGINE_LISTEN, root)
-        eng.storage, eng.hosts, eng.root = storage, hosts, root
-        eng.start()
+    with enginestack.engine_with_hosts(
+            "keel-auto-", HOST_ADDRESSES, ENGINE_LISTEN, libvirt__bridge_map=f"ovirtmgmt:{mgmt_bridge}",
+            monitor__interval=5,
+            # a request answers 202 after this and the modules poll (as with oVirt)
+            engine__request_wait=30) as eng:
         yield eng
-    finally:
-        if eng is not None:
-            eng.stop()
-        for h in hosts:
-            h.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

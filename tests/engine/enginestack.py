@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import requests
 from harness.procs import stop_group
@@ -92,10 +93,12 @@ class Engine:
                                               self.config_path, *args],
                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)
 
-    def start(self, worker=True):
+    def start(self, worker=True, console_proxy=False):
         self.start_serve()
         if worker:
             self._spawn("worker", "worker")
+        if console_proxy:
+            self._spawn("console-proxy", "console-proxy")
 
     def start_serve(self):
         self._spawn("serve", "serve")
@@ -118,3 +121,27 @@ class Engine:
             log.close()
 
 
+@contextmanager
+def engine_with_hosts(prefix, addresses, listen, first_index=0, console_proxy=False, **config):
+    """Private libvirtd hosts at `addresses` and the engine (SQLite, serve and
+    worker, and the console proxy if asked) in a temp dir; everything stopped
+    and removed afterwards. `config` as write_config's extra keys."""
+    from . import libvirt_hosts
+    root = tempfile.mkdtemp(prefix=prefix)
+    hosts = libvirt_hosts.start_hosts(os.path.join(root, "hosts"), addresses, first_index)
+    eng = None
+    try:
+        storage = os.path.join(root, "storage")
+        os.makedirs(storage)
+        cfg = os.path.join(root, "engine.conf")
+        write_config(cfg, f"sqlite:///{root}/engine.db", listen, root, **config)
+        eng = Engine(cfg, listen, root)
+        eng.storage, eng.hosts, eng.root = storage, hosts, root
+        eng.start(console_proxy=console_proxy)
+        yield eng
+    finally:
+        if eng is not None:
+            eng.stop()
+        for h in hosts:
+            h.stop()
+        shutil.rmtree(root, ignore_errors=True)

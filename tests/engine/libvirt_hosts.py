@@ -101,13 +101,20 @@ class LibvirtHost:
         self.log.close()
 
 
-def start_hosts(root, addresses):
-    hosts = [LibvirtHost(os.path.join(root, f"h{i}"), a, i) for i, a in enumerate(addresses)]
+def start_hosts(root, addresses, first_index=0):
+    """libvirtd per address; `first_index` keeps migration port ranges apart
+    from another set of hosts started by the same test run."""
+    hosts = [LibvirtHost(os.path.join(root, f"h{i}"), a, i) for i, a in enumerate(addresses, first_index)]
     for h in hosts:
         h.start()
     try:
         for h in hosts:
             h.wait_ready()
+            # a fresh libvirtd probes qemu for seconds first: done here, so that
+            # no engine call waiting for it runs into its timeout
+            conn = libvirt.open(h.uri)
+            conn.getCapabilities()
+            conn.close()
     except Exception:
         for h in hosts:
             h.stop()

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from harness import ui
 from harness.access import build
 from harness.slapd import ENGINE_DN, ENGINE_PW, SUFFIX, Slapd
 from keel_engine.models import Directory, Group
@@ -91,6 +92,13 @@ def test_a_directory_group_gives_its_members_their_vms(w):
     basic = {"Authorization": "Basic " + base64.b64encode(b"jdoe@example.org:jdoe-pw-1").decode(),
              "Accept": "application/json"}
     assert w.names(basic, "/vms", "vm") == ["a1"]
+    # the web UI: the same sign-in, the VM portal shows what the group gives
+    web = w.client()
+    r = ui.sign_in(web, "jdoe@example.org", "jdoe-pw-1")
+    assert r.status_code == 303 and r.headers["Location"] == "/ui/portal/"
+    portal = web.get("/ui/portal/").text
+    assert ">a1</a>" in portal and ">a2</a>" not in portal and ">b1</a>" not in portal
+    assert web.get(f"/ui/vms/{w.ids['vm:b1']}").status_code == 404
 
 
 def test_wrong_password_and_unknown_user_are_refused_alike(w):

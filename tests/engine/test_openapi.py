@@ -18,7 +18,8 @@ def app(tmp_path_factory):
 def test_openapi_lists_exactly_the_served_api_routes(app):
     served = set()
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/ovirt-engine/"):
+        # oVirt's portal addresses redirect to the web UI: pages, not API routes
+        if rule.rule.startswith("/ovirt-engine/") and not rule.endpoint.startswith("to_ui"):
             path = re.sub(r"<(\w+)>", r"{\1}", rule.rule)
             for m in rule.methods - {"HEAD", "OPTIONS"}:
                 if path != "/ovirt-engine/api-docs/openapi.json":

@@ -15,7 +15,7 @@ def context(tmp_path, extra: str | None = None) -> Context:
         extra_path.write_text(extra)
     answers = SimpleNamespace(storage_connection="198.51.100.1:/shared", storage_mount_root="/rhev/data-center/mnt",
                               bridge="br0", engine_extra_conf=str(extra_path) if extra_path else None,
-                              host_name="host1", host_address="198.51.100.11")
+                              host_name="host1", host_address="198.51.100.11", timing_profile="fast")
     return Context(answers=answers, facts=None, record=None, services=None, appliance=None)
 
 
@@ -27,7 +27,7 @@ def test_the_management_network_is_the_hosts_bridge_and_the_storage_and_lockspac
         "/rhev/data-center/mnt/198.51.100.1:_shared/hosted-engine.lockspace"
     # the hosts' etcd: this host's member, then each host's the engine knows
     assert conf["ha"] == {"etcd_endpoints": "https://198.51.100.11:2379",
-                          "etcd_endpoint_template": "https://{address}:2379"}
+                          "etcd_endpoint_template": "https://{address}:2379", "timing_profile": "fast"}
 
 
 def test_an_administrators_bridge_map_is_kept_and_completed(tmp_path):
@@ -49,6 +49,7 @@ def test_what_the_deploy_writes_is_what_the_engine_loads(tmp_path):
     path.write_text(render_conf(engine_conf(context(tmp_path))))
     cfg = engine_config.load(str(path))
     assert cfg.bridge_map == {"ovirtmgmt": "br0"}
+    assert cfg.ha_timing.record_stale_after == 6.0      # the hosts' fast profile
     assert cfg.ha_etcd_on(()).endpoints == ("https://198.51.100.11:2379",)
     # the members on the hosts the engine knows come after, each once, in the order given
     assert cfg.ha_etcd_on(["198.51.100.12", "198.51.100.11", "host3.example.test"]).endpoints == (

@@ -53,6 +53,28 @@ def test_the_engine_has_both_hosts_and_the_storage_from_the_installer(lab):
     assert api.find("storagedomains", "shared")["status"] == "active"
 
 
+def test_the_web_ui_in_the_engine_vm_shows_the_hosted_engine_as_the_agents_report_it(lab):
+    import re
+
+    import requests
+    with open(lab_deploy.path(lab.layout, lab_deploy.ADMIN_PASSWORD)) as f:
+        password = f.readline().strip()
+    ui = f"http://{ENGINE_VM_ADDRESS}/ui"
+    web = requests.Session()
+    nonce = re.search(r'name="csrf" value="([^"]+)"', web.get(ui + "/signin", timeout=30).text).group(1)
+    r = web.post(ui + "/signin", data={"csrf": nonce, "username": "admin@internal", "password": password,
+                                      "next": "/ui/"}, timeout=30)
+    assert r.status_code == 200 and "Dashboard" in r.text, r.text[:300]
+    engine_host = lab.engine_hosts()[0]
+    # the engine worker copies the agents' records from the hosts' etcd (over TLS) every cycle
+    panel = wait_for("the HA panel with both hosts", lambda: (
+        lambda text: text if f"Engine VM runs on <strong>{engine_host}" in text
+        and text.count("status-up\">runs here") == 1 and "host2" in text else None)(
+            web.get(ui + "/ha", timeout=30).text), 120)
+    assert "Cannot read" not in panel and "GLOBAL MAINTENANCE" not in panel
+    assert "htmx" in web.get(ui + "/static/vendor/htmx.min.js", timeout=30).text[:2000]
+
+
 def test_up_again_installs_nothing_twice(lab):
     inits = {h.name: hosts.init_pid(h) for h in lab.layout.all_hosts()}
     engine = lab.engine_hosts()

@@ -237,6 +237,9 @@ MODEL = {
         "version": 'TemplateVersion', "virtio_scsi": 'VirtioScsi', "virtio_scsi_multi_queues": None,
         "virtio_scsi_multi_queues_enabled": None, "vm": 'Vm', "watchdogs": 'Watchdog',
     },
+    "Ticket": {
+        "expiry": None, "value": None,
+    },
     "Vlan": {
         "href": None, "id": None,
     },

@@ -1,6 +1,7 @@
 """The request bodies the API accepts, declared with api.fields: each parses
 a body and documents it in the OpenAPI document. Limits come from the
 service layer, which checks them again for every other caller."""
+from ..services import consoles
 from ..services import disks as disk_svc
 from ..services import vms as vm_svc
 from ..services.inventory import SCHEDULING_POLICIES, STORAGE_TYPES
@@ -49,3 +50,7 @@ ACTION = Obj(**{"async": Bool()})
 START = Obj(**{"async": Bool()}, vm=Obj(placement_policy=PLACEMENT), use_cloud_init=Bool())
 MIGRATE = Obj(**{"async": Bool()}, host=ID_OR_NAME, force=Bool())
 FENCE = Obj(**{"async": Bool()}, fence_type=Text(16))
+# a console ticket is of use only to whoever waits for it: no async; the
+# password is always the engine's own (a ticket.value is refused)
+TICKET = Obj(ticket=Obj(expiry=Int(1, consoles.MAX_EXPIRY)))
+CONSOLE_FILE = Obj()

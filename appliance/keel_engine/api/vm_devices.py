@@ -4,13 +4,16 @@ VM's configured memory and CPUs); where Keel has no such device or feature
 (NUMA nodes, watchdogs, host devices, guest sessions) the answer is oVirt's
 empty collection, never a 404, so clients that list them before deciding
 work unchanged. Writes to them are refused with a 400 that says so."""
-from ..errors import bad_request
-from ..models import BLANK_TEMPLATE_ID
+from flask import current_app
+
+from ..errors import bad_request, not_found
+from ..models import BLANK_TEMPLATE_ID, Vm
 from ..representation import Many
-from ..services import reads
-from . import views
-from .common import row
-from .framework import render, route
+from ..services import consoles, jobs, reads
+from . import schemas, views
+from .common import obj, row
+from .fields import get
+from .framework import body, ctx, reader, render, route, session
 
 # oVirt's id of a VM's one CD-ROM device
 CDROM_ID = BLANK_TEMPLATE_ID
@@ -84,12 +87,65 @@ def _cdrom(v):
     return {"id": CDROM_ID, "href": views.href("vms", v.id, "cdroms", CDROM_ID), "vm": views.ref("vms", v.id)}
 
 
-@route("/vms/<ident>/graphicsconsoles", ["GET"], "A VM's graphics consoles (VNC, on the host's loopback)")
+# ---- the VNC console (services/consoles.py) ----------------------------------------------
+def _console_view(v):
+    address, port = consoles.display(reader(), v)
+    out = {"id": consoles.CONSOLE_ID, "href": views.href("vms", v.id, "graphicsconsoles", consoles.CONSOLE_ID),
+           "protocol": "vnc", "vm": views.ref("vms", v.id)}
+    if address:
+        out["address"] = address
+    if port:
+        out["port"] = port
+    return out
+
+
+def _console_id(console):
+    if console != consoles.CONSOLE_ID:
+        raise not_found("graphics console", console)
+
+
+@route("/vms/<ident>/graphicsconsoles", ["GET"], "A VM's graphics console: VNC on its host's address while it "
+       "runs (the port once a ticket was set)")
 def vm_graphics_consoles(ident):
+    return render("graphics_consoles", Many("graphics_console", [_console_view(row(reads.VMS, ident))]))
+
+
+@route("/vms/<ident>/graphicsconsoles/<console>", ["GET"], "A VM's graphics console")
+def vm_graphics_console(ident, console):
     v = row(reads.VMS, ident)
-    console = {"id": "766e63", "href": views.href("vms", v.id, "graphicsconsoles", "766e63"),
-               "protocol": "vnc", "address": "127.0.0.1", "vm": views.ref("vms", v.id)}
-    return render("graphics_consoles", Many("graphics_console", [console]))
+    _console_id(console)
+    return render("graphics_console", _console_view(v))
+
+
+def _ticket(ident, console, expiry):
+    """A new ticket on the VM's display, waited for; (vm, ConsoleTicket)."""
+    vm = obj(Vm, ident, "VM")
+    _console_id(console)
+    c, s = ctx(), session()
+    job = consoles.request_ticket(c, s, vm, expiry)
+    s.commit()     # the worker sees the job
+    app = current_app.config["KEEL_CTX"]
+    jobs.wait(app.engine, job.id, app.config.request_wait)
+    return vm, consoles.console(c, s, job)
+
+
+@route("/vms/<ident>/graphicsconsoles/<console>/ticket", ["POST"], "A one-time password for the VM's console, "
+       f"valid for ticket.expiry seconds (default {consoles.DEFAULT_EXPIRY})", body=schemas.TICKET)
+def vm_graphics_console_ticket(ident, console):
+    expiry = get(body(schemas.TICKET), "ticket", "expiry", default=consoles.DEFAULT_EXPIRY)
+    _vm, t = _ticket(ident, console, expiry)
+    return render("action", {"status": "complete", "ticket": {"value": t.password, "expiry": expiry}})
+
+
+@route("/vms/<ident>/graphicsconsoles/<console>/remoteviewerconnectionfile", ["POST"],
+       "A virt-viewer (remote-viewer) file for the VM's console, with a new ticket", body=schemas.CONSOLE_FILE)
+def vm_graphics_console_file(ident, console):
+    body(schemas.CONSOLE_FILE)
+    vm, t = _ticket(ident, console, consoles.DEFAULT_EXPIRY)
+    text = "".join(f"{k}={v}\n" for k, v in (
+        ("type", "vnc"), ("host", t.address), ("port", t.port), ("password", t.password),
+        ("delete-this-file", 1), ("title", vm.name)))
+    return render("action", {"status": "complete", "remote_viewer_connection_file": "[virt-viewer]\n" + text})
 
 
 @route("/templates/<ident>/nics", ["GET"], "A template's network interfaces (templates carry none in Keel)")

@@ -48,19 +48,17 @@ class PowerManagement:
                 probes = {"storage_probe": lambda host, since: watcher.renewed_after(since, *names(host)),
                           "lease_probe": lambda vm, host: self.leases.is_free(vm, object_session(vm)),
                           "release_leases": lambda host: self.leases.release_fenced_host(*names(host))}
-            if ctx.config.ha_etcd_endpoints or ctx.config.ha_etcd_endpoint_template:
+            if ctx.config.ha_etcd_configured:
                 probes["agent_fences"] = self.agent_fences
             failover = fo.Failover(ctx, settings, **probes)
         self.failover = failover
         self.max_restarts = MAX_RESTARTS
 
     def agent_fences(self, s) -> dict:
-        """The fences the HA agents recorded, from the hosts' etcd: the
-        configured members first, then each host's (those up first). `s` is
+        """The fences the HA agents recorded, from the hosts' etcd. `s` is
         the caller's session: a second one would wait on its write lock."""
         from keel_common.etcdclient import read_fences
-        hosts = sorted(s.scalars(select(Host)).all(), key=lambda h: h.status != "up")
-        etcd = self.ctx.config.ha_etcd_on([h.address for h in hosts])
+        etcd = hosts_svc.hosts_etcd(s, self.ctx.config)
         return {} if etcd is None else read_fences(etcd, timeout=5.0)
 
     def stop(self, timeout: float = 30.0) -> None:

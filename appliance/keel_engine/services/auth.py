@@ -155,14 +155,15 @@ def _may_sign_in(s, user, username):
                             "has the login permit; an administrator must give them one")
 
 
-def login(s, username, password, address, cfg):
-    """(token, user), or None for a wrong user name or password; raises Throttled."""
+def login(s, username, password, address, cfg, lifetime: float | None = None):
+    """(token, user), or None for a wrong user name or password; raises Throttled.
+    The token lasts `lifetime` seconds (the configured token lifetime if None)."""
     user = check_password(s, username, password, address, cfg)
     if user is None:
         return None
     token = secrets.token_urlsafe(32)
     s.add(Token(token_hash=_token_hash(token), user_id=user.id,
-                expires=utcnow() + timedelta(seconds=cfg.token_lifetime)))
+                expires=utcnow() + timedelta(seconds=lifetime or cfg.token_lifetime)))
     return token, user
 
 
@@ -173,12 +174,25 @@ _TOKEN = (select(Token.user_id, Token.expires, Token.revoked, User.disabled)
 
 def user_id_for_token(s, token):
     """The signed-in user's id for a bearer token, or None (one query)."""
+    found = token_expiry(s, token)
+    return None if found is None else found[0]
+
+
+def token_expiry(s, token):
+    """(user id, expiry) of a valid token, or None (one query)."""
     if not token or len(token) > 512:
         return None
     row = reads.run(s, _TOKEN, {"h": _token_hash(token)}).first()
     if row is None or row.revoked or row.disabled or aware(row.expires) <= utcnow():
         return None
-    return row.user_id
+    return row.user_id, aware(row.expires)
+
+
+def extend(s, token, seconds: float) -> None:
+    """An idle-expiry session's token: valid `seconds` from now."""
+    row = s.get(Token, _token_hash(token))
+    if row is not None and not row.revoked:
+        row.expires = utcnow() + timedelta(seconds=seconds)
 
 
 def user_for_token(s, token):

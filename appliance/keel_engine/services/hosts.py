@@ -307,6 +307,14 @@ def remove_fence_agent(ctx, s, host, agent):
                host_id=host.id, user_id=ctx.user_id)
 
 
+def hosts_etcd(session, config):
+    """The hosts' etcd, where the HA agents publish: the configured members
+    first, then each host's (those up first: they answer); None when the
+    engine is told of none."""
+    hosts = session.execute(select(Host.address, Host.status)).all()
+    return config.ha_etcd_on([h.address for h in sorted(hosts, key=lambda h: h.status != "up")])
+
+
 def fence_agents_for_host(session, host_id, config):
     """Plain specs with decrypted passwords, in order, for power management."""
     from cryptography.fernet import InvalidToken

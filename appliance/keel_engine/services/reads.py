@@ -155,7 +155,7 @@ def _select(coll: Collection):
 
 
 def list_rows(ctx, s, coll: Collection, search: str | None = None, limit: int | None = None, *where,
-              case_sensitive: bool = False):
+              case_sensitive: bool = False, offset: int = 0):
     """Rows of a collection, searched (oVirt's syntax) and limited, in its order."""
     q = _select(coll)
     terms = search_mod.parse(search, set(coll.search or {})) if search else []
@@ -170,6 +170,8 @@ def list_rows(ctx, s, coll: Collection, search: str | None = None, limit: int | 
     q = q.order_by(*coll.order)
     if limit is not None:
         q = q.limit(limit)
+    if offset:
+        q = q.offset(offset)
     return run(s, q, access.params(ctx)).all()
 
 

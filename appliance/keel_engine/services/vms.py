@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -283,7 +284,26 @@ def _domain(ctx, s, vm):
     return host, conn, dom
 
 
+def display_address(host) -> str:
+    """The address a VM's display listens on: its host's management address
+    (an IP address; a host name is resolved here, as the engine reaches it)."""
+    try:
+        return domainxml.listen_address(host.address)
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host.address, None, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise conflict(f"host {host.name}: cannot resolve {host.address} for the VM's display: {e}") from None
+    try:
+        return domainxml.listen_address(found[0][4][0])
+    except ValueError as e:
+        raise conflict(f"host {host.name}: {host.address} cannot take a VM's display: {e}") from None
+
+
 def domain_of(ctx, s, vm, lease=None) -> domainxml.Domain:
+    """What runs on the VM's host (vm.host_id). Its display's password is
+    random and told to no one: a console ticket replaces it."""
     disks = tuple(domainxml.Disk(path=disk_svc.volume_path(sd, disk.active_volume), interface=att.interface)
                   for att, disk, sd in disk_svc.vm_disks(s, vm.id) if att.active)
     nics = []
@@ -295,7 +315,9 @@ def domain_of(ctx, s, vm, lease=None) -> domainxml.Domain:
     bootable = any(att.bootable for att, _d, _sd in disk_svc.vm_disks(s, vm.id))
     return domainxml.Domain(name=vm.name, uuid=vm.id, memory_bytes=vm.memory, vcpus=vm.cpus, type="qemu",
                             description=vm.description or "", disks=disks, nics=tuple(nics), lease=lease,
-                            boot="hd" if bootable else "network", vnc_listen="127.0.0.1")
+                            boot="hd" if bootable else "network",
+                            vnc=domainxml.Vnc(listen=display_address(s.get(Host, vm.host_id)),
+                                              password=domainxml.new_password()))
 
 
 def _storage_domains(s, vm):
@@ -579,8 +601,15 @@ def _migrate(ctx, s, vm, dest, owner_id):
         try:
             dom = virt.with_deadline(lambda: conn.lookupByUUIDString(vm.id), ctx.config.libvirt_timeout,
                                      f"find {vm.name}")
+            params = migration_params(dest)
+            # the display moves to the destination's address; with its password
+            # (the secure XML), else the destination would show it without one
+            live = virt.with_deadline(
+                lambda: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE),
+                ctx.config.libvirt_timeout, f"read {vm.name}")
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = domainxml.with_vnc_listen(live, display_address(dest))
             try:
-                virt.with_deadline(lambda: dom.migrateToURI3(dest.libvirt_uri, migration_params(dest), flags),
+                virt.with_deadline(lambda: dom.migrateToURI3(dest.libvirt_uri, params, flags),
                                    ctx.config.migration_timeout, f"migrate {vm.name}")
             except virt.VirtError:
                 try:

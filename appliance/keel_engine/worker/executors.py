@@ -1,5 +1,5 @@
 """What the engine worker runs for each kind of job: one visible table."""
-from ..services import disks, hosts, inventory, jobs, snapshots, templates, vms
+from ..services import consoles, disks, hosts, inventory, jobs, snapshots, templates, vms
 
 
 def table(power) -> dict:
@@ -18,6 +18,7 @@ def table(power) -> dict:
         jobs.VM_SHUTDOWN: vms.run_shutdown,
         jobs.VM_REBOOT: vms.run_reboot,
         jobs.VM_MIGRATE: vms.run_migrate,
+        jobs.VM_CONSOLE_TICKET: consoles.run_ticket,
         jobs.DISK_CREATE: disks.run_create,
         jobs.DISK_REMOVE: disks.run_remove,
         jobs.DISK_RESIZE: disks.run_resize,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from .. import db
 from ..models import Host, Job
 from ..power.manager import PowerManagement
-from ..services import Context, jobs
+from ..services import Context, consoles, jobs
 from . import executors, lease
 from .monitor import Monitor
 from .pools import PoolKeeper
@@ -63,6 +63,7 @@ class Worker:
                         log.error("the worker lease was taken by another worker; stopping")
                         break
                     renewed = time.monotonic()
+                    self._clear_expired_tickets()
                 self.stopping.wait(JOB_POLL)
         finally:
             self.stop()
@@ -77,6 +78,16 @@ class Worker:
         self._monitor_thread.start()
         self._pools_thread = threading.Thread(target=self.pools.run_forever, daemon=True, name="pools")
         self._pools_thread.start()
+
+    def _clear_expired_tickets(self) -> None:
+        """A console ticket's password leaves the database when it expires,
+        read or not (services/consoles.py)."""
+        try:
+            with self.sessionmaker() as s:
+                if consoles.clear_expired(s):
+                    s.commit()
+        except Exception:   # the database was away: the next round clears them
+            log.exception("clearing expired console tickets failed")
 
     def _resume_evacuations(self) -> None:
         with self.sessionmaker() as s:

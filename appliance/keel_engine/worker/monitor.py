@@ -2,8 +2,8 @@
 inside web workers. Every interval it polls every host through libvirt (in
 parallel, each under a deadline), keeps host status and every VM's real
 state in the database, writes an event for every change, enforces graceful
-shutdown deadlines, and tells power management about failed hosts and HA
-VMs that went down."""
+shutdown deadlines, tells power management about failed hosts and HA VMs
+that went down, and copies the HA agents' records for the dashboard."""
 import logging
 import threading
 import time
@@ -16,6 +16,7 @@ from ..models import Host, Vm, utcnow
 from ..services import events
 from ..services import hosts as host_svc
 from ..timeutil import aware
+from .ha_view import HaView
 
 log = logging.getLogger("keel.engine.monitor")
 FAILURES_BEFORE_NON_RESPONSIVE = 2
@@ -76,6 +77,7 @@ class Monitor:
         self.fenced_poll_every = FENCED_POLL_EVERY
         self.fenced_announced = set()   # fenced hosts whose polling was logged
         self.ha_down = []
+        self.ha_view = HaView(ctx)
         self.stopping = threading.Event()
 
     def run_forever(self):
@@ -90,6 +92,7 @@ class Monitor:
                     last_purge = started
             except Exception:   # keep monitoring; the next cycle starts clean
                 log.exception("monitor cycle failed")
+            self.ha_view.refresh()   # the hosted engine's HA state for the dashboard; never raises
             self.stopping.wait(max(0.1, self.config.monitor_interval - (time.monotonic() - started)))
 
     def poll_once(self):

@@ -1,11 +1,14 @@
-"""Calls with a deadline for libraries that have none.
+"""Calls with a deadline for libraries that have none (or whose own
+timeouts do not bound the whole call).
 
 libvirt's and sanlock's Python bindings block until their daemon answers: a
 hung libvirtd, or a sanlock daemon stuck on unresponsive storage, would stop
-the agent's cycle for good, and with it the etcd-loss deadline. Each call
-runs in a worker thread and is waited for at most `timeout` seconds. A call
-that overruns keeps its thread; until it returns, further calls through the
-same caller fail at once instead of piling up threads."""
+the HA agent's cycle for good, and with it the etcd-loss deadline. The etcd
+client's timeout holds per call and per endpoint, not for a read that tries
+several members. Each call runs in a worker thread and is waited for at most
+`timeout` seconds. A call that overruns keeps its thread; until it returns,
+further calls through the same caller fail at once instead of piling up
+threads."""
 from __future__ import annotations
 
 import threading

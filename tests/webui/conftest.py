@@ -1,0 +1,41 @@
+"""For the browser tests: two private libvirtd hosts, the engine (gunicorn,
+its worker and its console proxy; SQLite) with a data center, a cluster,
+both hosts and a storage domain, shared by the module."""
+
+import pytest
+
+from engine import enginestack
+
+HOST_ADDRESSES = ["127.0.11.21", "127.0.11.22"]
+LISTEN = "127.0.11.20:8080"
+CONSOLE_PROXY = "127.0.11.20:6100"
+ADMIN_PASSWORD = "keel-test-pw"
+
+
+@pytest.fixture(scope="module")
+def ui_engine():
+    # first_index: migration ports apart from the engine tests' hosts
+    with enginestack.engine_with_hosts("keel-webui-", HOST_ADDRESSES, LISTEN, first_index=2, console_proxy=True,
+                                       console__proxy_listen=CONSOLE_PROXY) as eng:
+        eng.ui = f"http://{LISTEN}/ui"
+        eng.setup = _cluster(eng)
+        yield eng
+
+
+def _cluster(eng):
+    import ovirtsdk4
+    import ovirtsdk4.types as t
+    conn = ovirtsdk4.Connection(url=eng.url, username="admin@internal", password=ADMIN_PASSWORD)
+    try:
+        system = conn.system_service()
+        dc = system.data_centers_service().add(t.DataCenter(name="Default", local=False))
+        system.clusters_service().add(t.Cluster(name="Default", data_center=t.DataCenter(id=dc.id)))
+        hosts = [system.hosts_service().add(t.Host(name=f"h{i + 1}", address=a, root_password="unused",
+                                                   cluster=t.Cluster(name="Default")))
+                 for i, a in enumerate(HOST_ADDRESSES)]
+        system.storage_domains_service().add(t.StorageDomain(
+            name="data", type=t.StorageDomainType.DATA, data_center=t.DataCenter(id=dc.id),
+            storage=t.HostStorage(type=t.StorageType.POSIXFS, path=eng.storage), host=t.Host(name="h1")))
+        return {"hosts": {h.name: h.id for h in hosts}}
+    finally:
+        conn.close()

@@ -1,0 +1,140 @@
+"""The web UI in a real Chromium against a real engine with two libvirt
+hosts: sign in, create and start a VM, put its host in maintenance and
+watch it move, see an event arrive without a reload, sign out. Screenshots
+of the main pages are written (build/screenshots by default)."""
+import pytest
+import requests
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from harness.browser import chromium, screenshot
+from harness.wait import wait_for
+
+from .conftest import ADMIN_PASSWORD
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+@pytest.fixture(scope="module")
+def browser(ui_engine, tmp_path_factory):
+    with chromium(str(tmp_path_factory.mktemp("chromium"))) as driver:
+        yield driver
+
+
+def text_of(driver, css):
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def sign_in(driver, ui, user, password):
+    driver.get(ui + "/")
+    driver.find_element(By.ID, "username").clear()
+    driver.find_element(By.ID, "username").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+
+
+def row_of(driver, name):
+    for tr in driver.find_elements(By.CSS_SELECTOR, "#vm-rows tr"):
+        cells = tr.find_elements(By.TAG_NAME, "td")
+        if cells and cells[0].text == name:
+            return cells
+    return None
+
+
+def test_sign_in_refuses_a_wrong_password_then_shows_the_dashboard(ui_engine, browser):
+    sign_in(browser, ui_engine.ui, "admin@internal", "not-the-password")
+    assert "Wrong user name or password." in text_of(browser, ".message.error")
+    sign_in(browser, ui_engine.ui, "admin@internal", ADMIN_PASSWORD)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".cards"), 30, what="the dashboard")
+    wait_for(lambda: "2 / 2" in text_of(browser, ".cards"), 60, what="both hosts up on the dashboard")
+    screenshot(browser, "dashboard")
+
+
+def test_create_a_vm_with_the_form_and_start_it_without_reloading(ui_engine, browser):
+    browser.get(ui_engine.ui + "/vms/new")
+    browser.find_element(By.ID, "name").send_keys("web1")
+    browser.find_element(By.ID, "memory_mib").send_keys("64")
+    browser.find_element(By.ID, "ha").click()
+    Select(browser.find_element(By.ID, "ha_priority")).select_by_visible_text("high")
+    browser.find_element(By.CSS_SELECTOR, "form.form button[type=submit]").click()
+    wait_for(lambda: browser.find_element(By.TAG_NAME, "h1").text.startswith("VM web1"), 60, what="the VM's page")
+    assert "yes, priority high" in text_of(browser, "dl.props")
+    browser.get(ui_engine.ui + "/vms")
+    cells = wait_for(lambda: row_of(browser, "web1"), 30, what="web1 in the list")
+    assert cells[1].text == "down"
+    page = browser.find_element(By.TAG_NAME, "html")
+    cells[-1].find_element(By.XPATH, ".//button[text()='Start']").click()
+    # the job's progress shows in place, then the row turns up; the page itself never reloads
+    wait_for(lambda: "Starting" in text_of(browser, "#messages") or "start" in text_of(browser, "#messages").lower(),
+             30, what="the start job shown")
+    wait_for(lambda: row_of(browser, "web1")[1].text == "up", 120, what="web1 up in the list")
+    assert page.id == browser.find_element(By.TAG_NAME, "html").id
+    screenshot(browser, "vms")
+
+
+def test_maintenance_moves_the_vm_to_the_other_host_on_the_open_page(ui_engine, browser):
+    browser.get(ui_engine.ui + "/vms")
+    first = wait_for(lambda: row_of(browser, "web1"), 30, what="web1 in the list")[2].text
+    assert first in ("h1", "h2")
+    browser.get(f"{ui_engine.ui}/hosts/{ui_engine.setup['hosts'][first]}")
+    page = browser.find_element(By.TAG_NAME, "html")
+    assert "web1" in text_of(browser, "#host-live")
+    browser.find_element(By.XPATH, "//button[text()='Maintenance']").click()
+    # the host's page follows by itself: its state, then its VMs gone elsewhere
+    wait_for(lambda: text_of(browser, "#host-live h1 .status") == "maintenance"
+             and "No VM runs here." in text_of(browser, "#host-live"), 180, what=f"{first} in maintenance, empty")
+    assert "done" in text_of(browser, "#messages")
+    assert page.id == browser.find_element(By.TAG_NAME, "html").id
+    screenshot(browser, "host-maintenance")
+    browser.get(ui_engine.ui + "/vms")
+    cells = wait_for(lambda: row_of(browser, "web1"), 30, what="web1 in the list")
+    assert cells[1].text == "up" and cells[2].text not in ("", first)
+    browser.get(f"{ui_engine.ui}/hosts/{ui_engine.setup['hosts'][first]}")
+    browser.find_element(By.XPATH, "//button[text()='Activate']").click()
+    wait_for(lambda: text_of(browser, "#host-live h1 .status") == "up", 120, what=f"{first} up again")
+
+
+def test_an_event_appears_on_the_dashboard_without_a_reload(ui_engine, browser):
+    browser.get(ui_engine.ui + "/")
+    page = browser.find_element(By.TAG_NAME, "html")
+    body = ('<event><description>Backup window opens in 5 minutes</description><severity>warning</severity>'
+            '<origin>cron</origin><custom_id>4711</custom_id></event>')
+    r = requests.post(ui_engine.url + "/events", data=body, auth=("admin@internal", ADMIN_PASSWORD),
+                      headers={"Content-Type": "application/xml"}, timeout=30)
+    assert r.status_code == 201, r.text
+    wait_for(lambda: "Backup window opens in 5 minutes" in text_of(browser, "table.list"), 30,
+             what="the event on the dashboard")
+    assert page.id == browser.find_element(By.TAG_NAME, "html").id
+
+
+def test_signing_out_closes_the_pages(ui_engine, browser):
+    browser.get(ui_engine.ui + "/vms")
+    browser.find_element(By.XPATH, "//button[text()='Sign out']").click()
+    wait_for(lambda: browser.find_elements(By.ID, "username"), 30, what="the sign-in page")
+    browser.get(ui_engine.ui + "/vms")
+    assert browser.find_elements(By.ID, "username") and not browser.find_elements(By.ID, "vm-rows")
+    screenshot(browser, "signin")
+
+
+CANVAS_INK = """
+const c = document.querySelector('#screen canvas');
+if (!c || !c.width) return 0;
+const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+let ink = 0;
+for (let i = 0; i < d.length; i += 4) { if (d[i] + d[i + 1] + d[i + 2] > 60) ink++; }
+return ink;
+"""
+
+
+def test_the_console_shows_the_guests_screen(ui_engine, browser):
+    sign_in(browser, ui_engine.ui, "admin@internal", ADMIN_PASSWORD)
+    browser.get(ui_engine.ui + "/vms")
+    cells = wait_for(lambda: row_of(browser, "web1"), 30, what="web1 in the list")
+    assert cells[1].text == "up"
+    cells[-1].find_element(By.XPATH, ".//button[text()='Console']").click()
+    wait_for(lambda: text_of(browser, "#console-status") == "Connected", 60, what="the console connected")
+    # the guest's firmware writes to its screen: the canvas is not blank
+    ink = wait_for(lambda: browser.execute_script(CANVAS_INK), 60, what="pixels on the console's canvas")
+    assert ink > 100
+    assert browser.find_element(By.ID, "screen").get_attribute("data-password") is None
+    screenshot(browser, "console")

@@ -1,0 +1,335 @@
+"""The administration portal's pages: dashboard, hosts, VMs, events, jobs."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import abort, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+
+from keel_engine.errors import Fault
+from keel_engine.models import (Cluster, DiskAttachment, Event, FenceAgent, Host, Job, Nic, Snapshot, StorageDomain,
+                                Template, Vm)
+from keel_engine.services import hosts as host_svc
+from keel_engine.services import lookup, reads
+from keel_engine.services.ha_view import overview
+from keel_engine.services import vms as vm_svc
+
+from . import forms
+from .blueprint import ctx, is_htmx, reader, rollback, session, webui_bp
+from .signin import is_admin
+
+PAGE = 50
+EVENTS_PAGE = 100
+SEVERITIES = ("normal", "warning", "error", "alert")
+PRIORITIES = {1: "low", 50: "medium", 100: "high"}
+
+
+def admin_only():
+    """Pages of the physical layer are for administrators; others get their VM portal."""
+    if not is_admin():
+        if request.method == "GET" and not is_htmx():
+            return redirect(url_for("ui.portal"), code=303)
+        abort(403)
+    return None
+
+
+def job_row(job_id):
+    if not job_id:
+        return None
+    try:
+        return reads.get_row(ctx(), reader(), reads.JOBS, job_id)
+    except Fault:
+        return None
+
+
+def after_job(job, back: str):
+    """An action was recorded: commit it (the worker sees the job), then show
+    its progress in place (htmx) or on the page the user came from."""
+    session().commit()
+    if is_htmx():
+        return _job_fragment(job_row(job.id) if job is not None else None)
+    if job is None:
+        return redirect(back, code=303)
+    return redirect(f"{back}{'&' if '?' in back else '?'}job={job.id}", code=303)
+
+
+def _job_fragment(j):
+    """A job's progress; once it has ended, the page's live parts refresh at
+    once (the `job-done` event) instead of at their next poll."""
+    headers = {"HX-Trigger": "job-done"} if j is None or j.status != "started" else {}
+    return render_template("_job.html", job=j), 200, headers
+
+
+@webui_bp.route("/jobs/<ident>")
+def job(ident):
+    j = job_row(ident)
+    if j is None:
+        abort(404)
+    return _job_fragment(j)
+
+
+# ---- dashboard --------------------------------------------------------------
+@webui_bp.route("/")
+def dashboard():
+    if (r := admin_only()) is not None:
+        return r
+    c, db = ctx(), reader()
+    up_hosts = reads.run(db, select(func.count(), func.coalesce(func.sum(Host.cpus), 0),
+                                    func.coalesce(func.sum(Host.memory_total), 0),
+                                    func.coalesce(func.sum(Host.memory_free), 0)).where(Host.status == "up")).one()
+    running = reads.run(db, select(func.count(), func.coalesce(func.sum(Vm.cpus), 0),
+                                   func.coalesce(func.sum(Vm.memory), 0))
+                        .where(Vm.status.in_(("up", "powering_up", "migrating", "paused")))).one()
+    counts = {
+        "hosts": reads.count(db, Host, ctx=c), "hosts_up": up_hosts[0],
+        "vms": reads.count(db, Vm, ctx=c), "vms_running": running[0],
+        "storage": reads.count(db, StorageDomain, ctx=c),
+        "hosts_attention": reads.count(db, Host, Host.status.in_(("non_responsive", "error", "install_failed")),
+                                       ctx=c),
+    }
+    use = {"cpus": up_hosts[1], "vcpus": running[1], "memory_total": up_hosts[2],
+           "memory_used": up_hosts[2] - up_hosts[3], "memory_vms": running[2]}
+    recent = reads.list_rows(c, db, reads.EVENTS, None, 10)
+    jobs = reads.list_rows(c, db, reads.JOBS, None, 10, Job.status == "started")
+    return render_template("dashboard.html", counts=counts, use=use, events=recent, jobs=jobs, ha=overview(db))
+
+
+@webui_bp.route("/events/recent")
+def recent_events():
+    return render_template("_event_rows.html", events=reads.list_rows(ctx(), reader(), reads.EVENTS, None, 10))
+
+
+# ---- hosts --------------------------------------------------------------------
+def _hosts_page():
+    c, db = ctx(), reader()
+    rows = reads.list_rows(c, db, reads.HOSTS, request.args.get("search") or None, None)
+    return {"hosts": rows, "vm_counts": reads.vm_counts(db, [h.id for h in rows]),
+            "clusters": reads.by_id(db, Cluster, {h.cluster_id for h in rows}, c),
+            "search": request.args.get("search", "")}
+
+
+@webui_bp.route("/hosts")
+def hosts():
+    if (r := admin_only()) is not None:
+        return r
+    return render_template("hosts.html", **_hosts_page(), job=job_row(request.args.get("job")))
+
+
+@webui_bp.route("/hosts/rows")
+def host_rows():
+    if (r := admin_only()) is not None:
+        return r
+    return render_template("_host_rows.html", **_hosts_page())
+
+
+@webui_bp.route("/hosts/<ident>")
+def host(ident):
+    if (r := admin_only()) is not None:
+        return r
+    c, db = ctx(), reader()
+    h = reads.get_row(c, db, reads.HOSTS, ident)
+    vms = reads.list_rows(c, db, reads.VMS, None, None, Vm.host_id == h.id)
+    agents = reads.list_rows(c, db, reads.FENCE_AGENTS, None, None, FenceAgent.host_id == h.id)
+    evs = reads.list_rows(c, db, reads.EVENTS, None, 20, Event.host_id == h.id)
+    return render_template("host.html", host=h, vms=vms, agents=agents, events=evs,
+                           cluster=reads.by_id(db, Cluster, [h.cluster_id], c).get(h.cluster_id),
+                           job=job_row(request.args.get("job")))
+
+
+@webui_bp.route("/hosts/<ident>/<action>", methods=["POST"])
+def host_action(ident, action):
+    if (r := admin_only()) is not None:
+        return r
+    c, s = ctx(), session()
+    h = lookup.get(s, Host, ident, "host")
+    if action == "maintenance":
+        _, job = host_svc.deactivate(c, s, h)
+    elif action == "activate":
+        job = host_svc.request_activate(c, s, h)
+    else:
+        abort(404)
+    return after_job(job, url_for("ui.host", ident=h.id))
+
+
+# ---- VMs ------------------------------------------------------------------------
+def vms_page(filtered=False):
+    c, db = ctx(filtered), reader()
+    page = forms.page_param()
+    search = request.args.get("search", "").strip()
+    rows = reads.list_rows(c, db, reads.VMS, search or None, PAGE + 1, offset=(page - 1) * PAGE)
+    rows, more = rows[:PAGE], len(rows) > PAGE
+    return {"vms": rows, "page": page, "more": more, "search": search,
+            "hosts": reads.by_id(db, Host, {v.host_id for v in rows if v.host_id}),
+            "clusters": reads.by_id(db, Cluster, {v.cluster_id for v in rows})}
+
+
+@webui_bp.route("/vms")
+def vms():
+    if (r := admin_only()) is not None:
+        return r
+    return render_template("vms.html", **vms_page(), job=job_row(request.args.get("job")))
+
+
+@webui_bp.route("/vms/rows")
+def vm_rows():
+    if (r := admin_only()) is not None:
+        return r
+    return render_template("_vm_rows.html", **vms_page())
+
+
+def _choices():
+    c, db = ctx(), reader()
+    return {"clusters": reads.list_rows(c, db, reads.CLUSTERS), "templates": reads.list_rows(c, db, reads.TEMPLATES),
+            "priorities": PRIORITIES}
+
+
+@webui_bp.route("/vms/new", methods=["GET", "POST"])
+def vm_new():
+    if (r := admin_only()) is not None:
+        return r
+    if request.method == "GET":
+        return render_template("vm_new.html", form={}, message=None, **_choices())
+    try:
+        spec = vm_svc.VmSpec(
+            name=forms.text_field("name", "Name", required=True),
+            cluster=forms.ref_field("cluster", "Cluster", required=True),
+            template=forms.ref_field("template", "Template"),
+            description=forms.text_field("description", "Description", max_len=4000),
+            memory=_mib("memory_mib"),
+            cpus=forms.int_field("cpus", "Virtual CPUs", 1, vm_svc.MAX_CPUS),
+            high_availability=forms.checkbox("ha"),
+            ha_priority=forms.int_field("ha_priority", "HA priority", 0, 100, default=1))
+        vm, job = vm_svc.add_vm(ctx(), session(), spec)
+        session().flush()
+        return after_job(job, url_for("ui.vm", ident=vm.id))
+    except Fault as f:
+        rollback()
+        return render_template("vm_new.html", form=request.form, message=f, **_choices()), f.status
+
+
+def _mib(name):
+    mib = forms.int_field(name, "Memory (MiB)", vm_svc.MIN_MEMORY // forms.MIB, vm_svc.MAX_MEMORY // forms.MIB)
+    return None if mib is None else mib * forms.MIB
+
+
+@webui_bp.route("/vms/<ident>")
+def vm(ident):
+    c, db = ctx(not is_admin()), reader()
+    v = reads.get_row(c, db, reads.VMS, ident)
+    ids = [v.id]
+    return render_template(
+        "vm.html", vm=v, admin=is_admin(),
+        host=reads.by_id(db, Host, [v.host_id]).get(v.host_id) if v.host_id else None,
+        cluster=reads.by_id(db, Cluster, [v.cluster_id]).get(v.cluster_id),
+        template=reads.by_id(db, Template, [v.template_id]).get(v.template_id),
+        nics=reads.grouped(db, Nic, Nic.vm_id, ids, (Nic.name,)).get(v.id, []),
+        disks=reads.attachments(db, DiskAttachment.vm_id, ids).get(v.id, []),
+        snapshots=reads.grouped(db, Snapshot, Snapshot.vm_id, ids, (Snapshot.date,)).get(v.id, []),
+        events=reads.list_rows(c, db, reads.EVENTS, None, 20, Event.vm_id == v.id),
+        hosts=reads.list_rows(c, db, reads.HOSTS, None, None, Host.status == "up") if is_admin() else [],
+        job=job_row(request.args.get("job")), priorities=PRIORITIES)
+
+
+VM_ACTIONS = {
+    "start": lambda c, s, v: vm_svc.request_start(c, s, v, None),
+    "shutdown": vm_svc.request_shutdown,
+    "poweroff": vm_svc.request_stop,
+    "reboot": vm_svc.request_reboot,
+}
+
+
+@webui_bp.route("/vms/<ident>/<action>", methods=["POST"])
+def vm_action(ident, action):
+    """Lifecycle actions, for the administration portal and the VM portal alike:
+    the service layer checks the caller's permits."""
+    c, s = ctx(not is_admin()), session()
+    v = lookup.get(s, Vm, ident, "VM")
+    back = forms.back_field(url_for("ui.vm", ident=v.id))
+    if action in VM_ACTIONS:
+        return after_job(VM_ACTIONS[action](c, s, v), back)
+    if action == "migrate":
+        ref = forms.ref_field("host", "Destination host")
+        target = lookup.resolve(s, Host, ref, "host", "host") if ref else None
+        return after_job(vm_svc.request_migrate(c, s, v, target), back)
+    if action == "remove":
+        job = vm_svc.remove_vm(c, s, v)
+        return after_job(job, url_for("ui.vms") if is_admin() else url_for("ui.portal"))
+    abort(404)
+
+
+# ---- events ------------------------------------------------------------------------
+def _events_page():
+    c, db = ctx(not is_admin()), reader()
+    page = forms.page_param()
+    severity = request.args.get("severity", "")
+    search = request.args.get("search", "").strip()
+    terms = ([f"severity={severity}"] if severity in SEVERITIES else []) + ([search] if search else [])
+    rows = reads.list_rows(c, db, reads.EVENTS, " and ".join(terms) or None, EVENTS_PAGE + 1,
+                           offset=(page - 1) * EVENTS_PAGE)
+    return {"events": rows[:EVENTS_PAGE], "more": len(rows) > EVENTS_PAGE, "page": page, "search": search,
+            "severity": severity, "severities": SEVERITIES}
+
+
+@webui_bp.route("/events")
+def events_list():
+    return render_template("events.html", **_events_page())
+
+
+@webui_bp.route("/events/rows")
+def event_rows():
+    return render_template("_event_rows.html", **_events_page())
+
+
+@webui_bp.app_template_filter("when")
+def when(value):
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+@webui_bp.app_template_filter("mib")
+def mib(value):
+    if value is None:
+        return ""
+    value = int(value) // forms.MIB
+    return f"{value / 1024:.1f} GiB" if value >= 10240 else f"{value} MiB"
+
+
+@webui_bp.app_template_filter("percent")
+def percent(part, whole):
+    return 0 if not whole else min(100, round(100 * part / whole))
+
+
+
+@webui_bp.route("/vms/<ident>/events")
+def vm_events(ident):
+    c = ctx(not is_admin())
+    v = reads.get_row(c, reader(), reads.VMS, ident)
+    return render_template("_event_rows.html", events=reads.list_rows(c, reader(), reads.EVENTS, None, 20,
+                                                                       Event.vm_id == v.id))
+
+
+# the buttons a VM in each state offers (the service layer refuses the rest anyway)
+VM_BUTTONS = {
+    "down": (("start", "Start"),),
+    "up": (("shutdown", "Shut down"), ("reboot", "Reboot"), ("poweroff", "Power off")),
+    "paused": (("poweroff", "Power off"),),
+    "powering_up": (("poweroff", "Power off"),),
+    "not_responding": (("poweroff", "Power off"),),
+}
+
+
+@webui_bp.app_template_global()
+def vm_actions(status):
+    return VM_BUTTONS.get(status, ())
+
+
+@webui_bp.app_template_global()
+def query_with(**changes):
+    """This page's query string with some parameters changed (the pager's links)."""
+    args = request.args.to_dict()
+    args.update({k: str(v) for k, v in changes.items()})
+    return urlencode(args)
+
+
+@webui_bp.app_template_global()
+def admin_portal():
+    return is_admin()
