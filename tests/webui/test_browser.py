@@ -138,3 +138,17 @@ def test_the_console_shows_the_guests_screen(ui_engine, browser):
     assert ink > 100
     assert browser.find_element(By.ID, "screen").get_attribute("data-password") is None
     screenshot(browser, "console")
+
+
+def test_a_snapshot_taken_on_the_vm_page_appears_there_by_itself(ui_engine, browser):
+    browser.get(ui_engine.ui + "/vms")
+    cells = wait_for(lambda: row_of(browser, "web1"), 30, what="web1 in the list")
+    cells[0].find_element(By.TAG_NAME, "a").click()
+    wait_for(lambda: browser.find_elements(By.ID, "snapshot-description"), 30, what="the VM's page")
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.ID, "snapshot-description").send_keys("before the upgrade")
+    browser.find_element(By.XPATH, "//button[text()='Take snapshot']").click()
+    wait_for(lambda: "before the upgrade" in text_of(browser, "#vm-snapshots")
+             and text_of(browser, "#vm-snapshots .status") == "ok", 120, what="the snapshot listed, ok")
+    assert page.id == browser.find_element(By.TAG_NAME, "html").id
+    screenshot(browser, "vm")

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from harness import ui
 from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host
-from keel_engine.models import BLANK_TEMPLATE_ID, Cluster, Event, Role, Token, Vm, utcnow
+from keel_engine.models import BLANK_TEMPLATE_ID, Cluster, Event, FenceAgent, Role, Snapshot, Token, Vm, utcnow
 from keel_engine.services import Context, roles, users
 
 PASSWORD = "portal-pw-1"
@@ -208,3 +208,55 @@ def test_errors_are_pages_not_xml_or_tracebacks(engine):
     assert "unknown field 'colour'" in _alert(r.text).replace("&#39;", "'")
     r = c.get("/ui/vms/rows?search=colour%3Dred", headers={"HX-Request": "true"})
     assert r.status_code == 200 and r.headers["HX-Retarget"] == "#messages"
+
+
+def test_power_management_from_the_host_page(engine):
+    _cfg, app, sm, host_id = engine
+    c = admin_client(app)
+    page = c.get(f"/ui/hosts/{host_id}").text
+    token = ui.form_token(page)
+    assert "No fence agent" in page
+    r = c.post(f"/ui/hosts/{host_id}/restart", data={"csrf": token})
+    assert r.status_code == 409 and "no power management configured" in _alert(r.text)
+    r = c.post(f"/ui/hosts/{host_id}/confirm-rebooted", data={"csrf": token})
+    assert r.status_code == 409 and "only a non-responsive host" in _alert(r.text)
+    agent = {"csrf": token, "type": "ipmilan", "address": "127.0.2.250", "port": "70000", "username": "admin",
+             "password": "bmc-pw"}
+    r = c.post(f"/ui/hosts/{host_id}/agents", data=agent)
+    assert r.status_code == 400 and "Port: from 1 to 65535" in _alert(r.text)
+    with sm() as s:
+        assert s.scalar(select(func.count()).select_from(FenceAgent)) == 0
+    r = c.post(f"/ui/hosts/{host_id}/agents", data={**agent, "port": "6230"})
+    assert r.status_code == 303
+    with sm() as s:
+        a = s.scalar(select(FenceAgent))
+        assert (a.address, a.port, a.username) == ("127.0.2.250", 6230, "admin")
+        assert "bmc-pw" not in a.password_encrypted
+    page = c.get(f"/ui/hosts/{host_id}").text
+    assert "127.0.2.250" in page and "bmc-pw" not in page
+    r = c.post(f"/ui/hosts/{host_id}/agents/{a.id}/test", data={"csrf": token}, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Testing fence agent 127.0.2.250" in r.text
+    r = c.post(f"/ui/hosts/{host_id}/agents/{a.id}/remove", data={"csrf": token})
+    assert r.status_code == 303
+    with sm() as s:
+        assert s.scalar(select(func.count()).select_from(FenceAgent)) == 0
+
+
+def test_snapshots_from_the_vm_page(engine):
+    _cfg, app, sm, _h = engine
+    vm_id = _add_vm(sm, "snappy")
+    c = admin_client(app)
+    token = ui.form_token(c.get(f"/ui/vms/{vm_id}").text)
+    r = c.post(f"/ui/vms/{vm_id}/snapshots", data={"csrf": token, "description": ""})
+    assert r.status_code == 400 and "Description: required" in _alert(r.text)
+    r = c.post(f"/ui/vms/{vm_id}/snapshots", data={"csrf": token, "description": "before the upgrade"},
+               headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Creating snapshot &#39;before the upgrade&#39;" in r.text
+    with sm() as s:
+        snap = s.scalar(select(Snapshot))
+        assert (snap.description, snap.status) == ("before the upgrade", "locked")
+    assert "before the upgrade" in c.get(f"/ui/vms/{vm_id}").text
+    r = c.post(f"/ui/vms/{vm_id}/snapshots/{snap.id}/remove", data={"csrf": token})
+    assert r.status_code == 409 and "is being created" in _alert(r.text)
+    r = c.post(f"/ui/vms/{vm_id}/snapshots/no-such/remove", data={"csrf": token})
+    assert r.status_code == 404

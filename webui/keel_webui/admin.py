@@ -12,6 +12,7 @@ from keel_engine.models import (Cluster, DiskAttachment, Event, FenceAgent, Host
 from keel_engine.services import hosts as host_svc
 from keel_engine.services import lookup, reads
 from keel_engine.services.ha_view import overview
+from keel_engine.services import snapshots as snap_svc
 from keel_engine.services import vms as vm_svc
 
 from . import forms
@@ -131,7 +132,7 @@ def host(ident):
     vms = reads.list_rows(c, db, reads.VMS, None, None, Vm.host_id == h.id)
     agents = reads.list_rows(c, db, reads.FENCE_AGENTS, None, None, FenceAgent.host_id == h.id)
     evs = reads.list_rows(c, db, reads.EVENTS, None, 20, Event.host_id == h.id)
-    return render_template("host.html", host=h, vms=vms, agents=agents, events=evs,
+    return render_template("host.html", host=h, vms=vms, agents=agents, events=evs, fence_buttons=FENCE_BUTTONS,
                            cluster=reads.by_id(db, Cluster, [h.cluster_id], c).get(h.cluster_id),
                            job=job_row(request.args.get("job")))
 
@@ -146,9 +147,50 @@ def host_action(ident, action):
         _, job = host_svc.deactivate(c, s, h)
     elif action == "activate":
         job = host_svc.request_activate(c, s, h)
+    elif action in FENCE_BUTTONS:
+        job = host_svc.request_fence(c, s, h, FENCE_BUTTONS[action][0])
     else:
         abort(404)
     return after_job(job, url_for("ui.host", ident=h.id))
+
+
+# power management buttons: (oVirt's fence type, label)
+FENCE_BUTTONS = {"restart": ("restart", "Restart"), "poweroff": ("stop", "Power off"),
+                 "poweron": ("start", "Power on"), "confirm-rebooted": ("manual", "Confirm host has been rebooted")}
+
+
+@webui_bp.route("/hosts/<ident>/agents", methods=["POST"])
+def fence_agent_add(ident):
+    if (r := admin_only()) is not None:
+        return r
+    c, s = ctx(), session()
+    h = lookup.get(s, Host, ident, "host")
+    host_svc.add_fence_agent(c, s, h, host_svc.FenceAgentSpec(
+        type=forms.text_field("type", "Type", required=True, max_len=32),
+        address=forms.text_field("address", "Address", required=True),
+        port=forms.int_field("port", "Port", 1, 65535),
+        username=forms.text_field("username", "User name", required=True),
+        password=forms.text_field("password", "Password", required=True, max_len=1024),
+        order=forms.int_field("order", "Order", 1, 100, default=1)))
+    s.commit()
+    return redirect(url_for("ui.host", ident=h.id), code=303)
+
+
+@webui_bp.route("/hosts/<ident>/agents/<agent_id>/<action>", methods=["POST"])
+def fence_agent_action(ident, agent_id, action):
+    if (r := admin_only()) is not None:
+        return r
+    c, s = ctx(), session()
+    h = lookup.get(s, Host, ident, "host")
+    agent = s.get(FenceAgent, agent_id)
+    if agent is None or agent.host_id != h.id:
+        abort(404)
+    if action == "test":
+        return after_job(host_svc.request_agent_test(c, s, h, agent), url_for("ui.host", ident=h.id))
+    if action == "remove":
+        host_svc.remove_fence_agent(c, s, h, agent)
+        return after_job(None, url_for("ui.host", ident=h.id))
+    abort(404)
 
 
 # ---- VMs ------------------------------------------------------------------------
@@ -228,6 +270,29 @@ def vm(ident):
         events=reads.list_rows(c, db, reads.EVENTS, None, 20, Event.vm_id == v.id),
         hosts=reads.list_rows(c, db, reads.HOSTS, None, None, Host.status == "up") if is_admin() else [],
         job=job_row(request.args.get("job")), priorities=PRIORITIES)
+
+
+@webui_bp.route("/vms/<ident>/snapshots", methods=["POST"])
+def snapshot_create(ident):
+    c, s = ctx(not is_admin()), session()
+    v = lookup.get(s, Vm, ident, "VM")
+    _, job = snap_svc.create_snapshot(c, s, v, forms.text_field("description", "Description", required=True))
+    return after_job(job, url_for("ui.vm", ident=v.id))
+
+
+@webui_bp.route("/vms/<ident>/snapshots/<snap_id>/<action>", methods=["POST"])
+def snapshot_action(ident, snap_id, action):
+    c, s = ctx(not is_admin()), session()
+    v = lookup.get(s, Vm, ident, "VM")
+    snap = s.get(Snapshot, snap_id)
+    if snap is None or snap.vm_id != v.id:
+        abort(404)
+    if action == "restore":
+        return after_job(snap_svc.restore_snapshot(c, s, v, snap), url_for("ui.vm", ident=v.id))
+    if action == "remove":
+        snap_svc.remove_snapshot(c, s, v, snap)
+        return after_job(None, url_for("ui.vm", ident=v.id))
+    abort(404)
 
 
 VM_ACTIONS = {
