@@ -30,7 +30,11 @@ def sign_in(driver, ui, user, password):
     driver.find_element(By.ID, "username").clear()
     driver.find_element(By.ID, "username").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
+    old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    # the answer is a new document (the form again, or the page asked for)
+    wait_for(lambda: driver.find_element(By.TAG_NAME, "html").id != old.id
+             and driver.execute_script("return document.readyState") == "complete", 30, what="the sign-in's answer")
 
 
 def row_of(driver, name):

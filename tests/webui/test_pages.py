@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from harness import ui
 from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host
-from keel_engine.models import BLANK_TEMPLATE_ID, Cluster, Event, FenceAgent, Role, Snapshot, Token, Vm, utcnow
+from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, Disk, Event, FenceAgent, Network, Nic, Role, Snapshot,
+                                StorageDomain, Token, User, Vm, utcnow)
 from keel_engine.services import Context, roles, users
 
 PASSWORD = "portal-pw-1"
@@ -260,3 +261,62 @@ def test_snapshots_from_the_vm_page(engine):
     assert r.status_code == 409 and "is being created" in _alert(r.text)
     r = c.post(f"/ui/vms/{vm_id}/snapshots/no-such/remove", data={"csrf": token})
     assert r.status_code == 404
+
+
+def test_the_new_vm_form_adds_a_nic_and_a_disk(engine, tmp_path):
+    _cfg, app, sm, _h = engine
+    with sm() as s:
+        cluster = s.scalar(select(Cluster))
+        net = Network(name="ovirtmgmt", data_center_id=cluster.data_center_id)
+        sd = StorageDomain(name="data", data_center_id=cluster.data_center_id, path=str(tmp_path), status="active")
+        s.add_all([net, sd])
+        s.commit()
+        ids = (cluster.id, net.id, sd.id)
+    c = admin_client(app)
+    token = ui.form_token(c.get("/ui/vms/new").text)
+    form = {"csrf": token, "cluster": ids[0], "name": "web2", "network": ids[1], "disk_gib": "2"}
+    r = c.post("/ui/vms/new", data=form)
+    assert r.status_code == 400 and "Storage domain: choose one" in _alert(r.text)
+    assert _vm_count(sm) == 0
+    r = c.post("/ui/vms/new", data={**form, "storage_domain": ids[2]})
+    assert r.status_code == 303, _alert(r.text)
+    with sm() as s:
+        vm = s.scalar(select(Vm))
+        nic = s.scalar(select(Nic).where(Nic.vm_id == vm.id))
+        disk = s.scalar(select(Disk))
+        assert (nic.name, nic.network_id) == ("nic1", ids[1])
+        assert (disk.name, disk.provisioned_size, disk.storage_domain_id) == ("web2_disk1", 2 * 2 ** 30, ids[2])
+
+
+def test_an_administrator_adds_a_user_gives_it_a_vm_and_the_user_signs_in(engine):
+    _cfg, app, sm, _h = engine
+    mine = _add_vm(sm, "mine")
+    c = admin_client(app)
+    token = ui.form_token(c.get("/ui/users").text)
+    r = c.post("/ui/users", data={"csrf": token, "name": "sam", "password": "sam-pw-123", "password2": "other"})
+    assert r.status_code == 400 and "the two entries differ" in _alert(r.text)
+    r = c.post("/ui/users", data={"csrf": token, "name": "bad name!", "password": "sam-pw-123",
+                                  "password2": "sam-pw-123"})
+    assert r.status_code == 400 and "is not a user name" in _alert(r.text)
+    r = c.post("/ui/users", data={"csrf": token, "name": "sam", "password": "sam-pw-123", "password2": "sam-pw-123"})
+    assert r.status_code == 303
+    user_page = r.headers["Location"]
+    assert "No role: this user cannot sign in." in c.get(user_page).text
+    sam = app.test_client()
+    assert sign_in(sam, "sam@internal", "sam-pw-123").status_code == 403
+    with sm() as s:
+        role_id = s.scalar(select(Role.id).where(Role.name == "UserRole"))
+    r = c.post(user_page + "/grant", data={"csrf": token, "role": role_id, "scope": f"vm:{mine}"})
+    assert r.status_code == 303
+    assert "vm mine" in c.get(user_page).text
+    assert sign_in(sam, "sam@internal", "sam-pw-123").headers["Location"] == "/ui/portal/"
+    assert ">mine</a>" in sam.get("/ui/portal/").text
+    r = c.post(user_page + "/grant", data={"csrf": token, "role": role_id, "scope": "host:x"})
+    assert r.status_code == 400 and "not the system, a cluster or a VM" in _alert(r.text)
+    r = c.post(user_page + "/disable", data={"csrf": token})
+    assert r.status_code == 303
+    assert sam.get("/ui/portal/").status_code == 303      # its session ends at once
+    r = c.post(user_page + "/remove", data={"csrf": token})
+    assert r.status_code == 303 and r.headers["Location"] == "/ui/users"
+    with sm() as s:
+        assert s.scalar(select(func.count()).select_from(User).where(User.name == "sam")) == 0

@@ -9,11 +9,11 @@ from collections import Counter
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, select, update
 
 from harness.engineapp import engine_app_with_host
 from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, DataCenter, Disk, DiskAttachment, Event, FenceAgent, Host,
-                                Job, Nic, Permission, Role, Snapshot, StorageDomain, User, Vm, utcnow)
+                                Job, Network, Nic, Permission, Role, Snapshot, StorageDomain, User, Vm, utcnow)
 
 from .test_pages import admin_client
 
@@ -79,15 +79,19 @@ def seed_small(sm, hx):
         hosts = [hx, *_hosts(s, cluster, 1, 2)]
         vms = _vms(s, [cluster], hosts, 0, 60)
         _events(s, vms, hosts, 150)
-        domain = StorageDomain(name="data", path="/srv/data", data_center_id=s.scalar(select(DataCenter.id)))
-        s.add(domain)
+        dc = s.scalar(select(DataCenter.id))
+        domain = StorageDomain(name="data", path="/srv/data", data_center_id=dc)
+        network = Network(name="ovirtmgmt", data_center_id=dc)
+        s.add_all([domain, network])
         s.flush()
         _vm_devices(s, vms[0], domain.id, 0, 1)
+        s.execute(update(Nic).values(network_id=network.id))
         job = Job(description="Starting VM vm-000", status="started")
         s.add_all([job, FenceAgent(host_id=hx, address="10.3.0.1", port=623, order=1)])
         _grant_portal(s, cluster)
         s.commit()
-        return {"host": hx, "vm": vms[0], "job": job.id, "cluster": cluster, "domain": domain.id, "hosts": hosts}
+        return {"host": hx, "vm": vms[0], "job": job.id, "cluster": cluster, "domain": domain.id, "hosts": hosts,
+                "datacenter": dc, "network": network.id, "disk": s.scalar(select(Disk.id))}
 
 
 def seed_more(sm, ids):
@@ -107,6 +111,7 @@ def seed_more(sm, ids):
         vms = _vms(s, [ids["cluster"], other.id], hosts, 60, 240)
         _events(s, vms, hosts, 1500)
         _vm_devices(s, ids["vm"], ids["domain"], 1, 3)
+        s.execute(update(Nic).values(network_id=ids["network"]))
         s.add_all([Job(description=f"Migrating VM vm-{i:03d}", status="started") for i in range(5)])
         s.add_all([FenceAgent(host_id=ids["host"], address=f"10.3.0.{i}", port=623, order=i) for i in (2, 3)])
         _grant_portal(s, other.id)
@@ -119,7 +124,13 @@ def pages(ids):
             "/ui/vms", "/ui/vms?page=2", "/ui/vms?search=name%3Dvm-0*", "/ui/vms/rows", "/ui/vms/new",
             f"/ui/vms/{vm}", f"/ui/vms/{vm}/events", "/ui/ha",
             "/ui/events", "/ui/events?page=2", "/ui/events?severity=warning", "/ui/events/rows",
-            "/ui/portal/", "/ui/portal/rows", f"/ui/jobs/{ids['job']}"]
+            "/ui/portal/", "/ui/portal/rows", f"/ui/jobs/{ids['job']}",
+            "/ui/datacenters", f"/ui/datacenters/{ids['datacenter']}", "/ui/datacenters/new",
+            "/ui/clusters", f"/ui/clusters/{ids['cluster']}", "/ui/clusters/new",
+            "/ui/storagedomains", f"/ui/storagedomains/{ids['domain']}",
+            "/ui/networks", f"/ui/networks/{ids['network']}",
+            "/ui/templates", f"/ui/templates/{BLANK_TEMPLATE_ID}", "/ui/disks", f"/ui/disks/{ids['disk']}",
+            "/ui/jobs", "/ui/jobs?status=started", f"/ui/jobs/{ids['job']}/detail", "/ui/users"]
 
 
 @contextmanager
@@ -177,6 +188,9 @@ def test_every_page_runs_as_many_statements_with_300_vms_as_with_60(tmp_path):
     assert vm_links(big, f"/ui/hosts/{hx}") > vm_links(small, f"/ui/hosts/{hx}") > 1
     assert big["/ui/hosts"][1].count('href="/ui/hosts/') == 20
     assert "nic3" in big[f"/ui/vms/{ids['vm']}"][1] and "snapshot 3" in big[f"/ui/vms/{ids['vm']}"][1]
+    assert [got["/ui/disks"][1].count('href="/ui/disks/') for got in (small, big)] == [1, 4]
+    assert [got[f"/ui/networks/{ids['network']}"][1].count("<td>nic") for got in (small, big)] == [1, 4]
+    assert "second" in big[f"/ui/datacenters/{ids['datacenter']}"][1] and "Migrating VM" in big["/ui/jobs"][1]
 
     grown = {p: f"{len(small[p][0])} -> {len(big[p][0])} ({_growth(small[p][0], big[p][0])})"
              for p in paths if len(small[p][0]) != len(big[p][0])}

@@ -9,7 +9,7 @@ __all__ = ["PREFIX", "error_page", "register"]
 
 
 def register(app: Flask) -> None:
-    from . import admin, console, ha, portal, signin  # noqa: F401  (their routes)
+    from . import admin, console, ha, inventory, portal, signin, users  # noqa: F401  (their routes)
     app.register_blueprint(webui_bp)
 
     # a browser pointed at the engine, or at oVirt's portal addresses, lands in the UI

@@ -1,10 +1,12 @@
 """The administration portal's pages: dashboard, hosts, VMs, events, jobs."""
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlencode
 
 from flask import abort, redirect, render_template, request, url_for
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from keel_engine.errors import Fault
 from keel_engine.models import (Cluster, DiskAttachment, Event, FenceAgent, Host, Job, Nic, Snapshot, StorageDomain,
@@ -12,6 +14,7 @@ from keel_engine.models import (Cluster, DiskAttachment, Event, FenceAgent, Host
 from keel_engine.services import hosts as host_svc
 from keel_engine.services import lookup, reads
 from keel_engine.services.ha_view import overview
+from keel_engine.services import disks as disk_svc
 from keel_engine.services import snapshots as snap_svc
 from keel_engine.services import vms as vm_svc
 
@@ -19,6 +22,7 @@ from . import forms
 from .blueprint import ctx, is_htmx, reader, rollback, session, webui_bp
 from .signin import is_admin
 
+log = logging.getLogger("keel.engine.webui")
 PAGE = 50
 EVENTS_PAGE = 100
 SEVERITIES = ("normal", "warning", "error", "alert")
@@ -46,7 +50,12 @@ def job_row(job_id):
 def after_job(job, back: str):
     """An action was recorded: commit it (the worker sees the job), then show
     its progress in place (htmx) or on the page the user came from."""
-    session().commit()
+    try:
+        session().commit()
+    except SQLAlchemyError as e:
+        rollback()
+        log.error("commit failed: %s", e)
+        raise Fault(503, "Operation Failed", "the database refused the change; see the engine log") from None
     if is_htmx():
         return _job_fragment(job_row(job.id) if job is not None else None)
     if job is None:
@@ -222,6 +231,9 @@ def vm_rows():
 def _choices():
     c, db = ctx(), reader()
     return {"clusters": reads.list_rows(c, db, reads.CLUSTERS), "templates": reads.list_rows(c, db, reads.TEMPLATES),
+            "networks": reads.list_rows(c, db, reads.NETWORKS),
+            "storage_domains": reads.list_rows(c, db, reads.STORAGE_DOMAINS, None, None,
+                                               StorageDomain.type == "data"),
             "priorities": PRIORITIES}
 
 
@@ -241,8 +253,18 @@ def vm_new():
             cpus=forms.int_field("cpus", "Virtual CPUs", 1, vm_svc.MAX_CPUS),
             high_availability=forms.checkbox("ha"),
             ha_priority=forms.int_field("ha_priority", "HA priority", 0, 100, default=1))
+        network = forms.ref_field("network", "Network")
+        disk_gib = forms.int_field("disk_gib", "Disk size (GiB)", 1, 65536)
+        storage = forms.ref_field("storage_domain", "Storage domain", required=disk_gib is not None)
         vm, job = vm_svc.add_vm(ctx(), session(), spec)
         session().flush()
+        if network is not None:
+            vm_svc.add_nic(ctx(), session(), vm, vm_svc.NicSpec(name="nic1", network=network))
+        if disk_gib is not None:
+            _, disk_job = vm_svc.add_disk_attachment(ctx(), session(), vm, vm_svc.AttachmentSpec(
+                bootable=True, new_disk=disk_svc.DiskSpec(provisioned_size=disk_gib * 1024 * forms.MIB,
+                                                          storage_domain=storage, name=f"{spec.name}_disk1")))
+            job = job or disk_job
         return after_job(job, url_for("ui.vm", ident=vm.id))
     except Fault as f:
         rollback()

@@ -12,7 +12,7 @@ from keel_common.config import MANAGEMENT_NETWORK
 
 from .. import virt
 from ..errors import bad_request, conflict
-from ..models import Cluster, DataCenter, Disk, Host, Network, Nic, StorageDomain, Vm
+from ..models import Cluster, DataCenter, Disk, Host, Network, Nic, StorageDomain, Template, Vm, VmPool
 from . import access, events, jobs, lookup
 from .lookup import Ref
 
@@ -150,7 +150,7 @@ def update_cluster(ctx, s, cl, name: str | None = None, description: str | None 
 
 def remove_cluster(ctx, s, cl):
     access.check(ctx, s, "delete_cluster", cl)
-    for model, what in ((Host, "hosts"), (Vm, "VMs")):
+    for model, what in ((Host, "hosts"), (Vm, "VMs"), (Template, "templates"), (VmPool, "VM pools")):
         if s.scalar(select(func.count()).select_from(model).where(model.cluster_id == cl.id)):
             raise conflict(f"cluster {cl.name} still has {what}; remove them first")
     s.delete(cl)

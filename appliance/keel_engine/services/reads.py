@@ -225,12 +225,18 @@ def grouped(s, model, key_column, ids, order=()) -> dict:
     return out
 
 
-def vm_counts(s, host_ids) -> dict:
+def counts(s, key_column, ids) -> dict:
+    """{key: how many rows have it} for the keys in ids (absent: none), e.g.
+    the VMs of each cluster of a page: one query per 500 keys, not one a key."""
     out = {}
-    for part in _chunks(host_ids):
-        out.update(run(s, select(Vm.host_id, func.count()).where(Vm.host_id.in_(part))
-                       .group_by(Vm.host_id)).all())
+    for part in _chunks(ids):
+        out.update(run(s, select(key_column, func.count()).where(key_column.in_(part))
+                       .group_by(key_column)).all())
     return out
+
+
+def vm_counts(s, host_ids) -> dict:
+    return counts(s, Vm.host_id, host_ids)
 
 
 def attachments(s, owner_column, ids) -> dict:

@@ -1,0 +1,269 @@
+"""The administration portal's other inventory pages: data centers, clusters,
+storage domains, networks, templates and disks (oVirt's search, a page for
+each object), the create and remove forms the service layer makes simple,
+and the jobs with their steps. Each page reads what the API's view of the
+same object reads."""
+from __future__ import annotations
+
+from flask import render_template, request, url_for
+
+from keel_engine.api.fields import Name
+from keel_engine.api.schemas import DESCRIPTION
+from keel_engine.errors import Fault
+from keel_engine.models import (Cluster, DataCenter, Disk, DiskAttachment, Host, Job, Network, Nic, Step,
+                                StorageDomain, Template, User, Vm)
+from keel_engine.services import disks as disk_svc
+from keel_engine.services import inventory as inv
+from keel_engine.services import lookup, reads
+from keel_engine.services import templates as tpl_svc
+
+from . import forms
+from .admin import admin_only, after_job, job_row
+from .blueprint import ctx, reader, rollback, session, webui_bp
+
+PAGE = 50
+# an object's page lists at most this many of a long list (a domain's disks,
+# a template's VMs, a network's interfaces); the first two link to all of them
+SHOWN = 100
+JOBS_SHOWN = 100
+JOB_STATUSES = ("started", "finished", "failed", "aborted")
+
+
+def _list_page(coll) -> dict:
+    """A list page's rows (searched, PAGE at a time), its pager's and its job's."""
+    search = request.args.get("search", "").strip()
+    page = forms.page_param()
+    rows = reads.list_rows(ctx(), reader(), coll, search or None, PAGE + 1, offset=(page - 1) * PAGE)
+    return {"rows": rows[:PAGE], "more": len(rows) > PAGE, "page": page, "search": search,
+            "job": job_row(request.args.get("job"))}
+
+
+def _listed(path: str, name: str, coll, beside) -> None:
+    """GET `path`: the searched list of `coll` (endpoint ui.<name>, template
+    <name>.html) with what `beside(ctx, reader, rows)` loads for its rows."""
+    def show():
+        if (r := admin_only()) is not None:
+            return r
+        p = _list_page(coll)
+        return render_template(f"{name}.html", **p, **beside(ctx(), reader(), p["rows"]))
+    webui_bp.add_url_rule(path, name, show)
+
+
+def _shown(path: str, name: str, page, removal=None) -> None:
+    """GET `path`/<id>: an object's page, `page(ident, message=None)` (endpoint
+    ui.<name>); with removal, (model, kind, remove(ctx, session, obj)): POST
+    `path`/<id>/remove removes it (endpoint ui.<name>_remove), then shows the
+    list ui.<name>s with the job it started, if any; refused, the object's page
+    again with why."""
+    def show(ident):
+        if (r := admin_only()) is not None:
+            return r
+        return page(ident)
+    webui_bp.add_url_rule(f"{path}/<ident>", name, show)
+    if removal is None:
+        return
+    model, kind, remove = removal
+
+    def removed(ident):
+        if (r := admin_only()) is not None:
+            return r
+        s = session()
+        obj = lookup.get(s, model, ident, kind)
+        try:
+            job = remove(ctx(), s, obj)
+        except Fault as f:
+            rollback()
+            return page(ident, f), f.status
+        return after_job(job, url_for(f"ui.{name}s"))
+    webui_bp.add_url_rule(f"{path}/<ident>/remove", f"{name}_remove", removed, methods=["POST"])
+
+
+def _name() -> str:
+    # the API's rule for names: the UI stores nothing the API would refuse
+    return Name().parse(forms.text_field("name", "Name", required=True, max_len=64), "Name")
+
+
+def _description() -> str:
+    return DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000), "Description")
+
+
+def _create(template: str, make, listing: str, choices=dict):
+    """A create form: shown (GET, its fields from the query), or posted: the
+    service call, then the list; refused, the form again with why and the
+    answers kept, and nothing stored."""
+    if (r := admin_only()) is not None:
+        return r
+    if request.method == "GET":
+        return render_template(template, form=request.args, message=None, **choices())
+    try:
+        make()
+    except Fault as f:
+        rollback()
+        return render_template(template, form=request.form, message=f, **choices()), f.status
+    return after_job(None, url_for(listing))
+
+
+def _datacenters_of(c, db, rows) -> dict:
+    return {"datacenters": reads.by_id(db, DataCenter, {r.data_center_id for r in rows}, c)}
+
+
+# ---- data centers -----------------------------------------------------------
+def _datacenter_counts(_c, db, rows) -> dict:
+    ids = [d.id for d in rows]
+    return {"clusters": reads.counts(db, Cluster.data_center_id, ids),
+            "domains": reads.counts(db, StorageDomain.data_center_id, ids)}
+
+
+def _datacenter(ident, message=None):
+    c, db = ctx(), reader()
+    dc = reads.get_row(c, db, reads.DATACENTERS, ident)
+    return render_template(
+        "datacenter.html", dc=dc, message=message,
+        clusters=reads.list_rows(c, db, reads.CLUSTERS, None, None, Cluster.data_center_id == dc.id),
+        networks=reads.list_rows(c, db, reads.NETWORKS, None, None, Network.data_center_id == dc.id),
+        domains=reads.list_rows(c, db, reads.STORAGE_DOMAINS, None, None, StorageDomain.data_center_id == dc.id))
+
+
+@webui_bp.route("/datacenters/new", methods=["GET", "POST"])
+def datacenter_new():
+    return _create("datacenter_new.html", lambda: inv.add_datacenter(ctx(), session(), inv.DataCenterSpec(
+        name=_name(), description=_description())), "ui.datacenters")
+
+
+_listed("/datacenters", "datacenters", reads.DATACENTERS, _datacenter_counts)
+_shown("/datacenters", "datacenter", _datacenter, (DataCenter, "data center", inv.remove_datacenter))
+
+
+# ---- clusters -----------------------------------------------------------------
+def _cluster_counts(c, db, rows) -> dict:
+    ids = [cl.id for cl in rows]
+    return {"hosts": reads.counts(db, Host.cluster_id, ids), "vms": reads.counts(db, Vm.cluster_id, ids),
+            **_datacenters_of(c, db, rows)}
+
+
+def _cluster(ident, message=None):
+    c, db = ctx(), reader()
+    cl = reads.get_row(c, db, reads.CLUSTERS, ident)
+    hosts = reads.list_rows(c, db, reads.HOSTS, None, None, Host.cluster_id == cl.id)
+    return render_template(
+        "cluster.html", cluster=cl, message=message, hosts=hosts,
+        vm_counts=reads.vm_counts(db, [h.id for h in hosts]),
+        vm_count=reads.count(db, Vm, Vm.cluster_id == cl.id, ctx=c),
+        datacenters=reads.by_id(db, DataCenter, [cl.data_center_id], c))
+
+
+def _datacenter_choices():
+    return {"datacenters": reads.list_rows(ctx(), reader(), reads.DATACENTERS)}
+
+
+@webui_bp.route("/clusters/new", methods=["GET", "POST"])
+def cluster_new():
+    return _create("cluster_new.html", lambda: inv.add_cluster(ctx(), session(), inv.ClusterSpec(
+        name=_name(), data_center=forms.ref_field("data_center", "Data center", required=True))),
+        "ui.clusters", _datacenter_choices)
+
+
+_listed("/clusters", "clusters", reads.CLUSTERS, _cluster_counts)
+_shown("/clusters", "cluster", _cluster, (Cluster, "cluster", inv.remove_cluster))
+
+
+# ---- storage domains --------------------------------------------------------------
+def _disk_places(c, db, disks) -> dict:
+    """What a table of disks shows beside each disk: its storage domain, and
+    the VM or template it is attached to (neither: a floating disk)."""
+    attached = {key: atts[0] for key, atts in
+                reads.grouped(db, DiskAttachment, DiskAttachment.disk_id, [d.id for d in disks]).items()}
+    return {"attached": attached,
+            "vms": reads.by_id(db, Vm, {a.vm_id for a in attached.values()}, c),
+            "templates": reads.by_id(db, Template, {a.template_id for a in attached.values()}, c),
+            "domains": reads.by_id(db, StorageDomain, {d.storage_domain_id for d in disks}, c)}
+
+
+def _storage_domain(ident, _message=None):
+    c, db = ctx(), reader()
+    sd = reads.get_row(c, db, reads.STORAGE_DOMAINS, ident)
+    disks = reads.list_rows(c, db, reads.DISKS, None, SHOWN, Disk.storage_domain_id == sd.id)
+    return render_template(
+        "storage_domain.html", sd=sd, disks=disks, **_disk_places(c, db, disks),
+        disk_count=reads.count(db, Disk, Disk.storage_domain_id == sd.id, ctx=c),
+        datacenters=reads.by_id(db, DataCenter, [sd.data_center_id], c))
+
+
+_listed("/storagedomains", "storage_domains", reads.STORAGE_DOMAINS, _datacenters_of)
+_shown("/storagedomains", "storage_domain", _storage_domain)
+
+
+# ---- networks ----------------------------------------------------------------------
+def _network(ident, _message=None):
+    c, db = ctx(), reader()
+    n = reads.get_row(c, db, reads.NETWORKS, ident)
+    nics = reads.list_rows(c, db, reads.NICS, None, SHOWN, Nic.network_id == n.id)
+    # Keel's vNIC profiles are one per network, with the network's id and name (as the API's)
+    return render_template("network.html", network=n, profiles=[n], nics=nics,
+                           vms=reads.by_id(db, Vm, {x.vm_id for x in nics}, c),
+                           datacenters=reads.by_id(db, DataCenter, [n.data_center_id], c))
+
+
+_listed("/networks", "networks", reads.NETWORKS, _datacenters_of)
+_shown("/networks", "network", _network)
+
+
+# ---- templates ------------------------------------------------------------------------
+def _template_counts(c, db, rows) -> dict:
+    return {"vms": reads.counts(db, Vm.template_id, [t.id for t in rows]),
+            "clusters": reads.by_id(db, Cluster, {t.cluster_id for t in rows}, c)}
+
+
+def _template(ident, message=None):
+    c, db = ctx(), reader()
+    t = reads.get_row(c, db, reads.TEMPLATES, ident)
+    disks = reads.attachments(db, DiskAttachment.template_id, [t.id]).get(t.id, [])
+    return render_template(
+        "template.html", template=t, message=message, disks=disks,
+        domains=reads.by_id(db, StorageDomain, {d.storage_domain_id for _a, d in disks}, c),
+        vms=reads.list_rows(c, db, reads.VMS, None, SHOWN, Vm.template_id == t.id),
+        vm_count=reads.count(db, Vm, Vm.template_id == t.id, ctx=c),
+        clusters=reads.by_id(db, Cluster, [t.cluster_id], c))
+
+
+_listed("/templates", "templates", reads.TEMPLATES, _template_counts)
+_shown("/templates", "template", _template, (Template, "template", tpl_svc.remove_template))
+
+
+# ---- disks ------------------------------------------------------------------------------
+def _disk(ident, message=None):
+    c, db = ctx(), reader()
+    d = reads.get_row(c, db, reads.DISKS, ident)
+    return render_template("disk.html", disk=d, message=message, **_disk_places(c, db, [d]))
+
+
+_listed("/disks", "disks", reads.DISKS, _disk_places)
+_shown("/disks", "disk", _disk, (Disk, "disk", disk_svc.remove_disk))
+
+
+# ---- jobs ---------------------------------------------------------------------------------
+# /jobs/<id> is the progress fragment an action polls (admin.py); a job's page is /jobs/<id>/detail
+@webui_bp.route("/jobs")
+def jobs():
+    if (r := admin_only()) is not None:
+        return r
+    c, db = ctx(), reader()
+    status = request.args.get("status", "")
+    status = status if status in JOB_STATUSES else ""
+    search = request.args.get("search", "").strip()
+    rows = reads.list_rows(c, db, reads.JOBS, search or None, JOBS_SHOWN,
+                           *((Job.status == status,) if status else ()))
+    return render_template("jobs.html", rows=rows, search=search, status=status, statuses=JOB_STATUSES,
+                           shown=JOBS_SHOWN, owners=reads.by_id(db, User, {j.owner_id for j in rows}, c))
+
+
+@webui_bp.route("/jobs/<ident>/detail")
+def job_detail(ident):
+    if (r := admin_only()) is not None:
+        return r
+    c, db = ctx(), reader()
+    j = reads.get_row(c, db, reads.JOBS, ident)
+    steps = reads.list_rows(c, db, reads.STEPS, None, None, Step.job_id == j.id)
+    return render_template("job_detail.html", record=j, steps=steps,
+                           steps_done=sum(st.status != "started" for st in steps),
+                           owner=reads.by_id(db, User, [j.owner_id], c).get(j.owner_id))
