@@ -14,7 +14,8 @@ NEXT_STEPS = """Try next:
   keel-lab exec host1 -- hosted-engine --vm-status
   keel-lab power {engine_host} off            # pull the engine host's plug via its BMC
   keel-lab check                        # the observer's verdict: never two engines
-  keel-lab down                         # remove everything"""
+  keel-lab down                         # remove everything
+  and the web UI: the address above, in a browser on this machine (docs/webui.md)"""
 
 DEPLOY_STEPS = """The hosts are bare (no Keel yet). Install it as a user would:
   {command}
