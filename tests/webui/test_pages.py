@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from harness import ui
 from harness.engineapp import ADMIN_PASSWORD, engine_app_with_host
-from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, Disk, Event, FenceAgent, Network, Nic, Role, Snapshot,
-                                StorageDomain, Token, User, Vm, utcnow)
+from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, Disk, Event, FenceAgent, Host, Network, Nic, Role,
+                                Snapshot, StorageDomain, Token, User, Vm, utcnow)
 from keel_engine.services import Context, roles, users
 
 PASSWORD = "portal-pw-1"
@@ -320,3 +320,37 @@ def test_an_administrator_adds_a_user_gives_it_a_vm_and_the_user_signs_in(engine
     assert r.status_code == 303 and r.headers["Location"] == "/ui/users"
     with sm() as s:
         assert s.scalar(select(func.count()).select_from(User).where(User.name == "sam")) == 0
+
+
+def test_no_ui_page_shows_a_user_what_their_roles_do_not_give(engine):
+    """Every GET page of the UI, as a user with UserRole on one VM only, asked
+    for the other VM, the host and everything else: nothing of theirs shows."""
+    cfg, app, sm, host_id = engine
+    mine, other = _add_vm(sm, "mine-vm-3"), _add_vm(sm, "other-vm-7")
+    with sm() as s:
+        s.get(Host, host_id).name = "secret-host-9"
+        u = users.add_internal(Context(cfg, sm), s, "pat", PASSWORD)
+        role = s.scalar(select(Role).where(Role.name == "UserRole"))
+        roles.add_permission(Context(cfg, sm), s, role, s.get(Vm, mine), user=u)
+        s.commit()
+    admin = admin_client(app)
+    # the administrator sees them: their absence below is the user's filter
+    assert "secret-host-9" in admin.get("/ui/hosts").text and "other-vm-7" in admin.get(f"/ui/vms/{other}").text
+    c = app.test_client()
+    assert sign_in(c, "pat@internal", PASSWORD).status_code == 303
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/ui/") or "GET" not in rule.methods or rule.endpoint == "ui.static":
+            continue
+        for value in (other, host_id, "x"):
+            url = rule.rule
+            for arg in rule.arguments:
+                url = url.replace(f"<{arg}>", value)
+            r = c.get(url)
+            checked += 1
+            assert r.status_code in (200, 303, 403, 404), (url, r.status_code)
+            assert "other-vm-7" not in r.text and "secret-host-9" not in r.text, url
+            if r.status_code == 303:
+                assert r.headers["Location"] == "/ui/portal/", url
+    assert checked > 60
+    assert "mine-vm-3" in c.get("/ui/portal/").text
