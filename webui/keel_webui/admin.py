@@ -1,6 +1,7 @@
 """The administration portal's pages: dashboard, hosts, VMs, events, jobs."""
 from __future__ import annotations
 
+import functools
 import logging
 from urllib.parse import urlencode
 
@@ -36,6 +37,23 @@ def admin_only():
             return redirect(url_for("ui.portal"), code=303)
         abort(403)
     return None
+
+
+def admin_page(view):
+    """A view of the administration portal: admin_only() first."""
+    @functools.wraps(view)
+    def guarded(*args, **kwargs):
+        refused = admin_only()
+        return refused if refused is not None else view(*args, **kwargs)
+    return guarded
+
+
+def paged(c, coll, search, size, *where):
+    """(rows of this page, whether there are more, the page number): `size`
+    rows at a time, one more read to know if a next page exists."""
+    page = forms.page_param()
+    rows = reads.list_rows(c, reader(), coll, search or None, size + 1, *where, offset=(page - 1) * size)
+    return rows[:size], len(rows) > size, page
 
 
 def job_row(job_id):
@@ -80,9 +98,8 @@ def job(ident):
 
 # ---- dashboard --------------------------------------------------------------
 @webui_bp.route("/")
+@admin_page
 def dashboard():
-    if (r := admin_only()) is not None:
-        return r
     c, db = ctx(), reader()
     up_hosts = reads.run(db, select(func.count(), func.coalesce(func.sum(Host.cpus), 0),
                                     func.coalesce(func.sum(Host.memory_total), 0),
@@ -119,23 +136,20 @@ def _hosts_page():
 
 
 @webui_bp.route("/hosts")
+@admin_page
 def hosts():
-    if (r := admin_only()) is not None:
-        return r
     return render_template("hosts.html", **_hosts_page(), job=job_row(request.args.get("job")))
 
 
 @webui_bp.route("/hosts/rows")
+@admin_page
 def host_rows():
-    if (r := admin_only()) is not None:
-        return r
     return render_template("_host_rows.html", **_hosts_page())
 
 
 @webui_bp.route("/hosts/<ident>")
+@admin_page
 def host(ident):
-    if (r := admin_only()) is not None:
-        return r
     c, db = ctx(), reader()
     h = reads.get_row(c, db, reads.HOSTS, ident)
     vms = reads.list_rows(c, db, reads.VMS, None, None, Vm.host_id == h.id)
@@ -147,9 +161,8 @@ def host(ident):
 
 
 @webui_bp.route("/hosts/<ident>/<action>", methods=["POST"])
+@admin_page
 def host_action(ident, action):
-    if (r := admin_only()) is not None:
-        return r
     c, s = ctx(), session()
     h = lookup.get(s, Host, ident, "host")
     if action == "maintenance":
@@ -169,9 +182,8 @@ FENCE_BUTTONS = {"restart": ("restart", "Restart"), "poweroff": ("stop", "Power 
 
 
 @webui_bp.route("/hosts/<ident>/agents", methods=["POST"])
+@admin_page
 def fence_agent_add(ident):
-    if (r := admin_only()) is not None:
-        return r
     c, s = ctx(), session()
     h = lookup.get(s, Host, ident, "host")
     host_svc.add_fence_agent(c, s, h, host_svc.FenceAgentSpec(
@@ -186,9 +198,8 @@ def fence_agent_add(ident):
 
 
 @webui_bp.route("/hosts/<ident>/agents/<agent_id>/<action>", methods=["POST"])
+@admin_page
 def fence_agent_action(ident, agent_id, action):
-    if (r := admin_only()) is not None:
-        return r
     c, s = ctx(), session()
     h = lookup.get(s, Host, ident, "host")
     agent = s.get(FenceAgent, agent_id)
@@ -205,26 +216,22 @@ def fence_agent_action(ident, agent_id, action):
 # ---- VMs ------------------------------------------------------------------------
 def vms_page(filtered=False):
     c, db = ctx(filtered), reader()
-    page = forms.page_param()
     search = request.args.get("search", "").strip()
-    rows = reads.list_rows(c, db, reads.VMS, search or None, PAGE + 1, offset=(page - 1) * PAGE)
-    rows, more = rows[:PAGE], len(rows) > PAGE
+    rows, more, page = paged(c, reads.VMS, search, PAGE)
     return {"vms": rows, "page": page, "more": more, "search": search,
             "hosts": reads.by_id(db, Host, {v.host_id for v in rows if v.host_id}),
             "clusters": reads.by_id(db, Cluster, {v.cluster_id for v in rows})}
 
 
 @webui_bp.route("/vms")
+@admin_page
 def vms():
-    if (r := admin_only()) is not None:
-        return r
     return render_template("vms.html", **vms_page(), job=job_row(request.args.get("job")))
 
 
 @webui_bp.route("/vms/rows")
+@admin_page
 def vm_rows():
-    if (r := admin_only()) is not None:
-        return r
     return render_template("_vm_rows.html", **vms_page())
 
 
@@ -238,9 +245,8 @@ def _choices():
 
 
 @webui_bp.route("/vms/new", methods=["GET", "POST"])
+@admin_page
 def vm_new():
-    if (r := admin_only()) is not None:
-        return r
     if request.method == "GET":
         return render_template("vm_new.html", form={}, message=None, **_choices())
     try:
@@ -346,14 +352,11 @@ def vm_action(ident, action):
 
 # ---- events ------------------------------------------------------------------------
 def _events_page():
-    c, db = ctx(not is_admin()), reader()
-    page = forms.page_param()
     severity = request.args.get("severity", "")
     search = request.args.get("search", "").strip()
     terms = ([f"severity={severity}"] if severity in SEVERITIES else []) + ([search] if search else [])
-    rows = reads.list_rows(c, db, reads.EVENTS, " and ".join(terms) or None, EVENTS_PAGE + 1,
-                           offset=(page - 1) * EVENTS_PAGE)
-    return {"events": rows[:EVENTS_PAGE], "more": len(rows) > EVENTS_PAGE, "page": page, "search": search,
+    rows, more, page = paged(ctx(not is_admin()), reads.EVENTS, " and ".join(terms), EVENTS_PAGE)
+    return {"events": rows, "more": more, "page": page, "search": search,
             "severity": severity, "severities": SEVERITIES}
 
 

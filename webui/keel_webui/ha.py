@@ -8,12 +8,11 @@ from flask import render_template
 
 from keel_engine.services.ha_view import overview
 
-from .admin import admin_only
+from .admin import admin_page
 from .blueprint import reader, webui_bp
 
 
 @webui_bp.route("/ha")
+@admin_page
 def ha_panel():
-    if (r := admin_only()) is not None:
-        return r
     return render_template("_ha_panel.html", ha=overview(reader()))

@@ -18,7 +18,7 @@ from keel_engine.services import lookup, reads
 from keel_engine.services import templates as tpl_svc
 
 from . import forms
-from .admin import admin_only, after_job, job_row
+from .admin import admin_page, after_job, job_row, paged
 from .blueprint import ctx, reader, rollback, session, webui_bp
 
 PAGE = 50
@@ -32,18 +32,16 @@ JOB_STATUSES = ("started", "finished", "failed", "aborted")
 def _list_page(coll) -> dict:
     """A list page's rows (searched, PAGE at a time), its pager's and its job's."""
     search = request.args.get("search", "").strip()
-    page = forms.page_param()
-    rows = reads.list_rows(ctx(), reader(), coll, search or None, PAGE + 1, offset=(page - 1) * PAGE)
-    return {"rows": rows[:PAGE], "more": len(rows) > PAGE, "page": page, "search": search,
+    rows, more, page = paged(ctx(), coll, search, PAGE)
+    return {"rows": rows, "more": more, "page": page, "search": search,
             "job": job_row(request.args.get("job"))}
 
 
 def _listed(path: str, name: str, coll, beside) -> None:
     """GET `path`: the searched list of `coll` (endpoint ui.<name>, template
     <name>.html) with what `beside(ctx, reader, rows)` loads for its rows."""
+    @admin_page
     def show():
-        if (r := admin_only()) is not None:
-            return r
         p = _list_page(coll)
         return render_template(f"{name}.html", **p, **beside(ctx(), reader(), p["rows"]))
     webui_bp.add_url_rule(path, name, show)
@@ -55,18 +53,16 @@ def _shown(path: str, name: str, page, removal=None) -> None:
     `path`/<id>/remove removes it (endpoint ui.<name>_remove), then shows the
     list ui.<name>s with the job it started, if any; refused, the object's page
     again with why."""
+    @admin_page
     def show(ident):
-        if (r := admin_only()) is not None:
-            return r
         return page(ident)
     webui_bp.add_url_rule(f"{path}/<ident>", name, show)
     if removal is None:
         return
     model, kind, remove = removal
 
+    @admin_page
     def removed(ident):
-        if (r := admin_only()) is not None:
-            return r
         s = session()
         obj = lookup.get(s, model, ident, kind)
         try:
@@ -91,8 +87,6 @@ def _create(template: str, make, listing: str, choices=dict):
     """A create form: shown (GET, its fields from the query), or posted: the
     service call, then the list; refused, the form again with why and the
     answers kept, and nothing stored."""
-    if (r := admin_only()) is not None:
-        return r
     if request.method == "GET":
         return render_template(template, form=request.args, message=None, **choices())
     try:
@@ -125,6 +119,7 @@ def _datacenter(ident, message=None):
 
 
 @webui_bp.route("/datacenters/new", methods=["GET", "POST"])
+@admin_page
 def datacenter_new():
     return _create("datacenter_new.html", lambda: inv.add_datacenter(ctx(), session(), inv.DataCenterSpec(
         name=_name(), description=_description())), "ui.datacenters")
@@ -157,6 +152,7 @@ def _datacenter_choices():
 
 
 @webui_bp.route("/clusters/new", methods=["GET", "POST"])
+@admin_page
 def cluster_new():
     return _create("cluster_new.html", lambda: inv.add_cluster(ctx(), session(), inv.ClusterSpec(
         name=_name(), data_center=forms.ref_field("data_center", "Data center", required=True))),
@@ -244,9 +240,8 @@ _shown("/disks", "disk", _disk, (Disk, "disk", disk_svc.remove_disk))
 # ---- jobs ---------------------------------------------------------------------------------
 # /jobs/<id> is the progress fragment an action polls (admin.py); a job's page is /jobs/<id>/detail
 @webui_bp.route("/jobs")
+@admin_page
 def jobs():
-    if (r := admin_only()) is not None:
-        return r
     c, db = ctx(), reader()
     status = request.args.get("status", "")
     status = status if status in JOB_STATUSES else ""
@@ -258,9 +253,8 @@ def jobs():
 
 
 @webui_bp.route("/jobs/<ident>/detail")
+@admin_page
 def job_detail(ident):
-    if (r := admin_only()) is not None:
-        return r
     c, db = ctx(), reader()
     j = reads.get_row(c, db, reads.JOBS, ident)
     steps = reads.list_rows(c, db, reads.STEPS, None, None, Step.job_id == j.id)

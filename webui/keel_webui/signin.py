@@ -173,10 +173,7 @@ def signout():
     if auth.revoke(s, token) and user is not None:
         events.add(s, events.USER_LOGOUT, f"User {user.name}@{user.domain} signed out of the web UI.",
                    user_id=user.id)
-    response = redirect(PREFIX + "/signin", code=303)
+    target = PREFIX + "/signin"
+    response = make_response("", 204, {"HX-Redirect": target}) if is_htmx() else redirect(target, code=303)
     response.delete_cookie(COOKIE, path=PREFIX + "/")
-    if is_htmx():
-        response = make_response("", 204)
-        response.headers["HX-Redirect"] = PREFIX + "/signin"
-        response.delete_cookie(COOKIE, path=PREFIX + "/")
     return response

@@ -11,7 +11,7 @@ from keel_engine.models import Cluster, Permission, Role, User, Vm
 from keel_engine.services import lookup, reads, roles, users
 
 from . import forms
-from .admin import admin_only, after_job
+from .admin import admin_page, after_job
 from .blueprint import ctx, reader, session, webui_bp
 
 # where a role may be given from this page: the system, or one object of these kinds
@@ -19,18 +19,16 @@ SCOPES = {"cluster": (Cluster, reads.CLUSTERS), "vm": (Vm, reads.VMS)}
 
 
 @webui_bp.route("/users")
+@admin_page
 def users_list():
-    if (r := admin_only()) is not None:
-        return r
     c, db = ctx(), reader()
     return render_template("users.html", users=reads.list_rows(c, db, reads.USERS, request.args.get("search") or None),
                            search=request.args.get("search", ""))
 
 
 @webui_bp.route("/users", methods=["POST"])
+@admin_page
 def user_add():
-    if (r := admin_only()) is not None:
-        return r
     c, s = ctx(), session()
     name = forms.text_field("name", "User name", required=True, max_len=255)
     password = _password()
@@ -47,9 +45,8 @@ def _password():
 
 
 @webui_bp.route("/users/<ident>")
+@admin_page
 def user(ident):
-    if (r := admin_only()) is not None:
-        return r
     c, db = ctx(), reader()
     u = reads.get_row(c, db, reads.USERS, ident)
     perms = reads.list_rows(c, db, reads.PERMISSIONS, None, None, Permission.user_id == u.id)
@@ -72,9 +69,8 @@ def _object_names(db, perms):
 
 
 @webui_bp.route("/users/<ident>/<action>", methods=["POST"])
+@admin_page
 def user_action(ident, action):
-    if (r := admin_only()) is not None:
-        return r
     c, s = ctx(), session()
     u = lookup.get(s, User, ident, "user")
     back = url_for("ui.user", ident=u.id)
@@ -108,9 +104,8 @@ def _scope_object(s):
 
 
 @webui_bp.route("/users/<ident>/permissions/<perm_id>/remove", methods=["POST"])
+@admin_page
 def user_permission_remove(ident, perm_id):
-    if (r := admin_only()) is not None:
-        return r
     c, s = ctx(), session()
     u = lookup.get(s, User, ident, "user")
     perm = s.get(Permission, perm_id)
