@@ -9,6 +9,8 @@ import re
 import signal
 import sys
 
+from keel_common.pipes import pipe_closed
+
 from . import access_cli
 from . import config as config_mod
 
@@ -244,6 +246,8 @@ def main(argv=None):
          "user": access_cli.cmd_user, "directory": access_cli.cmd_directory}[args.command](cfg, args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return pipe_closed()
     except Exception as e:   # one line for the operator; details in debug logs
         logging.getLogger("keel.engine").debug("failed", exc_info=True)
         print(f"keel-engine: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",

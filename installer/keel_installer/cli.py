@@ -20,6 +20,7 @@ import urllib.request
 from keel_common.bmc import BmcError, ClusterKeyError
 from keel_common.brokerclient import BrokerClient, BrokerError
 from keel_common.config import ConfigError, load_host_config
+from keel_common.pipes import pipe_closed
 
 from . import bmc_cli
 
@@ -340,6 +341,8 @@ def main(argv=None) -> int:
     except CliError as e:
         print(f"hosted-engine: {e}", file=sys.stderr)
         return e.code
+    except BrokenPipeError:
+        return pipe_closed()
     except KeyboardInterrupt:
         return EXIT_FAILED
 

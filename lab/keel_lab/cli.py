@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from keel_common.pipes import pipe_closed
+
 from .layout import DEFAULT_DIR, ENGINE_MODES, LabError
 
 NEXT_STEPS = """Try next:
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         print("keel-lab: interrupted (the lab keeps its state; `keel-lab down` cleans up)",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return pipe_closed()
     except (OSError, ValueError) as e:
         print(f"keel-lab: {e.__class__.__name__}: {e}", file=sys.stderr)
         return 1

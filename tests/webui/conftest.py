@@ -2,20 +2,26 @@
 its worker and its console proxy; SQLite) with a data center, a cluster,
 both hosts and a storage domain, shared by the module."""
 
+import os
+
 import pytest
 
 from engine import enginestack
 
-HOST_ADDRESSES = ["127.0.11.21", "127.0.11.22"]
-LISTEN = "127.0.11.20:8080"
-CONSOLE_PROXY = "127.0.11.20:6100"
+# Two runs can share a machine: KEEL_WEBUI_NET=127.0.13 KEEL_WEBUI_HOST_INDEX=6
+NET = os.environ.get("KEEL_WEBUI_NET", "127.0.11")
+HOST_INDEX = int(os.environ.get("KEEL_WEBUI_HOST_INDEX", "2"))
+HOST_ADDRESSES = [f"{NET}.21", f"{NET}.22"]
+LISTEN = f"{NET}.20:8080"
+CONSOLE_PROXY = f"{NET}.20:6100"
 ADMIN_PASSWORD = "keel-test-pw"
 
 
 @pytest.fixture(scope="module")
 def ui_engine():
     # first_index: migration ports apart from the engine tests' hosts
-    with enginestack.engine_with_hosts("keel-webui-", HOST_ADDRESSES, LISTEN, first_index=2, console_proxy=True,
+    with enginestack.engine_with_hosts(f"keel-webui-{HOST_INDEX}-", HOST_ADDRESSES, LISTEN, first_index=HOST_INDEX,
+                                       console_proxy=True,
                                        console__proxy_listen=CONSOLE_PROXY) as eng:
         eng.ui = f"http://{LISTEN}/ui"
         eng.setup = _cluster(eng)
