@@ -12,8 +12,9 @@ process, nothing kept afterwards:
 2. bulk-inserted through the engine's SQLAlchemy models: a data center, a
    cluster, --hosts hosts (up, with CPUs and memory), --vms VMs (about two
    thirds up, spread over the hosts; named vm-0000, vm-0001, ...) and
-   --events events, each about a VM and its host; admin@internal also gets
-   UserRole on the cluster, so its VM portal lists the VMs too;
+   --events events, each about a VM and its host, and a day of samples of
+   the cluster's use a minute apart (the dashboard's charts); admin@internal
+   also gets UserRole on the cluster, so its VM portal lists the VMs too;
 3. signed in as admin@internal through the sign-in form (Flask's test
    client), each page below is fetched twice to warm up (templates compiled,
    statements cached), then --repeat times, timed: the server-side time of
@@ -67,6 +68,8 @@ UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 VM_LINK = re.compile(rf'<a href="/ui/vms/{UUID_RE}">([^<]+)</a>')
 HOST_LINK = re.compile(rf'<a href="/ui/hosts/({UUID_RE})">')
 EVENT_ROW = re.compile(r'<tr class="sev-')
+SPARK = re.compile(r'<svg class="spark" role="img"')
+SAMPLES = 24 * 60     # a day of the cluster's use, a minute apart
 
 
 class BenchError(Exception):
@@ -135,13 +138,24 @@ def event_rows(n, vms, hosts, cluster_id, now, seed=13):
     return rows
 
 
+def usage_rows(cluster_id, hosts, now, seed=17):
+    """A day of the cluster's use, one sample a minute, oldest first."""
+    rnd = random.Random(seed)
+    cpus, total = sum(h["cpus"] for h in hosts), sum(h["memory_total"] for h in hosts)
+    return [{"cluster_id": cluster_id, "sampled_at": now - timedelta(minutes=SAMPLES - i), "hosts_up": len(hosts),
+             "host_cpus": cpus, "vm_cpus": int(cpus * rnd.uniform(0.2, 0.9)), "memory_total": total,
+             "memory_used": int(total * rnd.uniform(0.3, 0.8)), "vm_memory": int(total * rnd.uniform(0.2, 0.6))}
+            for i in range(SAMPLES)]
+
+
 def seed(engine, n_vms, n_hosts, n_events):
     """The inventory, bulk-inserted (one executemany per table, no ORM objects
     per row), and UserRole for admin@internal on the cluster."""
     from sqlalchemy import insert, select
     from sqlalchemy.orm import Session
 
-    from keel_engine.models import BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, Host, Permission, Role, User, Vm
+    from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, Host, Permission, Role,
+                                    UsageSample, User, Vm)
     now = datetime.now(timezone.utc)
     with Session(engine) as s:
         dc_id, cl_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -159,6 +173,7 @@ def seed(engine, n_vms, n_hosts, n_events):
         s.execute(insert(Vm), vms)
         if events:
             s.execute(insert(Event), events)
+        s.execute(insert(UsageSample), usage_rows(cl_id, hosts, now))
         admin = s.scalar(select(User.id).where(User.name == "admin", User.domain == "internal"))
         role = s.scalar(select(Role.id).where(Role.name == "UserRole"))
         if admin is None or role is None:
@@ -206,6 +221,7 @@ def pages(inv, events_in_db):
         _expect("/ui/", text, f'<span class="num">{len(inv.hosts)} / {len(inv.hosts)}</span> hosts up')
         _expect("/ui/", text, f'<span class="num">{len(up)} / {len(inv.vms)}</span> VMs running')
         _expect_count("/ui/", text, EVENT_ROW, min(10, events_in_db), "recent events")
+        _expect_count("/ui/", text, SPARK, 2, "charts of the last day")
 
     def hosts(text):
         got = HOST_LINK.findall(text)

@@ -454,6 +454,23 @@ class HaCluster(Base):
     error: Mapped[str | None] = mapped_column(Text)      # why the last read failed; None: it did not
 
 
+class UsageSample(Base):
+    """A cluster's use at one moment, for the dashboard's charts: what the
+    host monitor last saw of its hosts that are up, and what its running VMs
+    are given. The engine worker writes one row per cluster at most once a
+    minute, all with the same time, and deletes rows older than a day."""
+    __tablename__ = "usage_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    sampled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    hosts_up: Mapped[int] = mapped_column(Integer)
+    host_cpus: Mapped[int] = mapped_column(Integer)          # CPUs of its hosts that are up
+    vm_cpus: Mapped[int] = mapped_column(Integer)            # virtual CPUs of its running VMs
+    memory_total: Mapped[int] = mapped_column(BigInteger)    # bytes, of its hosts that are up
+    memory_used: Mapped[int] = mapped_column(BigInteger)     # total less what the hosts report free
+    vm_memory: Mapped[int] = mapped_column(BigInteger)       # given to its running VMs
+
+
 class VmPool(Base):
     """oVirt's VM pool: VMs made from one template, handed to users on request;
     `prestarted_vms` of the free ones are kept running."""

@@ -17,19 +17,13 @@ import pytest
 
 from harness import ui
 from harness.access import build
-from harness.slapd import ENGINE_DN, ENGINE_PW, SUFFIX, Slapd
+from harness.slapd import ENGINE_DN, ENGINE_PW, SUFFIX, Slapd, free_port
 from keel_engine.models import Directory, Group
 from keel_engine.services import directory
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]     # slapd is started as root, runs as nobody
 ADDRESS = "127.0.8.40"
 CLI = os.path.join(os.path.dirname(sys.executable), "keel-engine")
-
-
-def free_port(address):
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -57,6 +58,13 @@ def make_certs(root, address):
         with open(path, "wb") as f:
             f.write(data)
     return paths
+
+
+def free_port(address):
+    """A port free on `address` now, for slapd's two listeners."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
 
 
 class Slapd:

@@ -1,10 +1,15 @@
 """The web UI in a real Chromium against a real engine with two libvirt
-hosts: sign in, create and start a VM, put its host in maintenance and
-watch it move, see an event arrive without a reload, sign out. Screenshots
-of the main pages are written (build/screenshots by default)."""
+hosts: sign in and see the worker's charts of cluster use, create and start
+a VM, put its host in maintenance and watch it move, see an event arrive
+without a reload, make a custom role with the keyboard alone, take a VM
+from a pool in the VM portal, sign out. Screenshots of the main pages are
+written (build/screenshots by default)."""
+import ovirtsdk4
+import ovirtsdk4.types as types
 import pytest
 import requests
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from harness.browser import chromium, screenshot
@@ -51,6 +56,14 @@ def test_sign_in_refuses_a_wrong_password_then_shows_the_dashboard(ui_engine, br
     sign_in(browser, ui_engine.ui, "admin@internal", ADMIN_PASSWORD)
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".cards"), 30, what="the dashboard")
     wait_for(lambda: "2 / 2" in text_of(browser, ".cards"), 60, what="both hosts up on the dashboard")
+    # the engine worker's first sample of the cluster's use, drawn as two charts
+    charts = wait_for(lambda: browser.get(ui_engine.ui + "/") or browser.find_elements(By.CSS_SELECTOR, "svg.spark"),
+                      60, what="the charts of cluster use", interval=1)
+    assert len(charts) == 2
+    label = charts[0].get_attribute("aria-label")
+    assert label.startswith("Virtual CPUs of running VMs as a share of host CPUs from ") and " UTC: latest " in label
+    assert charts[0].find_element(By.TAG_NAME, "title").get_attribute("textContent") == label
+    assert charts[0].size["width"] > 100 and charts[0].find_element(By.TAG_NAME, "polyline")
     screenshot(browser, "dashboard")
 
 
@@ -109,6 +122,57 @@ def test_an_event_appears_on_the_dashboard_without_a_reload(ui_engine, browser):
     wait_for(lambda: "Backup window opens in 5 minutes" in text_of(browser, "table.list"), 30,
              what="the event on the dashboard")
     assert page.id == browser.find_element(By.TAG_NAME, "html").id
+
+
+def test_a_custom_role_is_made_with_the_keyboard_alone(ui_engine, browser):
+    browser.get(ui_engine.ui + "/roles")
+    name = browser.find_element(By.ID, "name")
+    name.send_keys("Operator")
+    browser.switch_to.active_element.send_keys(Keys.TAB, "starts and stops VMs")
+    assert browser.switch_to.active_element.get_attribute("id") == "role-description"
+    # from a permit's checkbox the next ones are a Tab away; Space ticks the one in focus
+    browser.find_element(By.ID, "permit-login").send_keys(Keys.SPACE)
+    browser.find_element(By.ID, "permit-run_vm").send_keys(Keys.SPACE)
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    browser.switch_to.active_element.send_keys(Keys.TAB, Keys.SPACE)
+    ticked = browser.switch_to.active_element.get_attribute("id")
+    assert ticked.startswith("permit-") and browser.switch_to.active_element.is_selected()
+    name.send_keys(Keys.ENTER)      # a text field's Enter sends its form
+    row = wait_for(lambda: [r for r in browser.find_elements(By.CSS_SELECTOR, "table.list tr")
+                            if [td.text for td in r.find_elements(By.TAG_NAME, "td")][:1] == ["Operator"]],
+                   30, what="the new role listed")[0]
+    assert "3 permits" in row.text and "user" in row.text
+    screenshot(browser, "roles")
+
+
+def _admin_takes_pool_vms(ui_engine):
+    """A manual pool of one VM from Blank, and UserRole on it for admin@internal (its VM portal shows it)."""
+    conn = ovirtsdk4.Connection(url=ui_engine.url, username="admin@internal", password=ADMIN_PASSWORD)
+    try:
+        system = conn.system_service()
+        pool = system.vm_pools_service().add(types.VmPool(
+            name="desk", description="desktops", cluster=types.Cluster(name="Default"),
+            template=types.Template(name="Blank"), size=1, type=types.VmPoolType.MANUAL))
+        admin = next(u for u in system.users_service().list() if u.user_name.startswith("admin"))
+        system.vm_pools_service().pool_service(pool.id).permissions_service().add(types.Permission(
+            role=types.Role(name="UserRole"), user=types.User(id=admin.id)))
+    finally:
+        conn.close()
+
+
+def test_a_vm_is_taken_from_a_pool_in_the_vm_portal(ui_engine, browser):
+    _admin_takes_pool_vms(ui_engine)
+    # the worker makes the pool's VM and its clean snapshot; then it is free
+    wait_for(lambda: browser.get(ui_engine.ui + "/portal/") or "1 of 1" in text_of(browser, "main"), 180,
+             what="the pool's VM free in the portal", interval=1)
+    take = browser.find_element(By.XPATH, "//button[text()='Take a VM']")
+    assert take.get_attribute("aria-label") == "Take a VM from pool desk"
+    take.send_keys(Keys.ENTER)
+    wait_for(lambda: browser.find_element(By.TAG_NAME, "h1").text.startswith("VM desk-1"), 60,
+             what="the VM taken, on its page")
+    screenshot(browser, "pool-vm")
+    browser.get(ui_engine.ui + "/portal/")
+    assert "desk-1" in text_of(browser, "#portal-rows") and "0 of 1" in text_of(browser, "main")
 
 
 def test_signing_out_closes_the_pages(ui_engine, browser):

@@ -295,6 +295,7 @@ def test_an_administrator_adds_a_user_gives_it_a_vm_and_the_user_signs_in(engine
     token = ui.form_token(c.get("/ui/users").text)
     r = c.post("/ui/users", data={"csrf": token, "name": "sam", "password": "sam-pw-123", "password2": "other"})
     assert r.status_code == 400 and "the two entries differ" in _alert(r.text)
+    assert 'id="new-name" name="name" value="sam"' in r.text and "sam-pw-123" not in r.text
     r = c.post("/ui/users", data={"csrf": token, "name": "bad name!", "password": "sam-pw-123",
                                   "password2": "sam-pw-123"})
     assert r.status_code == 400 and "is not a user name" in _alert(r.text)

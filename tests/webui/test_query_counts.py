@@ -1,19 +1,22 @@
 """Every page of the UI costs the same number of SQL statements however big
 the inventory: each page is counted with 60 VMs on 3 hosts, and again after
 the inventory grew to 300 VMs on 20 hosts in two clusters, with ten times
-the events, more jobs, more fence agents, and more NICs, disks and snapshots
-on the VM shown. A count that grows is a statement run per row (an N+1).
+the events, more jobs, more fence agents, more NICs, disks and snapshots
+on the VM shown, a day of samples of the clusters' use, and more groups,
+custom roles and VM pools. A count that grows is a statement run per row (an N+1).
 The render times at 1,000 VMs are bench/webui.py's."""
 import re
 from collections import Counter
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import delete, event, insert, select, update
 
 from harness.engineapp import engine_app_with_host
 from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, DataCenter, Disk, DiskAttachment, Event, FenceAgent, Host,
-                                Job, Network, Nic, Permission, Role, Snapshot, StorageDomain, User, Vm, utcnow)
+                                Group, Job, Network, Nic, Permission, Role, RolePermit, Snapshot, StorageDomain, UsageSample,
+                                User, Vm, VmPool, VmPoolMember, utcnow)
+from keel_engine.services import usage
 
 from .test_pages import admin_client
 
@@ -71,9 +74,34 @@ def _grant_portal(s, cluster_id):
     s.add(Permission(role_id=role, user_id=admin, object_type="cluster", object_id=cluster_id))
 
 
+def _access(s, cluster_id, first, n, vm_ids):
+    """n directory groups, and UserRole n times for the first (on the system
+    once, else on the cluster); n custom roles of two permits each; n pools in
+    the cluster with one free VM each (of vm_ids)."""
+    user_role = s.scalar(select(Role.id).where(Role.name == "UserRole"))
+    for i in range(first, first + n):
+        g = Group(name=f"group-{i:02d}", domain="example.org", external_id=f"g{i}")
+        role = Role(name=f"custom-{i:02d}", mutable=True)
+        pool = VmPool(name=f"pool-{i:02d}", cluster_id=cluster_id, template_id=BLANK_TEMPLATE_ID, size=1)
+        s.add_all([g, role, pool])
+        s.flush()
+        s.add_all([Permission(role_id=user_role, group_id=s.scalar(select(Group.id).where(Group.name == "group-00")),
+                              object_type=None if i == 1 else "cluster", object_id=None if i == 1 else cluster_id),
+                   RolePermit(role_id=role.id, permit_id=1300), RolePermit(role_id=role.id, permit_id=22),
+                   VmPoolMember(vm_id=vm_ids[i], pool_id=pool.id, state="free")])
+
+
+def _usage(s, n):
+    """n samples of every cluster's use, a minute apart, the newest now (the dashboard's charts)."""
+    now = utcnow()
+    for i in range(n):
+        usage.record(s, now - timedelta(minutes=n - 1 - i))
+
+
 def seed_small(sm, hx):
     """60 VMs on hx and two more hosts, 150 events, one job, one fence agent on
-    hx; the VM vm-000 (up on hx) with a NIC, a disk and a snapshot."""
+    hx; the VM vm-000 (up on hx) with a NIC, a disk and a snapshot; 5 samples
+    of the cluster's use; a group, a custom role and a pool."""
     with sm() as s:
         cluster = s.get(Host, hx).cluster_id
         hosts = [hx, *_hosts(s, cluster, 1, 2)]
@@ -89,15 +117,19 @@ def seed_small(sm, hx):
         job = Job(description="Starting VM vm-000", status="started")
         s.add_all([job, FenceAgent(host_id=hx, address="10.3.0.1", port=623, order=1)])
         _grant_portal(s, cluster)
+        _usage(s, 5)
+        _access(s, cluster, 0, 1, vms[-10:])
         s.commit()
         return {"host": hx, "vm": vms[0], "job": job.id, "cluster": cluster, "domain": domain.id, "hosts": hosts,
-                "datacenter": dc, "network": network.id, "disk": s.scalar(select(Disk.id))}
+                "datacenter": dc, "network": network.id, "disk": s.scalar(select(Disk.id)),
+                "group": s.scalar(select(Group.id))}
 
 
 def seed_more(sm, ids):
     """To 300 VMs on 20 hosts in two clusters (the first 60 spread anew), 1,650
     events, six jobs, three fence agents on hx; vm-000 with four NICs, disks
-    and snapshots."""
+    and snapshots; a day of samples of both clusters' use; ten groups (the
+    first with ten roles), custom roles and pools."""
     with sm() as s:
         other = Cluster(name="second", data_center_id=s.scalar(select(DataCenter.id)))
         s.add(other)
@@ -115,6 +147,9 @@ def seed_more(sm, ids):
         s.add_all([Job(description=f"Migrating VM vm-{i:03d}", status="started") for i in range(5)])
         s.add_all([FenceAgent(host_id=ids["host"], address=f"10.3.0.{i}", port=623, order=i) for i in (2, 3)])
         _grant_portal(s, other.id)
+        _access(s, ids["cluster"], 1, 9, vms[-10:])
+        s.execute(delete(UsageSample))
+        _usage(s, 1440)
         s.commit()
 
 
@@ -130,7 +165,8 @@ def pages(ids):
             "/ui/storagedomains", f"/ui/storagedomains/{ids['domain']}",
             "/ui/networks", f"/ui/networks/{ids['network']}",
             "/ui/templates", f"/ui/templates/{BLANK_TEMPLATE_ID}", "/ui/disks", f"/ui/disks/{ids['disk']}",
-            "/ui/jobs", "/ui/jobs?status=started", f"/ui/jobs/{ids['job']}/detail", "/ui/users"]
+            "/ui/jobs", "/ui/jobs?status=started", f"/ui/jobs/{ids['job']}/detail", "/ui/users",
+            "/ui/groups", f"/ui/groups/{ids['group']}", "/ui/roles"]
 
 
 @contextmanager
@@ -188,9 +224,16 @@ def test_every_page_runs_as_many_statements_with_300_vms_as_with_60(tmp_path):
     assert vm_links(big, f"/ui/hosts/{hx}") > vm_links(small, f"/ui/hosts/{hx}") > 1
     assert big["/ui/hosts"][1].count('href="/ui/hosts/') == 20
     assert "nic3" in big[f"/ui/vms/{ids['vm']}"][1] and "snapshot 3" in big[f"/ui/vms/{ids['vm']}"][1]
-    assert [got["/ui/disks"][1].count('href="/ui/disks/') for got in (small, big)] == [1, 4]
+    assert [len(re.findall(r'href="/ui/disks/[0-9a-f]{8}-', got["/ui/disks"][1])) for got in (small, big)] == [1, 4]
     assert [got[f"/ui/networks/{ids['network']}"][1].count("<td>nic") for got in (small, big)] == [1, 4]
     assert "second" in big[f"/ui/datacenters/{ids['datacenter']}"][1] and "Migrating VM" in big["/ui/jobs"][1]
+    assert [got["/ui/"][1].count('<svg class="spark"') for got in (small, big)] == [2, 2]
+    assert [got["/ui/groups"][1].count('href="/ui/groups/') for got in (small, big)] == [1, 10]
+    assert [got[f"/ui/groups/{ids['group']}"][1].count("Take away") for got in (small, big)] == [1, 10]
+    assert [got["/ui/roles"][1].count("<td>custom-") for got in (small, big)] == [1, 10]
+    assert [got["/ui/portal/"][1].count("Take a VM</button>") for got in (small, big)] == [1, 10]
+    assert [len(re.search(r'<polyline points="([^"]+)"', got["/ui/"][1]).group(1).split())
+            for got in (small, big)] == [5, usage.MAX_POINTS + 1]
 
     grown = {p: f"{len(small[p][0])} -> {len(big[p][0])} ({_growth(small[p][0], big[p][0])})"
              for p in paths if len(small[p][0]) != len(big[p][0])}

@@ -17,6 +17,7 @@ from keel_engine.services import lookup, reads
 from keel_engine.services.ha_view import overview
 from keel_engine.services import disks as disk_svc
 from keel_engine.services import snapshots as snap_svc
+from keel_engine.services import usage
 from keel_engine.services import vms as vm_svc
 
 from . import forms
@@ -118,7 +119,34 @@ def dashboard():
            "memory_used": up_hosts[2] - up_hosts[3], "memory_vms": running[2]}
     recent = reads.list_rows(c, db, reads.EVENTS, None, 10)
     jobs = reads.list_rows(c, db, reads.JOBS, None, 10, Job.status == "started")
-    return render_template("dashboard.html", counts=counts, use=use, events=recent, jobs=jobs, ha=overview(db))
+    points = usage.series(db)
+    charts = {"cpu": sparkline([p.cpu for p in points], [p.cpu_low for p in points]),
+              "memory": sparkline([p.memory for p in points], [p.memory_low for p in points]),
+              "first": points[0].at if points else None, "last": points[-1].at if points else None}
+    return render_template("dashboard.html", counts=counts, use=use, events=recent, jobs=jobs, ha=overview(db),
+                           charts=charts)
+
+
+SPARK_W, SPARK_H = 240, 48
+
+
+def sparkline(values, lows):
+    """A small chart of percentages, oldest first, as an SVG polyline's points
+    (0 % at the bottom; the top is 100 %, or the highest value if above) and
+    the figures its text alternative says; lows: the lowest value behind each
+    point (a point may stand for several samples)."""
+    if not values:
+        return None
+    top = max(100.0, max(values))
+    step = SPARK_W / (len(values) - 1) if len(values) > 1 else 0
+    x0 = 0 if len(values) > 1 else SPARK_W      # one sample: a dot at the right, where "now" is
+    points = " ".join(f"{x0 + i * step:.1f},{SPARK_H - 2 - v / top * (SPARK_H - 4):.1f}"
+                      for i, v in enumerate(values))
+    return {"points": points, "last": points.rsplit(" ", 1)[-1].split(","), "latest": round(values[-1]),
+            "low": round(min(lows)), "high": round(max(values)),
+            "width": SPARK_W, "height": SPARK_H,
+            # above 100 %, a dashed line marks full use
+            "full_y": f"{SPARK_H - 2 - 100 / top * (SPARK_H - 4):.1f}" if top > 100 else None}
 
 
 @webui_bp.route("/events/recent")

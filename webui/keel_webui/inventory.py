@@ -1,21 +1,24 @@
 """The administration portal's other inventory pages: data centers, clusters,
 storage domains, networks, templates and disks (oVirt's search, a page for
-each object), the create and remove forms the service layer makes simple,
-and the jobs with their steps. Each page reads what the API's view of the
-same object reads."""
+each object), their create, edit and remove forms (each the service call the
+API's POST, PUT or DELETE makes), and the jobs with their steps. Each page
+reads what the API's view of the same object reads."""
 from __future__ import annotations
 
 from flask import render_template, request, url_for
 
+from keel_common.config import MANAGEMENT_NETWORK
 from keel_engine.api.fields import Name
 from keel_engine.api.schemas import DESCRIPTION
-from keel_engine.errors import Fault
+from keel_engine.errors import Fault, bad_request
 from keel_engine.models import (Cluster, DataCenter, Disk, DiskAttachment, Host, Job, Network, Nic, Step,
                                 StorageDomain, Template, User, Vm)
 from keel_engine.services import disks as disk_svc
 from keel_engine.services import inventory as inv
 from keel_engine.services import lookup, reads
 from keel_engine.services import templates as tpl_svc
+from keel_engine.services import vms as vm_svc
+from keel_engine.services.lookup import Ref
 
 from . import forms
 from .admin import admin_page, after_job, job_row, paged
@@ -27,6 +30,11 @@ PAGE = 50
 SHOWN = 100
 JOBS_SHOWN = 100
 JOB_STATUSES = ("started", "finished", "failed", "aborted")
+GIB = 1024 ** 3
+MAX_DISK_GIB = disk_svc.MAX_DISK // GIB
+# the one storage type the form offers: a directory every host of the data
+# center sees (the API's storage.type posixfs)
+DIRECTORY_STORAGE = "posixfs"
 
 
 def _list_page(coll) -> dict:
@@ -83,18 +91,46 @@ def _description() -> str:
     return DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000), "Description")
 
 
+def _size() -> int:
+    """A disk's size: whole GiB in the form, bytes for the service (as the API's provisioned_size)."""
+    gib = forms.int_field("size", "Size (GiB)", 1, MAX_DISK_GIB)
+    if gib is None:
+        raise bad_request("Size (GiB): required")
+    return gib * GIB
+
+
 def _create(template: str, make, listing: str, choices=dict):
     """A create form: shown (GET, its fields from the query), or posted: the
-    service call, then the list; refused, the form again with why and the
-    answers kept, and nothing stored."""
+    service call, then the list (with the job it started, when make() returns
+    one); refused, the form again with why and the answers kept, and nothing
+    stored."""
     if request.method == "GET":
         return render_template(template, form=request.args, message=None, **choices())
     try:
-        make()
+        made = make()
     except Fault as f:
         rollback()
         return render_template(template, form=request.form, message=f, **choices()), f.status
-    return after_job(None, url_for(listing))
+    return after_job(made if isinstance(made, Job) else None, url_for(listing))
+
+
+def _edit(template: str, coll, ident: str, change, shown: str):
+    """An edit form: shown (GET, filled with the object's fields), or posted:
+    change(obj), the service call of the API's PUT, then the object's page;
+    refused, the form again with why and the answers kept, nothing changed."""
+    if request.method == "GET":
+        row = reads.get_row(ctx(), reader(), coll, ident)
+        current = {"id": row.id, "name": row.name, "description": row.description}
+        return render_template(template, current=current, form=current, message=None)
+    obj = lookup.get(session(), coll.model, ident, coll.kind)
+    # kept apart from the row: a refusal rolls the session back and the row with it
+    current = {"id": obj.id, "name": obj.name, "description": obj.description}
+    try:
+        change(obj)
+    except Fault as f:
+        rollback()
+        return render_template(template, current=current, form=request.form, message=f), f.status
+    return after_job(None, url_for(shown, ident=current["id"]))
 
 
 def _datacenters_of(c, db, rows) -> dict:
@@ -123,6 +159,13 @@ def _datacenter(ident, message=None):
 def datacenter_new():
     return _create("datacenter_new.html", lambda: inv.add_datacenter(ctx(), session(), inv.DataCenterSpec(
         name=_name(), description=_description())), "ui.datacenters")
+
+
+@webui_bp.route("/datacenters/<ident>/edit", methods=["GET", "POST"])
+@admin_page
+def datacenter_edit(ident):
+    return _edit("datacenter_edit.html", reads.DATACENTERS, ident, lambda dc: inv.update_datacenter(
+        ctx(), session(), dc, name=_name(), description=_description()), "ui.datacenter")
 
 
 _listed("/datacenters", "datacenters", reads.DATACENTERS, _datacenter_counts)
@@ -159,6 +202,13 @@ def cluster_new():
         "ui.clusters", _datacenter_choices)
 
 
+@webui_bp.route("/clusters/<ident>/edit", methods=["GET", "POST"])
+@admin_page
+def cluster_edit(ident):
+    return _edit("cluster_edit.html", reads.CLUSTERS, ident, lambda cl: inv.update_cluster(
+        ctx(), session(), cl, name=_name(), description=_description()), "ui.cluster")
+
+
 _listed("/clusters", "clusters", reads.CLUSTERS, _cluster_counts)
 _shown("/clusters", "cluster", _cluster, (Cluster, "cluster", inv.remove_cluster))
 
@@ -175,33 +225,61 @@ def _disk_places(c, db, disks) -> dict:
             "domains": reads.by_id(db, StorageDomain, {d.storage_domain_id for d in disks}, c)}
 
 
-def _storage_domain(ident, _message=None):
+def _storage_domain(ident, message=None):
     c, db = ctx(), reader()
     sd = reads.get_row(c, db, reads.STORAGE_DOMAINS, ident)
     disks = reads.list_rows(c, db, reads.DISKS, None, SHOWN, Disk.storage_domain_id == sd.id)
     return render_template(
-        "storage_domain.html", sd=sd, disks=disks, **_disk_places(c, db, disks),
+        "storage_domain.html", sd=sd, message=message, disks=disks, **_disk_places(c, db, disks),
         disk_count=reads.count(db, Disk, Disk.storage_domain_id == sd.id, ctx=c),
         datacenters=reads.by_id(db, DataCenter, [sd.data_center_id], c))
 
 
+def _storage_domain_choices():
+    c, db = ctx(), reader()
+    return {"datacenters": reads.list_rows(c, db, reads.DATACENTERS), "hosts": reads.list_rows(c, db, reads.HOSTS)}
+
+
+@webui_bp.route("/storagedomains/new", methods=["GET", "POST"])
+@admin_page
+def storage_domain_new():
+    # the job that opens the directory on the host follows on the list page
+    return _create("storage_domain_new.html", lambda: inv.add_storage_domain(ctx(), session(), inv.StorageDomainSpec(
+        name=_name(), storage_type=DIRECTORY_STORAGE,
+        path=forms.text_field("path", "Directory", required=True, max_len=1024), description=_description(),
+        data_center=forms.ref_field("data_center", "Data center"), host=forms.ref_field("host", "Host")))[1],
+        "ui.storage_domains", _storage_domain_choices)
+
+
 _listed("/storagedomains", "storage_domains", reads.STORAGE_DOMAINS, _datacenters_of)
-_shown("/storagedomains", "storage_domain", _storage_domain)
+_shown("/storagedomains", "storage_domain", _storage_domain,
+       (StorageDomain, "storage domain", inv.remove_storage_domain))
 
 
 # ---- networks ----------------------------------------------------------------------
-def _network(ident, _message=None):
+def _network(ident, message=None):
     c, db = ctx(), reader()
     n = reads.get_row(c, db, reads.NETWORKS, ident)
     nics = reads.list_rows(c, db, reads.NICS, None, SHOWN, Nic.network_id == n.id)
     # Keel's vNIC profiles are one per network, with the network's id and name (as the API's)
-    return render_template("network.html", network=n, profiles=[n], nics=nics,
+    return render_template("network.html", network=n, message=message, profiles=[n], nics=nics,
+                           management=n.name == MANAGEMENT_NETWORK,
                            vms=reads.by_id(db, Vm, {x.vm_id for x in nics}, c),
                            datacenters=reads.by_id(db, DataCenter, [n.data_center_id], c))
 
 
+@webui_bp.route("/networks/new", methods=["GET", "POST"])
+@admin_page
+def network_new():
+    return _create("network_new.html", lambda: inv.add_network(ctx(), session(), inv.NetworkSpec(
+        name=_name(), data_center=forms.ref_field("data_center", "Data center", required=True),
+        description=_description(), vlan=forms.int_field("vlan", "VLAN", 1, 4094),
+        mtu=forms.int_field("mtu", "MTU", 0, 65535, default=0))),
+        "ui.networks", _datacenter_choices)
+
+
 _listed("/networks", "networks", reads.NETWORKS, _datacenters_of)
-_shown("/networks", "network", _network)
+_shown("/networks", "network", _network, (Network, "network", inv.remove_network))
 
 
 # ---- templates ------------------------------------------------------------------------
@@ -231,6 +309,29 @@ def _disk(ident, message=None):
     c, db = ctx(), reader()
     d = reads.get_row(c, db, reads.DISKS, ident)
     return render_template("disk.html", disk=d, message=message, **_disk_places(c, db, [d]))
+
+
+def _storage_domain_list():
+    return {"domains": reads.list_rows(ctx(), reader(), reads.STORAGE_DOMAINS), "max_gib": MAX_DISK_GIB}
+
+
+@webui_bp.route("/disks/new", methods=["GET", "POST"])
+@admin_page
+def disk_new():
+    # a floating disk, as the API's POST /disks, or a new disk attached to a VM that is down, as its POST
+    # /vms/<id>/diskattachments; its volume is made by the job shown on the list
+    def make():
+        name = _name()
+        spec = disk_svc.DiskSpec(
+            provisioned_size=_size(), name=name, description=_description(),
+            storage_domain=forms.ref_field("storage_domain", "Storage domain", required=True))
+        vm_name = forms.text_field("vm", "Attach to VM", max_len=255)
+        if not vm_name:
+            return disk_svc.add_disk(ctx(), session(), spec, default_name=name)[1]
+        vm = lookup.require(session(), Vm, Ref(name=vm_name), "VM", "Attach to VM")
+        return vm_svc.add_disk_attachment(ctx(), session(), vm, vm_svc.AttachmentSpec(
+            new_disk=spec, bootable=forms.checkbox("bootable")))[1]
+    return _create("disk_new.html", make, "ui.disks", _storage_domain_list)
 
 
 _listed("/disks", "disks", reads.DISKS, _disk_places)

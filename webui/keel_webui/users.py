@@ -1,39 +1,55 @@
-"""Users and their roles, for administrators: internal users added, their
+"""Users, groups and roles, for administrators: internal users added, their
 passwords reset, disabled, enabled and removed (as `keel-engine user ...`
-does), and roles given or taken on the system, a cluster or a VM."""
+does); groups added from a directory and removed; roles given to a user or a
+group, or taken, on the system, a cluster or a VM; custom roles made from
+permits and removed. Each form is the service call the API's users, groups,
+roles and permissions make."""
 from __future__ import annotations
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, render_template, request, url_for
 from sqlalchemy import select
 
-from keel_engine.errors import bad_request
-from keel_engine.models import Cluster, Permission, Role, User, Vm
+from keel_engine.api.fields import Name
+from keel_engine.api.schemas import DESCRIPTION
+from keel_engine.errors import Fault, bad_request
+from keel_engine.models import Cluster, Directory, Group, Permission, Role, RolePermit, User, Vm
 from keel_engine.services import lookup, reads, roles, users
+from keel_engine.services import permits as P
 
 from . import forms
 from .admin import admin_page, after_job
-from .blueprint import ctx, reader, session, webui_bp
+from .blueprint import ctx, reader, rollback, session, webui_bp
 
 # where a role may be given from this page: the system, or one object of these kinds
 SCOPES = {"cluster": (Cluster, reads.CLUSTERS), "vm": (Vm, reads.VMS)}
 
 
+def _users_page(form=None, message=None, status=200):
+    c, db = ctx(), reader()
+    return render_template("users.html", users=reads.list_rows(c, db, reads.USERS, request.args.get("search") or None),
+                           search=request.args.get("search", ""), form=form if form is not None else {},
+                           message=message), status
+
+
 @webui_bp.route("/users")
 @admin_page
 def users_list():
-    c, db = ctx(), reader()
-    return render_template("users.html", users=reads.list_rows(c, db, reads.USERS, request.args.get("search") or None),
-                           search=request.args.get("search", ""))
+    return _users_page()
 
 
 @webui_bp.route("/users", methods=["POST"])
 @admin_page
 def user_add():
+    """An internal user (as `keel-engine user add`); refused, the list again
+    with why and the name kept (never the passwords)."""
     c, s = ctx(), session()
-    name = forms.text_field("name", "User name", required=True, max_len=255)
-    password = _password()
-    user = users.add_internal(c, s, name, password)
-    s.flush()
+    try:
+        name = forms.text_field("name", "User name", required=True, max_len=255)
+        user = users.add_internal(c, s, name, _password())
+        s.flush()
+    except Fault as f:
+        rollback()
+        return _users_page({"name": request.form.get("name", "")}, f, f.status)
     return after_job(None, url_for("ui.user", ident=user.id))
 
 
@@ -50,12 +66,16 @@ def user(ident):
     c, db = ctx(), reader()
     u = reads.get_row(c, db, reads.USERS, ident)
     perms = reads.list_rows(c, db, reads.PERMISSIONS, None, None, Permission.user_id == u.id)
-    return render_template(
-        "user.html", user=u, permissions=perms,
-        roles=reads.by_id(db, Role, {p.role_id for p in perms}),
-        all_roles=reads.list_rows(c, db, reads.ROLES),
-        clusters=reads.list_rows(c, db, reads.CLUSTERS), vms=reads.list_rows(c, db, reads.VMS, None, 500),
-        names=_object_names(db, perms))
+    return render_template("user.html", user=u, permissions=perms, **_grant_choices(c, db, perms))
+
+
+def _grant_choices(c, db, perms) -> dict:
+    """What a page of permissions shows beside them: their roles and objects'
+    names, and the roles, clusters and VMs its "give the role" form offers."""
+    return {"roles": reads.by_id(db, Role, {p.role_id for p in perms}),
+            "all_roles": reads.list_rows(c, db, reads.ROLES),
+            "clusters": reads.list_rows(c, db, reads.CLUSTERS), "vms": reads.list_rows(c, db, reads.VMS, None, 500),
+            "names": _object_names(db, perms)}
 
 
 def _object_names(db, perms):
@@ -85,11 +105,14 @@ def user_action(ident, action):
         users.remove(c, s, u)
         back = url_for("ui.users_list")
     elif action == "grant":
-        role = lookup.get(s, Role, forms.text_field("role", "Role", required=True), "role")
-        roles.add_permission(c, s, role, _scope_object(s), user=u)
+        roles.add_permission(c, s, _role_field(s), _scope_object(s), user=u)
     else:
         abort(404)
     return after_job(None, back)
+
+
+def _role_field(s):
+    return lookup.get(s, Role, forms.text_field("role", "Role", required=True), "role")
 
 
 def _scope_object(s):
@@ -113,3 +136,124 @@ def user_permission_remove(ident, perm_id):
         abort(404)
     roles.remove_permission(c, s, perm)
     return after_job(None, url_for("ui.user", ident=u.id))
+
+
+# ---- groups ---------------------------------------------------------------------------
+def _groups_page(form=None, message=None, status=200):
+    c, db = ctx(), reader()
+    search = request.args.get("search", "")
+    return render_template(
+        "groups.html", groups=reads.list_rows(c, db, reads.GROUPS, search or None), search=search,
+        directories=reads.run(db, select(Directory.name).order_by(Directory.name)).scalars().all(),
+        form=form if form is not None else {}, message=message), status
+
+
+@webui_bp.route("/groups")
+@admin_page
+def groups_list():
+    return _groups_page()
+
+
+@webui_bp.route("/groups", methods=["POST"])
+@admin_page
+def group_add():
+    """A directory's group (its members then get the group's roles): as POST /groups."""
+    try:
+        group = users.add_group(ctx(), session(), forms.text_field("name", "Group name", required=True),
+                                forms.text_field("domain", "Directory", required=True))
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _groups_page(request.form, f, f.status)
+    return after_job(None, url_for("ui.group", ident=group.id))
+
+
+@webui_bp.route("/groups/<ident>")
+@admin_page
+def group(ident):
+    c, db = ctx(), reader()
+    grp = reads.get_row(c, db, reads.GROUPS, ident)
+    perms = reads.list_rows(c, db, reads.PERMISSIONS, None, None, Permission.group_id == grp.id)
+    return render_template("group.html", group=grp, permissions=perms, **_grant_choices(c, db, perms))
+
+
+@webui_bp.route("/groups/<ident>/<action>", methods=["POST"])
+@admin_page
+def group_action(ident, action):
+    c, s = ctx(), session()
+    grp = lookup.get(s, Group, ident, "group")
+    if action == "grant":
+        roles.add_permission(c, s, _role_field(s), _scope_object(s), group=grp)
+        return after_job(None, url_for("ui.group", ident=grp.id))
+    if action == "remove":
+        users.remove_group(c, s, grp)
+        return after_job(None, url_for("ui.groups_list"))
+    abort(404)
+
+
+@webui_bp.route("/groups/<ident>/permissions/<perm_id>/remove", methods=["POST"])
+@admin_page
+def group_permission_remove(ident, perm_id):
+    c, s = ctx(), session()
+    grp = lookup.get(s, Group, ident, "group")
+    perm = s.get(Permission, perm_id)
+    if perm is None or perm.group_id != grp.id:
+        abort(404)
+    roles.remove_permission(c, s, perm)
+    return after_job(None, url_for("ui.group", ident=grp.id))
+
+
+# ---- roles ------------------------------------------------------------------------------
+# the permits a new role may have, by the kind of object each is about (the form's fieldsets)
+PERMIT_KINDS = {"any": "Any object", "system": "The system", "data_center": "Data centers",
+                "cluster": "Clusters", "host": "Hosts", "storage_domain": "Storage domains", "vm": "VMs",
+                "template": "Templates", "vm_pool": "VM pools", "disk": "Disks"}
+
+
+def _roles_page(form=None, message=None, status=200):
+    c, db = ctx(), reader()
+    rows = reads.list_rows(c, db, reads.ROLES)
+    held = reads.grouped(db, RolePermit, RolePermit.role_id, [r.id for r in rows], (RolePermit.permit_id,))
+    return render_template(
+        "roles.html", roles=rows, message=message, form=form if form is not None else {},
+        permits={r.id: [P.BY_ID[x.permit_id].name for x in held.get(r.id, []) if x.permit_id in P.BY_ID]
+                 for r in rows},
+        kinds=PERMIT_KINDS, all_permits=P.PERMITS,
+        chosen=set(form.getlist("permit")) if form is not None else set()), status
+
+
+@webui_bp.route("/roles")
+@admin_page
+def roles_list():
+    return _roles_page()
+
+
+@webui_bp.route("/roles", methods=["POST"])
+@admin_page
+def role_add():
+    """A custom role with its permits: as POST /roles."""
+    try:
+        roles.add_role(ctx(), session(), roles.RoleSpec(
+            name=Name().parse(forms.text_field("name", "Name", required=True, max_len=64), "Name"),
+            description=DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000),
+                                          "Description"),
+            administrative=forms.checkbox("administrative"),
+            permits=tuple(request.form.getlist("permit"))))
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _roles_page(request.form, f, f.status)
+    return after_job(None, url_for("ui.roles_list"))
+
+
+@webui_bp.route("/roles/<ident>/remove", methods=["POST"])
+@admin_page
+def role_remove(ident):
+    """A custom role no permission uses; a built-in one is refused with the service's reason."""
+    try:
+        roles.remove_role(ctx(), session(), lookup.get(session(), Role, ident, "role"))
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _roles_page(None, f, f.status)
+    return after_job(None, url_for("ui.roles_list"))

@@ -15,6 +15,7 @@ from .. import virt
 from ..models import Host, Vm, utcnow
 from ..services import events
 from ..services import hosts as host_svc
+from ..services import usage
 from ..timeutil import aware
 from .ha_view import HaView
 
@@ -32,6 +33,9 @@ POLLED = ("up", "non_responsive", "preparing_for_maintenance", "connecting")
 # failure of an 'up' host. Booting takes minutes anyway: a few cycles late
 # costs nothing.
 FENCED_POLL_EVERY = 4
+# the dashboard's charts: one sample of every cluster's use at most this often
+# (seconds), taken after a poll from what it stored; a day of them is kept
+SAMPLE_EVERY = 60.0
 
 
 def poll_host(uri, timeout):
@@ -78,11 +82,14 @@ class Monitor:
         self.fenced_announced = set()   # fenced hosts whose polling was logged
         self.ha_down = []
         self.ha_view = HaView(ctx)
+        self.sample_every = SAMPLE_EVERY
+        self.usage_failing = False     # the last recording failed (said once, until one works)
         self.stopping = threading.Event()
 
     def run_forever(self):
         log.info("monitor started: polling every %.1f s", self.config.monitor_interval)
         last_purge = 0.0
+        last_sample = None
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
@@ -92,6 +99,9 @@ class Monitor:
                     last_purge = started
             except Exception:   # keep monitoring; the next cycle starts clean
                 log.exception("monitor cycle failed")
+            if last_sample is None or started - last_sample >= self.sample_every:
+                last_sample = started
+                self.record_usage()
             self.ha_view.refresh()   # the hosted engine's HA state for the dashboard; never raises
             self.stopping.wait(max(0.1, self.config.monitor_interval - (time.monotonic() - started)))
 
@@ -166,6 +176,26 @@ class Monitor:
                 self.fenced_announced.add(h.id)
                 log.info("host %s is down (%s); polling it every %d cycles until libvirt answers",
                          h.name, h.status_detail, self.fenced_poll_every)
+
+    def record_usage(self):
+        """A sample of every cluster's use for the dashboard, and samples older
+        than a day deleted: one short transaction of four statements. A
+        failure costs this sample only; it is logged when it starts and when
+        recording works again, not at every sample."""
+        try:
+            with self.sessionmaker() as s:
+                usage.record(s)
+                usage.prune(s)
+                s.commit()
+        except Exception as e:   # the database was away: the next sample tries again
+            if not self.usage_failing:
+                log.warning("recording cluster use for the dashboard failed (%s); trying again every %.0f s",
+                            e, self.sample_every)
+            self.usage_failing = True
+            return
+        if self.usage_failing:
+            log.info("recording cluster use for the dashboard works again")
+            self.usage_failing = False
 
     def _purge_tokens(self):
         from ..services import auth
