@@ -204,6 +204,28 @@ def _on_first(cfg: EtcdConfig, timeout: float, fn: Callable, what: str):
                           f"members run and are healthy")
 
 
+def _add_when_ready(c, tick, name: str, peer_url: str) -> None:
+    """etcd refuses a new member ("unhealthy cluster") until every started
+    member has been connected for 5 s, so that the addition cannot cost the
+    quorum: a host that joined just before this one is the usual cause, and
+    a short wait the cure. Any other refusal, or the time running out, stays
+    an error (with etcd's words)."""
+    while True:
+        try:
+            tick()
+        except TimeoutError:
+            raise EtcdMemberError(f"etcd kept refusing to add {name} ('unhealthy cluster': one of its "
+                                  f"members has not been connected for 5 s); check that every member "
+                                  f"runs and reaches the others") from None
+        try:
+            c.add_member([peer_url])
+            return
+        except Exception as e:
+            if "unhealthy cluster" not in _why(e):
+                raise
+        time.sleep(0.5)
+
+
 def add_member(cfg: EtcdConfig, name: str, peer_url: str, timeout: float) -> dict[str, str]:
     """Add member `name` (not started yet) with `peer_url`; returns the
     initial_cluster for its argv(..., state="existing"). A member added
@@ -225,8 +247,7 @@ def add_member(cfg: EtcdConfig, name: str, peer_url: str, timeout: float) -> dic
             raise EtcdMemberError(f"peer URL {peer_url} belongs to member {mine[0].name}; "
                                   f"remove it first or use another address")
         if not mine:
-            tick()
-            c.add_member([peer_url])
+            _add_when_ready(c, tick, name, peer_url)
             tick()
             members = list(c.members)
         cluster = {}

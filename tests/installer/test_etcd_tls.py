@@ -136,6 +136,19 @@ def test_second_member_joins_and_leaves(first, tmp_path):
             assert c.get("/keel/test/back")[0] == b"on m2"
             assert sorted(m.name for m in c.members) == ["m1", "m2"]
 
+        # a third host joining right after: etcd refuses ("unhealthy cluster")
+        # while m2 has been connected for less than 5 s; the join waits that out
+        third = Host(tmp_path, "m3", "127.0.10.3")
+        assert third.pki.import_bundle(first.pki.export_bundle(), first.pki.fingerprint())
+        third.certs()
+        t2 = time.monotonic()
+        three = add_member(both, "m3", third.member.peer_url, 20)
+        third_added_in = time.monotonic() - t2
+        assert three == {"m1": first.member.peer_url, "m2": second.member.peer_url, "m3": third.member.peer_url}
+        # never started: it leaves again, and m1 and m2 keep their quorum
+        assert wait_for(lambda: remove_member(first.config, "m3", CALL, third.member.peer_url), 30,
+                        "m3 removed", interval=0.5, ignore=(EtcdMemberError,)) is True
+
         # etcd refuses ("unhealthy cluster") to remove a member connected for
         # less than 5 s: removing it must not cost the quorum
         t1 = time.monotonic()
@@ -148,7 +161,8 @@ def test_second_member_joins_and_leaves(first, tmp_path):
         wait_for(lambda: second.proc.poll() is not None, 30, "the removed member exits")
         assert healthy(first.config, CALL)[0]
         print(f"\nfirst member healthy in {first.started_in:.1f} s; "
-              f"second member added and healthy in {joined_in:.1f} s, removed after "
+              f"second member added and healthy in {joined_in:.1f} s, a third added {third_added_in:.1f} s "
+              f"after that, the second removed after "
               f"{removed_in:.1f} s of retries")
     finally:
         second.stop()
