@@ -240,7 +240,7 @@ def test_a_storage_path_already_in_use_is_a_conflict_naming_its_domain(env):
     assert names(env, "/storagedomains", "storage_domain") == ["data"]
 
 
-@pytest.mark.parametrize("path,action", [("vms", "suspend"), ("vms", "clone"), ("vms", "previewsnapshot"),
+@pytest.mark.parametrize("path,action", [("vms", "suspend"), ("vms", "freezefilesystems"), ("vms", "export"),
                                          ("vms", "ticket"), ("hosts", "install"), ("hosts", "setupnetworks")])
 def test_an_action_keel_lacks_is_refused_by_name_on_an_object_that_exists(env, path, action):
     ident = env["ids"]["vm" if path == "vms" else "host"]

@@ -56,7 +56,19 @@ def test_the_admin_playbook_runs_without_a_failed_task(auto_engine, ansible_play
     # the template made from it, with its own copy of the disk
     tpl, = api.get(f"{auto_engine.url}/templates", params={"search": "name=web-template"}).json()["template"]
     assert tpl["status"] == "ok"
-    assert api.get(f"{auto_engine.url}/templates/{tpl['id']}/diskattachments").json()["disk_attachment"]
+    tatt, = api.get(f"{auto_engine.url}/templates/{tpl['id']}/diskattachments").json()["disk_attachment"]
+    # ovirt_template's update, once (the second task found nothing to change)
+    assert tpl["description"] == "web servers" and int(tpl["memory"]) == 96 * 2 ** 20
+    assert facts["template_changed"] is True and facts["template_again"] is False
+    # ovirt_vm with clone: true: web2's disk is a whole copy of the template's, backed by nothing
+    web2 = api.get(f"{auto_engine.url}/vms/{facts['web2']}").json()
+    assert web2["status"] == "down" and web2["template"]["id"] == tpl["id"]
+    watt, = api.get(f"{auto_engine.url}/vms/{facts['web2']}/diskattachments").json()["disk_attachment"]
+    wdisk = api.get(f"{auto_engine.url}/disks/{watt['disk']['id']}").json()
+    tdisk = api.get(f"{auto_engine.url}/disks/{tatt['disk']['id']}").json()
+    assert wdisk["status"] == "ok" and wdisk["id"] != tdisk["id"]
+    wchain = qemu_img_chain(os.path.join(auto_engine.storage, f"{wdisk['id']}.{wdisk['image_id']}.qcow2"))
+    assert len(wchain) == 1 and "backing-filename" not in wchain[0]
     # the engine's events say what happened
     texts = [e["description"] for e in facts["events"]]
     assert any("Migration of VM web1 from host h1 to host h2 completed" in t for t in texts), texts

@@ -21,6 +21,8 @@ QUERY = {
     "async": {"type": "boolean", "description": "answer 202 with the job at once instead of waiting"},
     "case_sensitive": {"type": "boolean", "description": "the search matches case (default false, as in oVirt)"},
     "detach_only": {"type": "boolean", "description": "false: delete the disk too"},
+    "clone": {"type": "boolean", "description": "true: the VM's disks are full copies of the template's"},
+    "clone_permissions": {"type": "boolean", "description": "true is refused (not supported yet)"},
 }
 HEADERS = [
     {"name": "Filter", "in": "header", "required": False, "schema": {"type": "boolean"},

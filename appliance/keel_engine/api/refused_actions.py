@@ -13,11 +13,8 @@ from .framework import route
 SUSPEND_WHY = ("VMs run as transient libvirt domains and Keel keeps no memory image of them; "
                "shut the VM down instead")
 VM_ACTIONS = (
-    ("clone", "cloning a VM (create a template from it, then a VM from the template)"),
-    ("previewsnapshot", "snapshot preview (restore a down VM to a snapshot with .../snapshots/{id}/restore)"),
-    ("commitsnapshot", "snapshot preview and commit (use .../snapshots/{id}/restore)"),
-    ("undosnapshot", "snapshot preview and undo (use .../snapshots/{id}/restore)"),
-    ("ticket", "console tickets"),
+    ("ticket", "the VM-level ticket action (console tickets are set with "
+               ".../vms/{id}/graphicsconsoles/{id}/ticket)"),
     ("freezefilesystems", "freezing guest file systems (it needs a guest agent)"),
     ("thawfilesystems", "thawing guest file systems (it needs a guest agent)"),
     ("logon", "guest single sign-on (it needs a guest agent)"),

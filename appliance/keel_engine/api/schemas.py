@@ -40,7 +40,8 @@ VM = Obj(name=Name(), description=DESCRIPTION, cluster=ID_OR_NAME, template=ID_O
          memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY),
          os=Obj(type=Text(64)), high_availability=HIGH_AVAILABILITY,
          lease=Obj(storage_domain=ID_OR_NAME), placement_policy=PLACEMENT)
-TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME, cluster=ID_OR_NAME)
+TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME, cluster=ID_OR_NAME,
+               memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY), os=Obj(type=Text(64)))
 SNAPSHOT = Obj(description=Text(1024), persist_memorystate=Bool())
 EVENT = Obj(description=Text(4000), severity=Text(16, ("normal", "warning", "error", "alert")),
             origin=Text(255), custom_id=Int(0, 2 ** 31 - 1), vm=ID_OR_NAME, host=ID_OR_NAME, cluster=ID_OR_NAME)
@@ -49,6 +50,9 @@ EVENT = Obj(description=Text(4000), severity=Text(16, ("normal", "warning", "err
 ACTION = Obj(**{"async": Bool()})
 START = Obj(**{"async": Bool()}, vm=Obj(placement_policy=PLACEMENT), use_cloud_init=Bool())
 MIGRATE = Obj(**{"async": Bool()}, host=ID_OR_NAME, force=Bool())
+# memory snapshots are not taken, so there is no memory to restore (false only)
+PREVIEW_SNAPSHOT = Obj(**{"async": Bool()}, snapshot=Obj(id=Text(64)), restore_memory=Bool())
+CLONE = Obj(**{"async": Bool()}, vm=Obj(name=Name()))
 FENCE = Obj(**{"async": Bool()}, fence_type=Text(16))
 # a console ticket is of use only to whoever waits for it: no async; the
 # password is always the engine's own (a ticket.value is refused)

@@ -23,7 +23,8 @@ BODY_TYPES = {
     id(schemas.DISK_ATTACHMENT): "DiskAttachment", id(schemas.NIC): "Nic", id(schemas.VM): "Vm",
     id(schemas.TEMPLATE): "Template", id(schemas.SNAPSHOT): "Snapshot", id(schemas.EVENT): "Event",
     id(schemas.ACTION): "Action", id(schemas.START): "Action", id(schemas.MIGRATE): "Action",
-    id(schemas.FENCE): "Action", id(schemas.TICKET): "Action", id(schemas.CONSOLE_FILE): "Action",
+    id(schemas.FENCE): "Action", id(schemas.PREVIEW_SNAPSHOT): "Action",
+    id(schemas.CLONE): "Action", id(schemas.TICKET): "Action", id(schemas.CONSOLE_FILE): "Action",
 }
 
 # Fields oVirt's clients send unasked, meaningless here: accepted, ignored.

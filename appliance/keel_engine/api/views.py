@@ -125,6 +125,10 @@ def template(t, attachments=None):
            "status": t.status, "memory": t.memory, "cpu": topology(t.cpus), "os": {"type": t.os_type},
            "cluster": ref("clusters", t.cluster_id), "creation_time": t.created, "type": "server",
            "version": {"version_number": 1, "base_template": ref("templates", t.id)},
+           # what VMs made from it get (ovirt_template compares these before updating)
+           "memory_policy": {"guaranteed": t.memory, "max": t.memory, "ballooning": False},
+           "bios": {"type": "i440fx_sea_bios", "boot_menu": {"enabled": False}},
+           "usb": {"enabled": False}, "io": {"threads": 0}, "sso": {"methods": Many("method", [])},
            "link": links(base, "diskattachments", "nics")}
     if attachments is not None:
         out["disk_attachments"] = Many("disk_attachment", [
@@ -190,7 +194,9 @@ def disk_attachment(a, d, owner_kind, owner_id):
 
 def snapshot(x):
     return {"id": x.id, "href": f"{API}/vms/{x.vm_id}/snapshots/{x.id}", "description": x.description,
-            "snapshot_status": x.status, "snapshot_type": "regular", "date": x.date,
+            # the row keeping a VM as it was before a preview is oVirt's type "preview"
+            "snapshot_status": "ok" if x.status == "preview" else x.status,
+            "snapshot_type": "preview" if x.status == "preview" else "regular", "date": x.date,
             "persist_memorystate": False, "vm": ref("vms", x.vm_id)}
 
 

@@ -45,8 +45,20 @@ def templates_add():
     b = body(schemas.TEMPLATE)
     _same_cluster_as_vm(b)
     t, job = tpl_svc.create_template(ctx(), session(), tpl_svc.TemplateSpec(
-        name=required(b, "name"), vm=required(b, "vm"), description=b.get("description", "")))
+        name=required(b, "name"), vm=required(b, "vm"), description=b.get("description", ""),
+        memory=b.get("memory"), cpus=_cpus(b), os_type=get(b, "os", "type")))
     return created("template", job, lambda: views.template(t), lambda: _template_now(t.id))
+
+
+@route("/templates/<ident>", ["PUT"], "Update a template: name, description, memory, CPUs, operating system",
+       body=schemas.TEMPLATE)
+def template_update(ident):
+    b = body(schemas.TEMPLATE)
+    t = tpl_svc.update_template(ctx(), session(), obj(Template, ident, "template"), tpl_svc.TemplateChanges(
+        name=b.get("name"), description=b.get("description"), memory=b.get("memory"), cpus=_cpus(b),
+        os_type=get(b, "os", "type"), cluster=b.get("cluster"), vm=b.get("vm")))
+    session().flush()
+    return render("template", _template_now(t.id))
 
 
 def _same_cluster_as_vm(b):
@@ -136,7 +148,7 @@ def _vm_spec(b):
         description=b.get("description", ""), memory=b.get("memory"), cpus=_cpus(b),
         os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled", default=False),
         ha_priority=get(b, "high_availability", "priority", default=1),
-        lease_storage_domain=_lease(b)[0])
+        lease_storage_domain=_lease(b)[0], clone=bool_param("clone"))
 
 
 def _lease(b):
@@ -164,11 +176,23 @@ def _cpus(b):
     return n
 
 
-@route("/vms", ["POST"], "Create a VM from a template (thin qcow2 overlays, made by a job)",
-       body=schemas.VM, query=("async",), created=True, job=True)
+@route("/vms", ["POST"], "Create a VM from a template (thin qcow2 overlays, or full copies with clone=true; "
+       "made by a job)", body=schemas.VM, query=("async", "clone", "clone_permissions"), created=True, job=True)
 def vms_add():
+    if bool_param("clone_permissions"):
+        raise bad_request("clone_permissions: copying the template's permissions to the VM is not supported yet")
     vm, job = vm_svc.add_vm(ctx(), session(), _vm_spec(body(schemas.VM)))
     return created("vm", job, lambda: views.vm(vm), lambda: _vm_now(vm.id))
+
+
+@route("/vms/<ident>/clone", ["POST"], "Copy a down VM: a new VM with full copies of its disks (made by a job)",
+       body=schemas.CLONE, query=("async",), job=True)
+def vm_clone(ident):
+    b = body(schemas.CLONE)
+    source = obj(Vm, ident, "VM")
+    vm, job = vm_svc.clone_vm(ctx(), session(), source, get(b, "vm", "name"))
+    vm_id = vm.id
+    return action_job(job, b, extra_of=lambda _j: {"vm": {"id": vm_id, "href": f"{views.API}/vms/{vm_id}"}})
 
 
 @route("/vms/<ident>", ["GET"], "Get a VM", query=("follow",))
@@ -374,6 +398,34 @@ def vm_snapshot_restore(ident, snap):
     b = body(schemas.ACTION)
     vm = obj(Vm, ident, "VM")
     return action_job(snap_svc.restore_snapshot(ctx(), session(), vm, _snapshot(vm.id, snap)), b)
+
+
+@route("/vms/<ident>/previewsnapshot", ["POST"], "Run a down VM from a snapshot until the preview is "
+       "committed or undone", body=schemas.PREVIEW_SNAPSHOT, query=("async",), job=True)
+def vm_preview_snapshot(ident):
+    b = body(schemas.PREVIEW_SNAPSHOT)
+    vm = obj(Vm, ident, "VM")
+    if b.get("restore_memory"):
+        raise bad_request("restore_memory: Keel takes disk-only snapshots, there is no memory to restore; "
+                          "send false or leave it out")
+    snap_id = get(b, "snapshot", "id")
+    if not snap_id:
+        raise bad_request("snapshot: the snapshot to preview is required, e.g. <snapshot id=\"...\"/>")
+    return action_job(snap_svc.preview_snapshot(ctx(), session(), vm, _snapshot(vm.id, snap_id)), b)
+
+
+@route("/vms/<ident>/commitsnapshot", ["POST"], "Keep the previewed snapshot's state (later snapshots go)",
+       body=schemas.ACTION, query=("async",), job=True)
+def vm_commit_snapshot(ident):
+    b = body(schemas.ACTION)
+    return action_job(snap_svc.commit_snapshot(ctx(), session(), obj(Vm, ident, "VM")), b)
+
+
+@route("/vms/<ident>/undosnapshot", ["POST"], "Return a VM to where it was before the preview",
+       body=schemas.ACTION, query=("async",), job=True)
+def vm_undo_snapshot(ident):
+    b = body(schemas.ACTION)
+    return action_job(snap_svc.undo_snapshot(ctx(), session(), obj(Vm, ident, "VM")), b)
 
 
 # ---- disks ------------------------------------------------------------------------------

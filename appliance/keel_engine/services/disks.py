@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from .. import virt
 from ..errors import bad_request, conflict
-from ..models import Disk, DiskAttachment, StorageDomain, Vm, Volume
+from ..models import Disk, DiskAttachment, Snapshot, StorageDomain, Vm, Volume
 from . import access, events, hosts, jobs, lookup, roles
 from .lookup import Ref
 
@@ -119,6 +119,21 @@ def create_volume_of(ctx, s, disk):
     disk.status = "ok"
     events.add(s, events.DISK_CREATED, f"Disk {disk.name} ({disk.provisioned_size // MiB} MiB) was created "
                f"on {sd.name}.", storage_domain_id=sd.id)
+
+
+def copy_volume_of(ctx, s, disk, source_volume, user_id=None):
+    """Make a locked disk's volume as a full copy of `source_volume` (worker):
+    the source's whole chain read into one qcow2 with no backing file, so the
+    copy depends on nothing (a clone). Source and copy share the storage domain."""
+    sd = s.get(StorageDomain, disk.storage_domain_id)
+    with pool_for(ctx, s, sd) as pool:
+        try:
+            virt.clone_volume(pool, source_volume, disk.active_volume)
+        except Exception as e:
+            raise conflict(f"cannot copy volume {source_volume} for disk {disk.name} on {sd.name}: {e}")
+    disk.status = "ok"
+    events.add(s, events.DISK_CREATED, f"Disk {disk.name} ({disk.provisioned_size // MiB} MiB) was created "
+               f"on {sd.name} as a copy.", storage_domain_id=sd.id, user_id=user_id)
 
 
 def delete_volumes_of(ctx, s, disk):
@@ -272,6 +287,11 @@ def _request_grow(ctx, s, disk, att, size) -> jobs.Job:
     vm = s.get(Vm, att.vm_id) if att is not None and att.vm_id else None
     if vm is not None and vm.status not in ("down", "up"):
         raise conflict(f"VM {vm.name} is {vm.status}; its disks grow while it is up or down")
+    if vm is not None and s.scalar(select(func.count()).select_from(Snapshot).where(
+            Snapshot.vm_id == vm.id, Snapshot.status == "in_preview")):
+        # undoing the preview returns to volumes of the old size
+        raise conflict(f"VM {vm.name} is previewing a snapshot; commit or undo the preview before growing "
+                       f"disk {disk.name}")
     claimed = s.execute(update(Disk).where(Disk.id == disk.id, Disk.status == "ok").values(status="locked")
                         .execution_options(synchronize_session=False))
     s.refresh(disk)

@@ -10,11 +10,12 @@ import libvirt
 from sqlalchemy import select
 
 from .. import virt
-from ..errors import Fault, conflict
-from ..models import BLANK_TEMPLATE_ID, Disk, DiskAttachment, Template, Vm, Volume
+from ..errors import Fault, bad_request, conflict
+from ..models import BLANK_TEMPLATE_ID, Cluster, Disk, DiskAttachment, Template, Vm, Volume
 from . import disks as disk_svc
 from . import access, events, jobs, lookup, roles
 from .lookup import Ref
+from . import vms as vm_svc
 from .vms import _claim
 
 
@@ -23,6 +24,24 @@ class TemplateSpec:
     name: str
     vm: Ref
     description: str = ""
+    # the VM's own unless given (as in oVirt, the new template's configuration may differ from its VM's)
+    memory: int | None = None
+    cpus: int | None = None
+    os_type: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateChanges:
+    """What a template update sets (None: unchanged). `cluster` and `vm` may
+    only name what the template already has: a template stays where it was
+    made, and from what."""
+    name: str | None = None
+    description: str | None = None
+    memory: int | None = None
+    cpus: int | None = None
+    os_type: str | None = None
+    cluster: Ref | None = None
+    vm: Ref | None = None
 
 
 def create_template(ctx, s, spec: TemplateSpec) -> tuple[Template, jobs.Job]:
@@ -31,8 +50,10 @@ def create_template(ctx, s, spec: TemplateSpec) -> tuple[Template, jobs.Job]:
     lookup.unique_name(s, Template, spec.name, "template")
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; a template is made from a down VM")
-    t = Template(name=spec.name, description=spec.description, cluster_id=vm.cluster_id, memory=vm.memory,
-                 cpus=vm.cpus, os_type=vm.os_type, source_vm_id=vm.id, status="locked")
+    vm_svc.check_configuration(spec.memory, spec.cpus)
+    t = Template(name=spec.name, description=spec.description, cluster_id=vm.cluster_id,
+                 memory=spec.memory or vm.memory, cpus=spec.cpus or vm.cpus, os_type=spec.os_type or vm.os_type,
+                 source_vm_id=vm.id, status="locked")
     s.add(t)
     s.flush()
     _claim(s, vm, ("down",), "image_locked", 3600, verb="copy")
@@ -93,6 +114,42 @@ def _undo(ctx, s, job, made):
     if vm is not None:
         vm.status, vm.busy_until = "down", None
     s.commit()
+
+
+def update_template(ctx, s, t, ch: TemplateChanges) -> Template:
+    """Configuration only (stored at once): VMs made from the template keep
+    theirs, as in oVirt; its disks are not touched."""
+    access.check(ctx, s, "edit_template_properties", t)
+    if t.id == BLANK_TEMPLATE_ID:
+        raise conflict("the Blank template is built in and cannot be changed; make a template of your own")
+    if t.status != "ok":
+        raise conflict(f"template {t.name} is {t.status}; change it once its job ended")
+    vm_svc.check_configuration(ch.memory, ch.cpus)
+    if ch.cluster is not None:
+        cl = lookup.resolve(s, Cluster, ch.cluster, "cluster", "cluster")
+        if cl.id != t.cluster_id:
+            raise bad_request("cluster: a template stays in the cluster it was made in; moving it is not "
+                              "supported yet")
+    if ch.vm is not None:
+        vm = lookup.resolve(s, Vm, ch.vm, "VM", "vm")
+        if vm.id != t.source_vm_id:
+            raise bad_request(f"vm: template {t.name} was not made from VM {vm.name}; a template's VM "
+                              "cannot be changed")
+    changed = []
+    if ch.name is not None and ch.name != t.name:
+        lookup.unique_name(s, Template, ch.name, "template", exclude_id=t.id)
+        changed.append(f"name (was {t.name})")
+        t.name = ch.name
+    for attr, label in (("description", "description"), ("memory", "memory"), ("cpus", "CPUs"),
+                        ("os_type", "operating system")):
+        value = getattr(ch, attr)
+        if value is not None and value != getattr(t, attr):
+            setattr(t, attr, value)
+            changed.append(label)
+    if changed:
+        events.add(s, events.OBJECT_UPDATED, f"Template {t.name} was updated: {', '.join(changed)}.",
+                   template_id=t.id, user_id=ctx.user_id)
+    return t
 
 
 def remove_template(ctx, s, t) -> jobs.Job | None:

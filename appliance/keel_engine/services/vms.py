@@ -53,6 +53,7 @@ class VmSpec:
     high_availability: bool = False
     ha_priority: int = 1               # oVirt's scale: 1 low, 50 medium, 100 high
     lease_storage_domain: Ref | None = None
+    clone: bool = False                # independent full copies of the template's disks, not thin overlays
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class AttachmentSpec:
     active: bool = True
     disk: Ref | None = None
     new_disk: disk_svc.DiskSpec | None = None
+
+
+def check_configuration(memory, cpus):
+    """A VM's or a template's memory and CPU count (None: not given)."""
+    _check(memory, cpus, None)
 
 
 def _check(vm_memory, cpus, priority):
@@ -122,14 +128,18 @@ def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
     s.flush()
     job = None
     tdisks = disk_svc.template_disks(s, template.id)
+    copies = {}
     for i, (att, disk, sd) in enumerate(tdisks):
         new = disk_svc.new_disk_row(s, sd, f"{spec.name}_Disk{i + 1}", disk.provisioned_size,
-                                    backing_volume=disk.active_volume)
+                                    backing_volume=None if spec.clone else disk.active_volume)
+        if spec.clone:
+            copies[new.id] = disk.active_volume
         disk_svc.attach(s, vm, new, att.interface, att.bootable)
     if tdisks:
         vm.status = "image_locked"
-        job = jobs.submit(s, jobs.VM_CREATE_DISKS, {"vm_id": vm.id},
-                          f"Creating the disks of VM {spec.name} from template {template.name}", ctx.user_id)
+        how = "copies of the disks" if spec.clone else "the disks"
+        job = jobs.submit(s, jobs.VM_CREATE_DISKS, {"vm_id": vm.id, "copies": copies},
+                          f"Creating {how} of VM {spec.name} from template {template.name}", ctx.user_id)
     events.add(s, events.VM_CREATED, f"VM {spec.name} was created from template {template.name}.",
                vm_id=vm.id, cluster_id=cluster.id, template_id=template.id, user_id=ctx.user_id)
     roles.grant_owner(ctx, s, vm)
@@ -140,22 +150,77 @@ def run_create_disks(ctx, s, job):
     vm = s.get(Vm, job.params["vm_id"])
     if vm is None:
         raise conflict("the VM was removed before its disks were created")
+    copies = job.params.get("copies") or {}
     try:
         for _att, disk, sd in disk_svc.vm_disks(s, vm.id):
             if disk.status == "locked":
-                jobs.step(s, job, f"Creating disk {disk.name} on storage domain {sd.name}")
+                source = copies.get(disk.id)
+                jobs.step(s, job, f"{'Copying' if source else 'Creating'} disk {disk.name} on storage domain "
+                                  f"{sd.name}")
                 s.commit()
-                disk_svc.create_volume_of(ctx, s, disk)
+                if source:
+                    disk_svc.copy_volume_of(ctx, s, disk, source, user_id=job.owner_id)
+                else:
+                    disk_svc.create_volume_of(ctx, s, disk)
                 s.commit()
-    except Fault:
+    except Exception:
         s.rollback()
+        _source_down_again(s, job)
         _remove_rows(ctx, s, s.get(Vm, vm.id), delete_volumes=True)
         events.add(s, events.VM_REMOVED, f"VM {vm.name} was removed: its disks could not be created.",
                    severity="error", user_id=job.owner_id)
         s.commit()
         raise
     vm.status = "down"
+    _source_down_again(s, job)
     return {"vm_id": vm.id}
+
+
+def _source_down_again(s, job):
+    """The VM a clone was copied from is free again (claimed while its disks were read)."""
+    source = s.get(Vm, job.params["source_vm_id"]) if job.params.get("source_vm_id") else None
+    if source is not None and source.status == "image_locked":
+        source.status, source.busy_until = "down", None
+
+
+def clone_vm(ctx, s, source, name: str) -> tuple[Vm, jobs.Job | None]:
+    """A new VM with the configuration of a down VM and full, independent
+    copies of its disks (made by a job; both VMs are image_locked and the
+    new disks locked until it ends). NICs get new MAC addresses; a VM lease
+    is not copied."""
+    cluster = s.get(Cluster, source.cluster_id)
+    access.check(ctx, s, "create_vm", source)
+    access.check(ctx, s, "create_vm", cluster)
+    if not name:
+        raise bad_request("vm.name: the new VM's name is required, e.g. <action><vm><name>copy</name></vm></action>")
+    lookup.unique_name(s, Vm, name, "VM")
+    if source.status != "down":
+        raise conflict(f"VM {source.name} is {source.status}; clone it while it is down")
+    vm = Vm(name=name, cluster_id=source.cluster_id, template_id=source.template_id,
+            description=source.description, memory=source.memory, cpus=source.cpus, os_type=source.os_type,
+            high_availability=source.high_availability, ha_priority=source.ha_priority)
+    s.add(vm)
+    s.flush()
+    for nic in s.scalars(select(Nic).where(Nic.vm_id == source.id).order_by(Nic.name)).all():
+        s.add(Nic(vm_id=vm.id, name=nic.name, mac=_new_mac(s), interface=nic.interface,
+                  network_id=nic.network_id))
+    copies = {}
+    for i, (att, disk, sd) in enumerate(disk_svc.vm_disks(s, source.id)):
+        new = disk_svc.new_disk_row(s, sd, f"{name}_Disk{i + 1}", disk.provisioned_size,
+                                    description=disk.description)
+        copies[new.id] = disk.active_volume
+        disk_svc.attach(s, vm, new, att.interface, att.bootable, att.active)
+        s.flush()
+    job = None
+    if copies:
+        _claim(s, source, ("down",), "image_locked", 3600, verb="clone")
+        vm.status = "image_locked"
+        job = jobs.submit(s, jobs.VM_CREATE_DISKS, {"vm_id": vm.id, "copies": copies, "source_vm_id": source.id},
+                          f"Cloning VM {source.name} as {name}", ctx.user_id)
+    events.add(s, events.VM_CREATED, f"VM {name} was created as a clone of VM {source.name}.", vm_id=vm.id,
+               cluster_id=vm.cluster_id, template_id=vm.template_id, user_id=ctx.user_id)
+    roles.grant_owner(ctx, s, vm)
+    return vm, job
 
 
 def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:

@@ -24,6 +24,9 @@ def table(power) -> dict:
         jobs.DISK_RESIZE: disks.run_resize,
         jobs.SNAPSHOT_CREATE: snapshots.run_create,
         jobs.SNAPSHOT_RESTORE: snapshots.run_restore,
+        jobs.SNAPSHOT_PREVIEW: snapshots.run_preview,
+        jobs.SNAPSHOT_COMMIT: snapshots.run_commit,
+        jobs.SNAPSHOT_UNDO: snapshots.run_undo,
         jobs.TEMPLATE_CREATE: templates.run_create,
         jobs.TEMPLATE_REMOVE: templates.run_remove,
     }
