@@ -13,8 +13,10 @@ process, nothing kept afterwards:
    cluster, --hosts hosts (up, with CPUs and memory), --vms VMs (about two
    thirds up, spread over the hosts; named vm-0000, vm-0001, ...) and
    --events events, each about a VM and its host, and a day of samples of
-   the cluster's use a minute apart (the dashboard's charts); admin@internal
-   also gets UserRole on the cluster, so its VM portal lists the VMs too;
+   the cluster's use a minute apart (the dashboard's charts), and --pools VM
+   pools of up to 50 of the VMs each (half of them held by admin@internal);
+   admin@internal also gets UserRole on the cluster, so its VM portal lists
+   the VMs too;
 3. signed in as admin@internal through the sign-in form (Flask's test
    client), each page below is fetched twice to warm up (templates compiled,
    statements cached), then --repeat times, timed: the server-side time of
@@ -25,7 +27,8 @@ process, nothing kept afterwards:
 
 Pages: the dashboard, the hosts list, one host, the VMs list (first page of
 50, page 20, a search for name=vm-09*), the VM rows fragment the list polls
-every 5 s, one VM, the events list and the VM portal.
+every 5 s, one VM, the events list, the VM portal, the VM pools list, one
+pool, the roles (with their permit forms) and the new storage domain form.
 
 It prints, per page, the median and the 95th percentile (nearest rank) of
 the --repeat times, the statements per request and the verdict on the goal
@@ -38,7 +41,7 @@ not change the exit status; a wrong answer (a status other than 200, a page
 that lacks what it should show, e.g. a VMs page without its 50 rows) stops
 the run with one line and status 1.
 
-    .venv/bin/python bench/webui.py [--vms N] [--hosts N] [--events N] [--repeat N] [--json]
+    .venv/bin/python bench/webui.py [--vms N] [--hosts N] [--events N] [--pools N] [--repeat N] [--json]
 """
 from __future__ import annotations
 
@@ -70,6 +73,8 @@ HOST_LINK = re.compile(rf'<a href="/ui/hosts/({UUID_RE})">')
 EVENT_ROW = re.compile(r'<tr class="sev-')
 SPARK = re.compile(r'<svg class="spark" role="img"')
 SAMPLES = 24 * 60     # a day of the cluster's use, a minute apart
+POOL_VMS = 50         # VMs per seeded pool (at most)
+POOL_LINK = re.compile(rf'<a href="/ui/pools/{UUID_RE}">')
 
 
 class BenchError(Exception):
@@ -80,10 +85,11 @@ class BenchError(Exception):
 class Inventory:
     """What was seeded, kept to check the pages against."""
 
-    def __init__(self, hosts, vms, events):
+    def __init__(self, hosts, vms, events, pools=()):
         self.hosts = hosts        # [{"id", "name", ...}] in name order
         self.vms = vms            # [{"id", "name", "status", "host_id", ...}] in name order
         self.events = events      # [{"description", "vm_id", "host_id", ...}] oldest first
+        self.pools = pools        # [(pool id, its VMs' ids)] in name order
         self.names = [v["name"] for v in vms]
 
     def vms_on(self, host_id):
@@ -148,14 +154,14 @@ def usage_rows(cluster_id, hosts, now, seed=17):
             for i in range(SAMPLES)]
 
 
-def seed(engine, n_vms, n_hosts, n_events):
+def seed(engine, n_vms, n_hosts, n_events, n_pools=0):
     """The inventory, bulk-inserted (one executemany per table, no ORM objects
     per row), and UserRole for admin@internal on the cluster."""
     from sqlalchemy import insert, select
     from sqlalchemy.orm import Session
 
     from keel_engine.models import (BLANK_TEMPLATE_ID, Cluster, DataCenter, Event, Host, Permission, Role,
-                                    UsageSample, User, Vm)
+                                    UsageSample, User, Vm, VmPool, VmPoolMember)
     now = datetime.now(timezone.utc)
     with Session(engine) as s:
         dc_id, cl_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -179,8 +185,21 @@ def seed(engine, n_vms, n_hosts, n_events):
         if admin is None or role is None:
             raise BenchError("admin@internal or the UserRole role is missing after the app's bootstrap")
         s.add(Permission(role_id=role, user_id=admin, object_type="cluster", object_id=cl_id))
+        pools = []
+        for i in range(n_pools):
+            members = [v["id"] for v in vms[i * POOL_VMS:(i + 1) * POOL_VMS]]
+            pools.append((str(uuid.uuid4()), members))
+        if pools:
+            s.execute(insert(VmPool), [{"id": pid, "name": f"pool-{i:02d}", "cluster_id": cl_id,
+                                        "template_id": BLANK_TEMPLATE_ID, "size": max(1, len(members))}
+                                       for i, (pid, members) in enumerate(pools)])
+            rows = [{"vm_id": v, "pool_id": pid, "state": "allocated" if k % 2 else "free",
+                     "user_id": admin if k % 2 else None}
+                    for pid, members in pools for k, v in enumerate(members)]
+            if rows:
+                s.execute(insert(VmPoolMember), rows)
         s.commit()
-    return Inventory(hosts, vms, events)
+    return Inventory(hosts, vms, events, pools)
 
 
 # ---- the pages and what each must show ------------------------------------------------
@@ -250,6 +269,13 @@ def pages(inv, events_in_db):
     def events(text):
         _expect_count("/ui/events", text, EVENT_ROW, min(EVENTS_PAGE, events_in_db), "event rows")
 
+    def pool_list(text):
+        _expect_count("/ui/pools", text, POOL_LINK, min(PAGE, len(inv.pools)), "pool rows")
+
+    def one_pool(text):
+        pool_id, members = inv.pools[0]
+        _expect_count(f"/ui/pools/{pool_id}", text, VM_LINK, len(members), "VM rows")
+
     return [
         ("dashboard", "/ui/", dashboard),
         ("hosts", "/ui/hosts", hosts),
@@ -263,7 +289,13 @@ def pages(inv, events_in_db):
         ("one VM", f"/ui/vms/{vm['id']}", one_vm),
         ("events", "/ui/events", events),
         ("VM portal", "/ui/portal/", vm_list("/ui/portal/", names[:PAGE])),
-    ]
+        ("roles", "/ui/roles", lambda text: _expect("/ui/roles", text, "SuperUser")),
+        ("new storage domain", "/ui/storagedomains/new",
+         lambda text: _expect("/ui/storagedomains/new", text, '<option value="nfs"')),
+    ] + ([
+        ("VM pools", "/ui/pools", pool_list),
+        ("one pool", f"/ui/pools/{inv.pools[0][0]}", one_pool),
+    ] if inv.pools else [])
 
 
 # ---- measuring ------------------------------------------------------------------------
@@ -314,7 +346,7 @@ def benchmark(args, workdir):
 
     fig = {"date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "cpu_model": cpu_model(),
            "nproc": os.cpu_count(), "loadavg": loadavg(), "commit": commit(), "vms": args.vms,
-           "hosts": args.hosts, "events": args.events, "repeat": args.repeat, "goal_ms": GOAL_MS,
+           "hosts": args.hosts, "events": args.events, "pools": args.pools, "repeat": args.repeat, "goal_ms": GOAL_MS,
            "database": "sqlite"}
     step("engine app: migrations and bootstrap")
     cfg = EngineConfig(database_url=f"sqlite:///{workdir}/engine.db", admin_password=ADMIN_PASSWORD,
@@ -322,9 +354,9 @@ def benchmark(args, workdir):
     app = create_app(cfg)
     engine = app.config["KEEL_CTX"].engine
     try:
-        step(f"seeding {args.hosts} hosts, {args.vms} VMs, {args.events} events")
+        step(f"seeding {args.hosts} hosts, {args.vms} VMs, {args.events} events, {args.pools} pools")
         t0 = time.perf_counter()
-        inv = seed(engine, args.vms, args.hosts, args.events)
+        inv = seed(engine, args.vms, args.hosts, args.events, args.pools)
         fig["seed_s"] = time.perf_counter() - t0
         fig["vms_up"] = sum(v["status"] == "up" for v in inv.vms)
 
@@ -353,7 +385,7 @@ def report_lines(fig):
         f"webui benchmark ({fig['date']}, {fig['cpu_model']}, nproc {fig['nproc']})",
         f"  commit {fig['commit']}, load average at start {fig['loadavg']}",
         f"  SQLite file database: {fig['hosts']} hosts (all up), {fig['vms']} VMs ({fig['vms_up']} up), "
-        f"{fig['events']} events, seeded in {fig['seed_s']:.2f} s",
+        f"{fig['events']} events, {fig['pools']} VM pools, seeded in {fig['seed_s']:.2f} s",
         f"  in-process (Flask test client) as admin@internal; per page {WARMUPS} warm-up GETs, then "
         f"{fig['repeat']} timed; p95 is the nearest rank; statements per request",
         f"    {'page':<22} {'path':<28} {'median ms':>9} {'p95 ms':>8} {'statements':>11}   verdict (p95)",
@@ -376,11 +408,14 @@ def parse_args(argv):
     p.add_argument("--vms", type=positive_int, default=1000, help="VMs to seed (default 1000)")
     p.add_argument("--hosts", type=positive_int, default=50, help="hosts to seed (default 50)")
     p.add_argument("--events", type=int, default=5000, help="events to seed (default 5000)")
+    p.add_argument("--pools", type=int, default=20, help=f"VM pools to seed, up to {POOL_VMS} VMs each (default 20)")
     p.add_argument("--repeat", type=positive_int, default=30, help="timed GETs per page (default 30)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = p.parse_args(argv)
     if args.events < 0:
         p.error("--events: expected 0 or more")
+    if args.pools < 0:
+        p.error("--pools: expected 0 or more")
     return args
 
 

@@ -1,8 +1,9 @@
 """The inventory forms and a host's HA section in a real Chromium against a
 real engine with two libvirt hosts: a storage domain added through a host
 becomes active, a disk made on it gets its volume file, a network is
-created with the keyboard alone and removed, a data center is edited, and
-a host's page follows its hosted-engine HA record without a reload."""
+created with the keyboard alone and removed, a data center is edited, a VM
+pool is created with the keyboard alone and listed, and a host's page
+follows its hosted-engine HA record without a reload."""
 import os
 import sqlite3
 from datetime import datetime, timezone
@@ -132,6 +133,25 @@ def test_a_data_center_is_edited_with_its_form(ui_engine, browser):
     submit(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Data center Default"
     assert "the lab's" in text_of(browser, "dl.props")
+
+
+def test_a_vm_pool_is_created_with_the_keyboard_alone_and_listed(ui_engine, browser):
+    browser.get(ui_engine.ui + "/")
+    browser.find_element(By.LINK_TEXT, "Pools").click()
+    browser.find_element(By.LINK_TEXT, "New VM pool").click()
+    browser.find_element(By.ID, "name").click()
+    # name, template, cluster and type (left as they are), size, prestarted VMs, most per user, description
+    ActionChains(browser).send_keys("desk", Keys.TAB, Keys.TAB, Keys.TAB, Keys.TAB, "2", Keys.TAB, "0", Keys.TAB,
+                                    "1", Keys.TAB, "lab desktops").perform()
+    screenshot(browser, "pool-new")
+    old = browser.find_element(By.TAG_NAME, "html")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: browser.find_element(By.TAG_NAME, "html").id != old.id
+             and browser.execute_script("return document.readyState") == "complete", 30, what="the pool list")
+    assert browser.current_url.endswith("/ui/pools")
+    row = cells_of(browser, "desk")
+    assert row[:6] == ["desk", "lab desktops", "Default", "Blank", "automatic", "2"], row
+    screenshot(browser, "pools")
 
 
 def _publish_ha_record(root, address):

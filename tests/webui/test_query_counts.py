@@ -3,8 +3,9 @@ the inventory: each page is counted with 60 VMs on 3 hosts, and again after
 the inventory grew to 300 VMs on 20 hosts in two clusters, with ten times
 the events, more jobs, more fence agents, more NICs, disks and snapshots
 on the VM shown, a day of samples of the clusters' use, and more groups,
-custom roles and VM pools. A count that grows is a statement run per row (an N+1).
-The render times at 1,000 VMs are bench/webui.py's."""
+custom roles and VM pools (the first with more VMs, held by a user). A
+count that grows is a statement run per row (an N+1). The render times
+at 1,000 VMs are bench/webui.py's."""
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -101,7 +102,8 @@ def _usage(s, n):
 def seed_small(sm, hx):
     """60 VMs on hx and two more hosts, 150 events, one job, one fence agent on
     hx; the VM vm-000 (up on hx) with a NIC, a disk and a snapshot; 5 samples
-    of the cluster's use; a group, a custom role and a pool."""
+    of the cluster's use; a group, a custom role and a pool (with a VM held
+    by admin@internal)."""
     with sm() as s:
         cluster = s.get(Host, hx).cluster_id
         hosts = [hx, *_hosts(s, cluster, 1, 2)]
@@ -119,10 +121,13 @@ def seed_small(sm, hx):
         _grant_portal(s, cluster)
         _usage(s, 5)
         _access(s, cluster, 0, 1, vms[-10:])
+        pool = s.scalar(select(VmPool.id))
+        s.add(VmPoolMember(vm_id=vms[-11], pool_id=pool, state="allocated",
+                           user_id=s.scalar(select(User.id).where(User.name == "admin"))))
         s.commit()
         return {"host": hx, "vm": vms[0], "job": job.id, "cluster": cluster, "domain": domain.id, "hosts": hosts,
                 "datacenter": dc, "network": network.id, "disk": s.scalar(select(Disk.id)),
-                "group": s.scalar(select(Group.id))}
+                "group": s.scalar(select(Group.id)), "pool": pool}
 
 
 def seed_more(sm, ids):
@@ -148,6 +153,9 @@ def seed_more(sm, ids):
         s.add_all([FenceAgent(host_id=ids["host"], address=f"10.3.0.{i}", port=623, order=i) for i in (2, 3)])
         _grant_portal(s, other.id)
         _access(s, ids["cluster"], 1, 9, vms[-10:])
+        # the first pool with ten more VMs, held by a user
+        admin = s.scalar(select(User.id).where(User.name == "admin"))
+        s.add_all([VmPoolMember(vm_id=v, pool_id=ids["pool"], state="allocated", user_id=admin) for v in vms[-20:-10]])
         s.execute(delete(UsageSample))
         _usage(s, 1440)
         s.commit()
@@ -166,7 +174,8 @@ def pages(ids):
             "/ui/networks", f"/ui/networks/{ids['network']}",
             "/ui/templates", f"/ui/templates/{BLANK_TEMPLATE_ID}", "/ui/disks", f"/ui/disks/{ids['disk']}",
             "/ui/jobs", "/ui/jobs?status=started", f"/ui/jobs/{ids['job']}/detail", "/ui/users",
-            "/ui/groups", f"/ui/groups/{ids['group']}", "/ui/roles"]
+            "/ui/groups", f"/ui/groups/{ids['group']}", "/ui/roles", "/ui/storagedomains/new",
+            "/ui/pools", f"/ui/pools/{ids['pool']}", "/ui/pools/new", f"/ui/pools/{ids['pool']}/edit"]
 
 
 @contextmanager
@@ -232,6 +241,9 @@ def test_every_page_runs_as_many_statements_with_300_vms_as_with_60(tmp_path):
     assert [got[f"/ui/groups/{ids['group']}"][1].count("Take away") for got in (small, big)] == [1, 10]
     assert [got["/ui/roles"][1].count("<td>custom-") for got in (small, big)] == [1, 10]
     assert [got["/ui/portal/"][1].count("Take a VM</button>") for got in (small, big)] == [1, 10]
+    assert [got["/ui/pools"][1].count('<a href="/ui/pools/') for got in (small, big)] == [1, 10]
+    assert [got[f"/ui/pools/{ids['pool']}"][1].count("admin@internal</a>") for got in (small, big)] == [1, 11]
+    assert [got["/ui/roles"][1].count('<label for="add-permit-') for got in (small, big)] == [1, 10]
     assert [len(re.search(r'<polyline points="([^"]+)"', got["/ui/"][1]).group(1).split())
             for got in (small, big)] == [5, usage.MAX_POINTS + 1]
 

@@ -6,16 +6,19 @@ reads what the API's view of the same object reads."""
 from __future__ import annotations
 
 from flask import render_template, request, url_for
+from sqlalchemy import func, select
 
 from keel_common.config import MANAGEMENT_NETWORK
 from keel_engine.api.fields import Name
 from keel_engine.api.schemas import DESCRIPTION
-from keel_engine.errors import Fault, bad_request
+from keel_engine.errors import Fault, bad_request, conflict
 from keel_engine.models import (Cluster, DataCenter, Disk, DiskAttachment, Host, Job, Network, Nic, Step,
-                                StorageDomain, Template, User, Vm)
+                                StorageDomain, Template, User, Vm, VmPool, VmPoolMember)
 from keel_engine.services import disks as disk_svc
 from keel_engine.services import inventory as inv
 from keel_engine.services import lookup, reads
+from keel_engine.services import pools as pool_svc
+from keel_engine.services import storage_attach as attach_svc
 from keel_engine.services import templates as tpl_svc
 from keel_engine.services import vms as vm_svc
 from keel_engine.services.lookup import Ref
@@ -32,9 +35,11 @@ JOBS_SHOWN = 100
 JOB_STATUSES = ("started", "finished", "failed", "aborted")
 GIB = 1024 ** 3
 MAX_DISK_GIB = disk_svc.MAX_DISK // GIB
-# the one storage type the form offers: a directory every host of the data
-# center sees (the API's storage.type posixfs)
+# the storage types the form offers (the API's storage.type): a directory every
+# host of the data center sees, or an NFS export mounted on every host
 DIRECTORY_STORAGE = "posixfs"
+NFS_STORAGE = "nfs"
+STORAGE_CHOICES = {DIRECTORY_STORAGE: "a directory every host sees", NFS_STORAGE: "an NFS export"}
 
 
 def _list_page(coll) -> dict:
@@ -114,22 +119,22 @@ def _create(template: str, make, listing: str, choices=dict):
     return after_job(made if isinstance(made, Job) else None, url_for(listing))
 
 
-def _edit(template: str, coll, ident: str, change, shown: str):
-    """An edit form: shown (GET, filled with the object's fields), or posted:
+def _edit(template: str, coll, ident: str, change, shown: str, fields=("id", "name", "description"), choices=dict):
+    """An edit form: shown (GET, filled with the object's `fields`), or posted:
     change(obj), the service call of the API's PUT, then the object's page;
     refused, the form again with why and the answers kept, nothing changed."""
     if request.method == "GET":
         row = reads.get_row(ctx(), reader(), coll, ident)
-        current = {"id": row.id, "name": row.name, "description": row.description}
-        return render_template(template, current=current, form=current, message=None)
+        current = {k: getattr(row, k) for k in fields}
+        return render_template(template, current=current, form=current, message=None, **choices())
     obj = lookup.get(session(), coll.model, ident, coll.kind)
     # kept apart from the row: a refusal rolls the session back and the row with it
-    current = {"id": obj.id, "name": obj.name, "description": obj.description}
+    current = {k: getattr(obj, k) for k in fields}
     try:
         change(obj)
     except Fault as f:
         rollback()
-        return render_template(template, current=current, form=request.form, message=f), f.status
+        return render_template(template, current=current, form=request.form, message=f, **choices()), f.status
     return after_job(None, url_for(shown, ident=current["id"]))
 
 
@@ -232,23 +237,78 @@ def _storage_domain(ident, message=None):
     return render_template(
         "storage_domain.html", sd=sd, message=message, disks=disks, **_disk_places(c, db, disks),
         disk_count=reads.count(db, Disk, Disk.storage_domain_id == sd.id, ctx=c),
-        datacenters=reads.by_id(db, DataCenter, [sd.data_center_id], c))
+        datacenters=reads.by_id(db, DataCenter, [sd.data_center_id], c),
+        # where an unattached domain can be attached
+        all_datacenters=reads.list_rows(c, db, reads.DATACENTERS) if not sd.data_center_id else [])
 
 
 def _storage_domain_choices():
     c, db = ctx(), reader()
-    return {"datacenters": reads.list_rows(c, db, reads.DATACENTERS), "hosts": reads.list_rows(c, db, reads.HOSTS)}
+    return {"datacenters": reads.list_rows(c, db, reads.DATACENTERS), "hosts": reads.list_rows(c, db, reads.HOSTS),
+            "storage_types": STORAGE_CHOICES}
+
+
+def _storage_spec() -> inv.StorageDomainSpec:
+    """The API's storage: {type, path, address}: a directory's path, or an NFS
+    server and its export's path (each has its own fields in the form)."""
+    storage_type = request.form.get("storage_type", "") or DIRECTORY_STORAGE
+    if storage_type == NFS_STORAGE:
+        path = forms.text_field("export_path", "Export path", required=True, max_len=1024)
+        address = forms.text_field("address", "NFS server", required=True)
+    else:
+        path, address = forms.text_field("path", "Directory", required=True, max_len=1024), None
+    return inv.StorageDomainSpec(
+        name=_name(), storage_type=storage_type, path=path, address=address, description=_description(),
+        data_center=forms.ref_field("data_center", "Data center"), host=forms.ref_field("host", "Host"))
 
 
 @webui_bp.route("/storagedomains/new", methods=["GET", "POST"])
 @admin_page
 def storage_domain_new():
-    # the job that opens the directory on the host follows on the list page
-    return _create("storage_domain_new.html", lambda: inv.add_storage_domain(ctx(), session(), inv.StorageDomainSpec(
-        name=_name(), storage_type=DIRECTORY_STORAGE,
-        path=forms.text_field("path", "Directory", required=True, max_len=1024), description=_description(),
-        data_center=forms.ref_field("data_center", "Data center"), host=forms.ref_field("host", "Host")))[1],
-        "ui.storage_domains", _storage_domain_choices)
+    # the job that opens the directory (or the NFS export's mount point) on the host follows on the list page
+    return _create("storage_domain_new.html", lambda: inv.add_storage_domain(ctx(), session(), _storage_spec())[1],
+                   "ui.storage_domains", _storage_domain_choices)
+
+
+@webui_bp.route("/storagedomains/<ident>/attach", methods=["POST"])
+@admin_page
+def storage_domain_attach(ident):
+    """Attach to the chosen data center: as the API's POST /datacenters/{id}/storagedomains."""
+    def attach(s, sd):
+        dc = lookup.require(s, DataCenter, forms.ref_field("data_center", "Data center", required=True),
+                            "data center", "Data center")
+        inv.attach_storage_domain(ctx(), s, dc, sd)
+    return _attached_action(ident, attach)
+
+
+# the actions on a domain as attached to its data center (datacenters/{id}/storagedomains/{id})
+ATTACHED_ACTIONS = {"activate": attach_svc.activate, "maintenance": attach_svc.deactivate,
+                    "detach": attach_svc.detach}
+
+
+@webui_bp.route("/storagedomains/<ident>/<any(activate, maintenance, detach):action>", methods=["POST"])
+@admin_page
+def storage_domain_attached(ident, action):
+    """Activate, maintenance (the API's deactivate) or detach, in the domain's data center."""
+    def act(s, sd):
+        dc = s.get(DataCenter, sd.data_center_id) if sd.data_center_id else None
+        if dc is None:
+            raise conflict(f"storage domain {sd.name} is not attached to a data center")
+        ATTACHED_ACTIONS[action](ctx(), s, dc, sd)
+    return _attached_action(ident, act)
+
+
+def _attached_action(ident, act):
+    """act(session, domain), then the domain's page; refused, the page with why, nothing changed."""
+    s = session()
+    sd = lookup.get(s, StorageDomain, ident, "storage domain")
+    try:
+        act(s, sd)
+        s.flush()
+    except Fault as f:
+        rollback()
+        return _storage_domain(ident, f), f.status
+    return after_job(None, url_for("ui.storage_domain", ident=ident))
 
 
 _listed("/storagedomains", "storage_domains", reads.STORAGE_DOMAINS, _datacenters_of)
@@ -336,6 +396,78 @@ def disk_new():
 
 _listed("/disks", "disks", reads.DISKS, _disk_places)
 _shown("/disks", "disk", _disk, (Disk, "disk", disk_svc.remove_disk))
+
+
+# ---- VM pools ------------------------------------------------------------------------------
+def _pool_counts(c, db, rows) -> dict:
+    """Beside each pool: how many of its VMs are in each state (one query), its cluster and template."""
+    states: dict = {}
+    if rows:
+        for pool_id, state, n in reads.run(db, select(VmPoolMember.pool_id, VmPoolMember.state, func.count())
+                                           .where(VmPoolMember.pool_id.in_([p.id for p in rows]))
+                                           .group_by(VmPoolMember.pool_id, VmPoolMember.state)).all():
+            states.setdefault(pool_id, {})[state] = n
+    return {"states": states,
+            "clusters": reads.by_id(db, Cluster, {p.cluster_id for p in rows}, c),
+            "templates": reads.by_id(db, Template, {p.template_id for p in rows}, c)}
+
+
+def _pool(ident, message=None):
+    c, db = ctx(), reader()
+    pool = reads.get_row(c, db, reads.POOLS, ident)
+    members = reads.run(db, select(Vm.id, Vm.name, Vm.status, VmPoolMember.state, VmPoolMember.user_id)
+                        .join(Vm, Vm.id == VmPoolMember.vm_id).where(VmPoolMember.pool_id == pool.id)
+                        .order_by(Vm.name).limit(SHOWN)).all()
+    return render_template(
+        "pool.html", pool=pool, message=message, members=members,
+        member_count=reads.count(db, VmPoolMember, VmPoolMember.pool_id == pool.id),
+        holders=reads.by_id(db, User, {m.user_id for m in members if m.user_id}),
+        clusters=reads.by_id(db, Cluster, [pool.cluster_id], c),
+        templates=reads.by_id(db, Template, [pool.template_id], c))
+
+
+def _pool_choices():
+    c, db = ctx(), reader()
+    return {"clusters": reads.list_rows(c, db, reads.CLUSTERS), "templates": reads.list_rows(c, db, reads.TEMPLATES),
+            "types": pool_svc.TYPES, "max_size": pool_svc.MAX_SIZE}
+
+
+# what a field left empty means in a new pool: the API's defaults
+POOL_DEFAULTS = pool_svc.PoolSpec(name="", cluster=Ref(), template=Ref())
+
+
+def _pool_number(name: str, label: str, lo: int, default: int | None = None) -> int | None:
+    return forms.int_field(name, label, lo, pool_svc.MAX_SIZE, default=default)
+
+
+@webui_bp.route("/pools/new", methods=["GET", "POST"])
+@admin_page
+def pool_new():
+    # the pool's first VM now, its others made by the worker (as the API's POST /vmpools)
+    return _create("pool_new.html", lambda: pool_svc.add_pool(ctx(), session(), pool_svc.PoolSpec(
+        name=_name(), cluster=forms.ref_field("cluster", "Cluster", required=True),
+        template=forms.ref_field("template", "Template", required=True),
+        size=_pool_number("size", "Size", 1, POOL_DEFAULTS.size),
+        prestarted_vms=_pool_number("prestarted_vms", "Prestarted VMs", 0, POOL_DEFAULTS.prestarted_vms),
+        max_user_vms=_pool_number("max_user_vms", "Most VMs per user", 1, POOL_DEFAULTS.max_user_vms),
+        type=forms.text_field("type", "Type", max_len=16) or POOL_DEFAULTS.type, description=_description())),
+        "ui.pools", _pool_choices)
+
+
+@webui_bp.route("/pools/<ident>/edit", methods=["GET", "POST"])
+@admin_page
+def pool_edit(ident):
+    return _edit("pool_edit.html", reads.POOLS, ident, lambda pool: pool_svc.update_pool(
+        ctx(), session(), pool, pool_svc.PoolChanges(
+            name=_name(), description=_description(), size=_pool_number("size", "Size", 1),
+            prestarted_vms=_pool_number("prestarted_vms", "Prestarted VMs", 0),
+            max_user_vms=_pool_number("max_user_vms", "Most VMs per user", 1))),
+        "ui.pool", ("id", "name", "description", "size", "prestarted_vms", "max_user_vms"),
+        lambda: {"max_size": pool_svc.MAX_SIZE})
+
+
+_listed("/pools", "pools", reads.POOLS, _pool_counts)
+_shown("/pools", "pool", _pool, (VmPool, "VM pool", pool_svc.remove_pool))
 
 
 # ---- jobs ---------------------------------------------------------------------------------

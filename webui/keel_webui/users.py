@@ -2,8 +2,8 @@
 passwords reset, disabled, enabled and removed (as `keel-engine user ...`
 does); groups added from a directory and removed; roles given to a user or a
 group, or taken, on the system, a cluster or a VM; custom roles made from
-permits and removed. Each form is the service call the API's users, groups,
-roles and permissions make."""
+permits, their permits added and removed, and the roles removed. Each form
+is the service call the API's users, groups, roles and permissions make."""
 from __future__ import annotations
 
 from flask import abort, render_template, request, url_for
@@ -210,7 +210,8 @@ PERMIT_KINDS = {"any": "Any object", "system": "The system", "data_center": "Dat
                 "template": "Templates", "vm_pool": "VM pools", "disk": "Disks"}
 
 
-def _roles_page(form=None, message=None, status=200):
+def _roles_page(form=None, message=None, status=200, permit_form=None):
+    """permit_form: a refused permit change's answers ({"role": id, "permit": name}), kept."""
     c, db = ctx(), reader()
     rows = reads.list_rows(c, db, reads.ROLES)
     held = reads.grouped(db, RolePermit, RolePermit.role_id, [r.id for r in rows], (RolePermit.permit_id,))
@@ -218,7 +219,7 @@ def _roles_page(form=None, message=None, status=200):
         "roles.html", roles=rows, message=message, form=form if form is not None else {},
         permits={r.id: [P.BY_ID[x.permit_id].name for x in held.get(r.id, []) if x.permit_id in P.BY_ID]
                  for r in rows},
-        kinds=PERMIT_KINDS, all_permits=P.PERMITS,
+        kinds=PERMIT_KINDS, all_permits=P.PERMITS, permit_form=permit_form or {},
         chosen=set(form.getlist("permit")) if form is not None else set()), status
 
 
@@ -257,3 +258,32 @@ def role_remove(ident):
         rollback()
         return _roles_page(None, f, f.status)
     return after_job(None, url_for("ui.roles_list"))
+
+
+@webui_bp.route("/roles/<ident>/permits", methods=["POST"])
+@admin_page
+def role_permit_add(ident):
+    """A permit added to a custom role: as POST /roles/{id}/permits; refused (a
+    built-in role), the roles page with the service's reason and the choice kept."""
+    try:
+        roles.add_permit(ctx(), session(), lookup.get(session(), Role, ident, "role"),
+                         forms.text_field("permit", "Permit", required=True, max_len=64))
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _roles_page(None, f, f.status, {"role": ident, "permit": request.form.get("permit", "")})
+    return after_job(None, url_for("ui.roles_list") + f"#role-{ident}")
+
+
+@webui_bp.route("/roles/<ident>/permits/<permit>/remove", methods=["POST"])
+@admin_page
+def role_permit_remove(ident, permit):
+    """A permit taken from a custom role: as DELETE /roles/{id}/permits/{permit}
+    (a role keeps at least one; built-in roles are refused)."""
+    try:
+        roles.remove_permit(ctx(), session(), lookup.get(session(), Role, ident, "role"), permit)
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _roles_page(None, f, f.status)
+    return after_job(None, url_for("ui.roles_list") + f"#role-{ident}")
