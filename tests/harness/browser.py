@@ -148,6 +148,12 @@ class Chromium:
         return sorted(pid for pid, start in self.pids.items() if _running(pid, start))
 
 
+def text_of(driver, css: str) -> str:
+    """The visible text of the first element matching `css`."""
+    from selenium.webdriver.common.by import By
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
 def screenshots_dir() -> str:
     """$KEEL_SCREENSHOTS, else build/screenshots in the repository."""
     return os.environ.get("KEEL_SCREENSHOTS") or os.path.join(REPO_ROOT, "build", "screenshots")

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from engine import enginestack
+from harness.browser import chromium
 
 # Two runs can share a machine: KEEL_WEBUI_NET=127.0.13 KEEL_WEBUI_HOST_INDEX=6
 NET = os.environ.get("KEEL_WEBUI_NET", "127.0.11")
@@ -45,3 +46,10 @@ def _cluster(eng):
         return {"hosts": {h.name: h.id for h in hosts}}
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="module")
+def browser(ui_engine, tmp_path_factory):
+    """One Chromium for a module's browser tests, on the module's engine."""
+    with chromium(str(tmp_path_factory.mktemp("chromium"))) as driver:
+        yield driver

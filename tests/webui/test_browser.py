@@ -12,22 +12,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from harness.browser import chromium, screenshot
+from harness.browser import screenshot, text_of
 from harness.wait import wait_for
 
 from .conftest import ADMIN_PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
-
-
-@pytest.fixture(scope="module")
-def browser(ui_engine, tmp_path_factory):
-    with chromium(str(tmp_path_factory.mktemp("chromium"))) as driver:
-        yield driver
-
-
-def text_of(driver, css):
-    return driver.find_element(By.CSS_SELECTOR, css).text
 
 
 def sign_in(driver, ui, user, password):

@@ -120,7 +120,7 @@ def restore_snapshot(ctx, s, vm, snap) -> jobs.Job:
     _refuse_in_preview(s, vm, "restoring a snapshot")
     if snap.status != "ok":
         raise conflict(f"snapshot '{snap.description}' is {snap.status}")
-    _claim(s, vm, ("down",), "image_locked", 3600, verb="restore")
+    _down_and_claimed(s, vm, "restore a snapshot", "restore a snapshot of")
     return jobs.submit(s, jobs.SNAPSHOT_RESTORE, {"snapshot_id": snap.id, "vm_id": vm.id},
                        f"Restoring VM {vm.name} to snapshot '{snap.description}'", ctx.user_id)
 
@@ -188,14 +188,17 @@ def remove_snapshot(ctx, s, vm, snap):
 
 
 # ---- preview, commit, undo -------------------------------------------------------
-def _down_and_claimed(s, vm, doing):
+def _down_and_claimed(s, vm, doing, of_it):
+    """The VM down, no snapshot of it being taken (its job moves the disks'
+    active volumes, which restore and preview replace), then claimed for the
+    job. `doing`: "restore a snapshot"; `of_it`: the same said of the VM,
+    "restore a snapshot of"."""
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; {doing} while it is down")
     taking = s.scalar(select(Snapshot.description).where(Snapshot.vm_id == vm.id, Snapshot.status == "locked"))
     if taking is not None:
-        # its job moves the disks' active volumes, which the preview's steps replace
         raise conflict(f"snapshot '{taking}' of VM {vm.name} is being taken; {doing} once it is done")
-    _claim(s, vm, ("down",), "image_locked", 3600, verb=doing)
+    _claim(s, vm, ("down",), "image_locked", 3600, verb=of_it)
 
 
 def preview_snapshot(ctx, s, vm, snap) -> jobs.Job:
@@ -205,7 +208,7 @@ def preview_snapshot(ctx, s, vm, snap) -> jobs.Job:
     _refuse_in_preview(s, vm, "previewing another snapshot")
     if snap.status != "ok":
         raise conflict(f"snapshot '{snap.description}' is {snap.status}")
-    _down_and_claimed(s, vm, "preview a snapshot")
+    _down_and_claimed(s, vm, "preview a snapshot", "preview a snapshot of")
     return jobs.submit(s, jobs.SNAPSHOT_PREVIEW, {"snapshot_id": snap.id, "vm_id": vm.id},
                        f"Previewing snapshot '{snap.description}' of VM {vm.name}", ctx.user_id)
 
@@ -263,7 +266,7 @@ def _delete_made(ctx, s, made):
 def commit_snapshot(ctx, s, vm) -> jobs.Job:
     access.check(ctx, s, "manipulate_vm_snapshots", vm)
     previewed, _saved = _require_preview(s, vm, "commit")
-    _down_and_claimed(s, vm, "commit the preview")
+    _down_and_claimed(s, vm, "commit the preview", "commit the preview of")
     return jobs.submit(s, jobs.SNAPSHOT_COMMIT, {"snapshot_id": previewed.id, "vm_id": vm.id},
                        f"Committing the preview of snapshot '{previewed.description}' of VM {vm.name}",
                        ctx.user_id)
@@ -272,7 +275,7 @@ def commit_snapshot(ctx, s, vm) -> jobs.Job:
 def undo_snapshot(ctx, s, vm) -> jobs.Job:
     access.check(ctx, s, "manipulate_vm_snapshots", vm)
     previewed, _saved = _require_preview(s, vm, "undo")
-    _down_and_claimed(s, vm, "undo the preview")
+    _down_and_claimed(s, vm, "undo the preview", "undo the preview of")
     return jobs.submit(s, jobs.SNAPSHOT_UNDO, {"snapshot_id": previewed.id, "vm_id": vm.id},
                        f"Undoing the preview of snapshot '{previewed.description}' of VM {vm.name}",
                        ctx.user_id)
