@@ -233,6 +233,8 @@ def pages(inv, events_in_db):
     host = inv.hosts[0]
     vm = up[len(up) // 2] if up else inv.vms[len(inv.vms) // 2]
     vm_host = next((h for h in inv.hosts if h["id"] == vm["host_id"]), None)
+    # a down VM's page also offers the forms that copy it (template, clone), as the caller's permits say
+    down = next((v for v in inv.vms if v["status"] == "down"), None)
     matching = [n for n in names if fnmatch.fnmatchcase(n, SEARCH.split("=", 1)[1])]
     last = 20
 
@@ -287,6 +289,10 @@ def pages(inv, events_in_db):
          vm_list(f"/ui/vms?search={SEARCH}", matching[:PAGE])),
         ("VM rows (5 s poll)", "/ui/vms/rows", vm_list("/ui/vms/rows", names[:PAGE], fragment=True)),
         ("one VM", f"/ui/vms/{vm['id']}", one_vm),
+    ] + ([
+        ("one VM, down", f"/ui/vms/{down['id']}",
+         lambda text: _expect(f"/ui/vms/{down['id']}", text, "Make a template")),
+    ] if down else []) + [
         ("events", "/ui/events", events),
         ("VM portal", "/ui/portal/", vm_list("/ui/portal/", names[:PAGE])),
         ("roles", "/ui/roles", lambda text: _expect("/ui/roles", text, "SuperUser")),

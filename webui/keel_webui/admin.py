@@ -8,17 +8,22 @@ from urllib.parse import urlencode
 from flask import abort, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session as OrmSession
 
+from keel_engine.api.fields import Name
+from keel_engine.api.schemas import DESCRIPTION
 from keel_engine.errors import Fault
 from keel_engine.models import (Cluster, DiskAttachment, Event, FenceAgent, Host, Job, Nic, Snapshot, StorageDomain,
                                 Template, Vm)
 from keel_engine.services import hosts as host_svc
-from keel_engine.services import lookup, reads
+from keel_engine.services import access, lookup, reads
 from keel_engine.services.ha_view import overview
 from keel_engine.services import disks as disk_svc
 from keel_engine.services import snapshots as snap_svc
+from keel_engine.services import templates as tpl_svc
 from keel_engine.services import usage
 from keel_engine.services import vms as vm_svc
+from keel_engine.services.lookup import Ref
 
 from . import forms
 from .blueprint import ctx, is_htmx, reader, rollback, session, webui_bp
@@ -312,20 +317,49 @@ def _mib(name):
 
 @webui_bp.route("/vms/<ident>")
 def vm(ident):
+    return _vm_page(ident)
+
+
+def _vm_page(ident, message=None, form=None):
+    """A VM's page; with message, a refused form's fault shown above its forms
+    and form, the answers it had."""
     c, db = ctx(not is_admin()), reader()
     v = reads.get_row(c, db, reads.VMS, ident)
     ids = [v.id]
+    snapshots = reads.grouped(db, Snapshot, Snapshot.vm_id, ids, (Snapshot.date,)).get(v.id, [])
     return render_template(
-        "vm.html", vm=v, admin=is_admin(),
+        "vm.html", vm=v, admin=is_admin(), message=message, form=form or {},
         host=reads.by_id(db, Host, [v.host_id]).get(v.host_id) if v.host_id else None,
         cluster=reads.by_id(db, Cluster, [v.cluster_id]).get(v.cluster_id),
         template=reads.by_id(db, Template, [v.template_id]).get(v.template_id),
         nics=reads.grouped(db, Nic, Nic.vm_id, ids, (Nic.name,)).get(v.id, []),
         disks=reads.attachments(db, DiskAttachment.vm_id, ids).get(v.id, []),
-        snapshots=reads.grouped(db, Snapshot, Snapshot.vm_id, ids, (Snapshot.date,)).get(v.id, []),
+        snapshots=snapshots, previewed=next((x for x in snapshots if x.status == snap_svc.IN_PREVIEW), None),
+        taking=any(x.status == "locked" for x in snapshots),
         events=reads.list_rows(c, db, reads.EVENTS, None, 20, Event.vm_id == v.id),
         hosts=reads.list_rows(c, db, reads.HOSTS, None, None, Host.status == "up") if is_admin() else [],
-        job=job_row(request.args.get("job")), priorities=PRIORITIES)
+        copies=_copy_permits(c, v), job=job_row(request.args.get("job")), priorities=PRIORITIES)
+
+
+def _copy_permits(c, v) -> dict:
+    """Which of the forms that copy a down VM (a template of it, a clone) its
+    page offers: those the caller's permits there allow (the service layer
+    checks again, and the cluster's too, when one is posted)."""
+    if v.status != "down":
+        return {}
+    db = reader()
+    # a page's read takes no write lock: an ORM session over the reader's connection, unless the request has one
+    s = db if isinstance(db, OrmSession) else OrmSession(bind=db)
+    try:
+        obj, cluster = s.get(Vm, v.id), s.get(Cluster, v.cluster_id)
+        if obj is None or cluster is None:
+            return {}
+        return {"template": access.may(c, s, "create_template", obj),
+                # a clone is made in the VM's cluster: the service checks create_vm on both
+                "clone": access.may(c, s, "create_vm", obj) and access.may(c, s, "create_vm", cluster)}
+    finally:
+        if s is not db:
+            s.close()
 
 
 @webui_bp.route("/vms/<ident>/snapshots", methods=["POST"])
@@ -345,10 +379,69 @@ def snapshot_action(ident, snap_id, action):
         abort(404)
     if action == "restore":
         return after_job(snap_svc.restore_snapshot(c, s, v, snap), url_for("ui.vm", ident=v.id))
+    if action == "preview":
+        # the API's previewsnapshot (disk-only snapshots: there is no memory to restore)
+        return after_job(snap_svc.preview_snapshot(c, s, v, snap), url_for("ui.vm", ident=v.id))
     if action == "remove":
         snap_svc.remove_snapshot(c, s, v, snap)
         return after_job(None, url_for("ui.vm", ident=v.id))
     abort(404)
+
+
+# ending a preview: the API's commitsnapshot and undosnapshot
+PREVIEW_ENDS = {"commit": snap_svc.commit_snapshot, "undo": snap_svc.undo_snapshot}
+
+
+@webui_bp.route("/vms/<ident>/snapshots/<any(commit, undo):action>", methods=["POST"])
+def snapshot_preview_end(ident, action):
+    """Keep the previewed snapshot (commit) or go back to the VM as it was before the preview (undo)."""
+    c, s = ctx(not is_admin()), session()
+    v = lookup.get(s, Vm, ident, "VM")
+    return after_job(PREVIEW_ENDS[action](c, s, v), url_for("ui.vm", ident=v.id))
+
+
+def _name_field(field: str, label: str) -> str:
+    # the API's rule for names: the UI stores nothing the API would refuse
+    return Name().parse(forms.text_field(field, label, required=True, max_len=64), label)
+
+
+def _vm_form(ident, call):
+    """A form of a VM's page that copies the VM: call(ctx, session, vm) makes
+    the service call and returns (its job, the page to show after). Refused,
+    nothing is stored and the reason is shown: in the page's message area
+    (htmx), or on the VM's page again with the answers kept."""
+    c, s = ctx(not is_admin()), session()
+    v = lookup.get(s, Vm, ident, "VM")
+    try:
+        job, shown = call(c, s, v)
+    except Fault as f:
+        rollback()
+        if is_htmx():
+            raise
+        return _vm_page(ident, message=f, form=request.form), f.status
+    return after_job(job, shown)
+
+
+@webui_bp.route("/vms/<ident>/template", methods=["POST"])
+def vm_make_template(ident):
+    """oVirt's Make Template: the API's POST /templates naming this VM (its disks are copied by a job)."""
+    def make(c, s, v):
+        _t, job = tpl_svc.create_template(c, s, tpl_svc.TemplateSpec(
+            name=_name_field("template_name", "Template name"), vm=Ref(id=v.id),
+            description=DESCRIPTION.parse(forms.text_field("template_description", "Description", max_len=4000),
+                                          "Description")))
+        return job, url_for("ui.vm", ident=v.id)
+    return _vm_form(ident, make)
+
+
+@webui_bp.route("/vms/<ident>/clone", methods=["POST"])
+def vm_clone(ident):
+    """The API's POST /vms/{id}/clone: a new VM with full copies of this one's disks (made by a job)."""
+    def clone(c, s, v):
+        made, job = vm_svc.clone_vm(c, s, v, _name_field("clone_name", "New VM name"))
+        s.flush()
+        return job, url_for("ui.vm", ident=made.id)
+    return _vm_form(ident, clone)
 
 
 VM_ACTIONS = {

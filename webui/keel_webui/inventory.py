@@ -360,6 +360,21 @@ def _template(ident, message=None):
         clusters=reads.by_id(db, Cluster, [t.cluster_id], c))
 
 
+def _down_vms():
+    # the VMs a template can be made from: the service refuses the others
+    return {"vms": reads.list_rows(ctx(), reader(), reads.VMS, None, None, Vm.status == "down")}
+
+
+@webui_bp.route("/templates/new", methods=["GET", "POST"])
+@admin_page
+def template_new():
+    # as the API's POST /templates with a vm: the template is locked and the VM image locked until the job
+    # that copies its disks, shown on the list, ends
+    return _create("template_new.html", lambda: tpl_svc.create_template(ctx(), session(), tpl_svc.TemplateSpec(
+        name=_name(), vm=forms.ref_field("vm", "VM", required=True), description=_description()))[1],
+        "ui.templates", _down_vms)
+
+
 _listed("/templates", "templates", reads.TEMPLATES, _template_counts)
 _shown("/templates", "template", _template, (Template, "template", tpl_svc.remove_template))
 
