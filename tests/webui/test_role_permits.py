@@ -102,7 +102,8 @@ def test_permit_changes_refused_without_the_token_or_an_administrative_role(engi
         s.commit()
         role_id = role.id
     writes = ((f"/ui/roles/{role_id}/permits", {"permit": "delete_vm"}),
-              (f"/ui/roles/{role_id}/permits/run_vm/remove", {}))
+              (f"/ui/roles/{role_id}/permits/run_vm/remove", {}),
+              (f"/ui/roles/{role_id}/edit", {"name": "Taken", "administrative": "on"}))
     c = admin_client(app)
     for path, data in writes:
         r = c.post(path, data=data)
@@ -113,6 +114,45 @@ def test_permit_changes_refused_without_the_token_or_an_administrative_role(engi
     for path, data in writes:
         assert p.post(path, data={"csrf": pt, **data}).status_code == 403, path
     assert _api_permits(app, role_id) == ["login", "run_vm"]
+    with sm() as s:
+        assert (s.get(Role, role_id).name, s.get(Role, role_id).administrative) == ("Starter", False)
     assert p.post(f"/ui/vms/{mine}/start", data={"csrf": pt}).status_code == 303
     with sm() as s:
         assert s.scalar(select(Job.id)) is not None
+
+
+def test_a_custom_role_is_renamed_and_made_administrative_and_refusals_keep_the_answers(engine):
+    cfg, app, sm, _h = engine
+    eng = Context(cfg, sm)
+    with sm() as s:
+        role = roles.add_role(eng, s, roles.RoleSpec(name="Starter", permits=("login", "run_vm")))
+        roles.add_role(eng, s, roles.RoleSpec(name="Other", permits=("login",)))
+        s.commit()
+        role_id, builtin = role.id, s.scalar(select(Role.id).where(Role.name == "UserRole"))
+    c = admin_client(app)
+    page = c.get("/ui/roles").text
+    _accessible(page)
+    assert f'<label for="edit-name-{role_id}">Name of Starter</label>' in _row(page, role_id)
+    assert "edit-name-" not in _row(page, builtin)
+    token = ui.form_token(page)
+
+    r = c.post(f"/ui/roles/{role_id}/edit", data={"csrf": token, "name": "Operators",
+                                                  "description": "start and stop", "administrative": "on"})
+    assert r.status_code == 303 and r.headers["Location"] == f"/ui/roles#role-{role_id}"
+    got = app.test_client().get(f"{API}/roles/{role_id}", headers={**admin_headers(app), "Accept": "application/json"})
+    assert got.status_code == 200, got.text
+    body = got.get_json()
+    assert (body["name"], body["description"], body["administrative"]) == ("Operators", "start and stop", "true")   # oVirt's JSON: booleans as text
+
+    # refused: a name in use, a bad name, a built-in role; the answers kept, nothing changed
+    r = c.post(f"/ui/roles/{role_id}/edit", data={"csrf": token, "name": "Other", "description": "kept text"})
+    assert r.status_code == 409 and "Other" in _alert(r.text)
+    row = _row(r.text, role_id)
+    assert 'value="Other"' in row and 'value="kept text"' in row and "<details open>" in row
+    r = c.post(f"/ui/roles/{role_id}/edit", data={"csrf": token, "name": "no/slashes"})
+    assert r.status_code == 400 and "Traceback" not in r.text
+    r = c.post(f"/ui/roles/{builtin}/edit", data={"csrf": token, "name": "Mine"})
+    assert r.status_code == 409 and "role UserRole is built in and cannot be changed" in _alert(r.text)
+    with sm() as s:
+        assert (s.get(Role, role_id).name, s.get(Role, role_id).administrative) == ("Operators", True)
+        assert s.get(Role, builtin).name == "UserRole"

@@ -210,8 +210,9 @@ PERMIT_KINDS = {"any": "Any object", "system": "The system", "data_center": "Dat
                 "template": "Templates", "vm_pool": "VM pools", "disk": "Disks"}
 
 
-def _roles_page(form=None, message=None, status=200, permit_form=None):
-    """permit_form: a refused permit change's answers ({"role": id, "permit": name}), kept."""
+def _roles_page(form=None, message=None, status=200, permit_form=None, edit_form=None):
+    """permit_form: a refused permit change's answers ({"role": id, "permit": name}), kept;
+    edit_form: a refused change of a role's name, description or kind ({"role": id, ...}), kept."""
     c, db = ctx(), reader()
     rows = reads.list_rows(c, db, reads.ROLES)
     held = reads.grouped(db, RolePermit, RolePermit.role_id, [r.id for r in rows], (RolePermit.permit_id,))
@@ -219,7 +220,7 @@ def _roles_page(form=None, message=None, status=200, permit_form=None):
         "roles.html", roles=rows, message=message, form=form if form is not None else {},
         permits={r.id: [P.BY_ID[x.permit_id].name for x in held.get(r.id, []) if x.permit_id in P.BY_ID]
                  for r in rows},
-        kinds=PERMIT_KINDS, all_permits=P.PERMITS, permit_form=permit_form or {},
+        kinds=PERMIT_KINDS, all_permits=P.PERMITS, permit_form=permit_form or {}, edit_form=edit_form or {},
         chosen=set(form.getlist("permit")) if form is not None else set()), status
 
 
@@ -245,6 +246,25 @@ def role_add():
         rollback()
         return _roles_page(request.form, f, f.status)
     return after_job(None, url_for("ui.roles_list"))
+
+
+@webui_bp.route("/roles/<ident>/edit", methods=["POST"])
+@admin_page
+def role_edit(ident):
+    """A custom role's name, description and kind: as PUT /roles/{id}; refused (a
+    built-in role, a name in use), the roles page with the reason and the answers kept."""
+    try:
+        roles.update_role(
+            ctx(), session(), lookup.get(session(), Role, ident, "role"),
+            name=Name().parse(forms.text_field("name", "Name", required=True, max_len=64), "Name"),
+            description=DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000),
+                                          "Description"),
+            administrative=forms.checkbox("administrative"))
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _roles_page(None, f, f.status, edit_form={"role": ident, **request.form.to_dict()})
+    return after_job(None, url_for("ui.roles_list") + f"#role-{ident}")
 
 
 @webui_bp.route("/roles/<ident>/remove", methods=["POST"])
