@@ -112,7 +112,7 @@ def dashboard():
                                     func.coalesce(func.sum(Host.memory_free), 0)).where(Host.status == "up")).one()
     running = reads.run(db, select(func.count(), func.coalesce(func.sum(Vm.cpus), 0),
                                    func.coalesce(func.sum(Vm.memory), 0))
-                        .where(Vm.status.in_(("up", "powering_up", "migrating", "paused")))).one()
+                        .where(Vm.status.in_(usage.RUNNING))).one()
     counts = {
         "hosts": reads.count(db, Host, ctx=c), "hosts_up": up_hosts[0],
         "vms": reads.count(db, Vm, ctx=c), "vms_running": running[0],

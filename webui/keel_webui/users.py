@@ -230,22 +230,37 @@ def roles_list():
     return _roles_page()
 
 
+def _role_fields() -> dict:
+    """A role's name, description and kind from the form, by the API's rules."""
+    return {"name": Name().parse(forms.text_field("name", "Name", required=True, max_len=64), "Name"),
+            "description": DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000),
+                                             "Description"),
+            "administrative": forms.checkbox("administrative")}
+
+
+def _role(ident) -> Role:
+    return lookup.get(session(), Role, ident, "role")
+
+
+def _roles_change(change, anchor: str = "", **kept):
+    """change(), the service call, then the roles page (at `anchor`);
+    refused, the roles page with the service's reason and the answers
+    `kept` (_roles_page's form, permit_form or edit_form), nothing changed."""
+    try:
+        change()
+        session().flush()
+    except Fault as f:
+        rollback()
+        return _roles_page(message=f, status=f.status, **kept)
+    return after_job(None, url_for("ui.roles_list") + anchor)
+
+
 @webui_bp.route("/roles", methods=["POST"])
 @admin_page
 def role_add():
     """A custom role with its permits: as POST /roles."""
-    try:
-        roles.add_role(ctx(), session(), roles.RoleSpec(
-            name=Name().parse(forms.text_field("name", "Name", required=True, max_len=64), "Name"),
-            description=DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000),
-                                          "Description"),
-            administrative=forms.checkbox("administrative"),
-            permits=tuple(request.form.getlist("permit"))))
-        session().flush()
-    except Fault as f:
-        rollback()
-        return _roles_page(request.form, f, f.status)
-    return after_job(None, url_for("ui.roles_list"))
+    return _roles_change(lambda: roles.add_role(ctx(), session(), roles.RoleSpec(
+        **_role_fields(), permits=tuple(request.form.getlist("permit")))), form=request.form)
 
 
 @webui_bp.route("/roles/<ident>/edit", methods=["POST"])
@@ -253,31 +268,15 @@ def role_add():
 def role_edit(ident):
     """A custom role's name, description and kind: as PUT /roles/{id}; refused (a
     built-in role, a name in use), the roles page with the reason and the answers kept."""
-    try:
-        roles.update_role(
-            ctx(), session(), lookup.get(session(), Role, ident, "role"),
-            name=Name().parse(forms.text_field("name", "Name", required=True, max_len=64), "Name"),
-            description=DESCRIPTION.parse(forms.text_field("description", "Description", max_len=4000),
-                                          "Description"),
-            administrative=forms.checkbox("administrative"))
-        session().flush()
-    except Fault as f:
-        rollback()
-        return _roles_page(None, f, f.status, edit_form={"role": ident, **request.form.to_dict()})
-    return after_job(None, url_for("ui.roles_list") + f"#role-{ident}")
+    return _roles_change(lambda: roles.update_role(ctx(), session(), _role(ident), **_role_fields()),
+                         f"#role-{ident}", edit_form={"role": ident, **request.form.to_dict()})
 
 
 @webui_bp.route("/roles/<ident>/remove", methods=["POST"])
 @admin_page
 def role_remove(ident):
     """A custom role no permission uses; a built-in one is refused with the service's reason."""
-    try:
-        roles.remove_role(ctx(), session(), lookup.get(session(), Role, ident, "role"))
-        session().flush()
-    except Fault as f:
-        rollback()
-        return _roles_page(None, f, f.status)
-    return after_job(None, url_for("ui.roles_list"))
+    return _roles_change(lambda: roles.remove_role(ctx(), session(), _role(ident)))
 
 
 @webui_bp.route("/roles/<ident>/permits", methods=["POST"])
@@ -285,14 +284,9 @@ def role_remove(ident):
 def role_permit_add(ident):
     """A permit added to a custom role: as POST /roles/{id}/permits; refused (a
     built-in role), the roles page with the service's reason and the choice kept."""
-    try:
-        roles.add_permit(ctx(), session(), lookup.get(session(), Role, ident, "role"),
-                         forms.text_field("permit", "Permit", required=True, max_len=64))
-        session().flush()
-    except Fault as f:
-        rollback()
-        return _roles_page(None, f, f.status, {"role": ident, "permit": request.form.get("permit", "")})
-    return after_job(None, url_for("ui.roles_list") + f"#role-{ident}")
+    return _roles_change(lambda: roles.add_permit(ctx(), session(), _role(ident), forms.text_field(
+        "permit", "Permit", required=True, max_len=64)), f"#role-{ident}",
+        permit_form={"role": ident, "permit": request.form.get("permit", "")})
 
 
 @webui_bp.route("/roles/<ident>/permits/<permit>/remove", methods=["POST"])
@@ -300,10 +294,4 @@ def role_permit_add(ident):
 def role_permit_remove(ident, permit):
     """A permit taken from a custom role: as DELETE /roles/{id}/permits/{permit}
     (a role keeps at least one; built-in roles are refused)."""
-    try:
-        roles.remove_permit(ctx(), session(), lookup.get(session(), Role, ident, "role"), permit)
-        session().flush()
-    except Fault as f:
-        rollback()
-        return _roles_page(None, f, f.status)
-    return after_job(None, url_for("ui.roles_list") + f"#role-{ident}")
+    return _roles_change(lambda: roles.remove_permit(ctx(), session(), _role(ident), permit), f"#role-{ident}")

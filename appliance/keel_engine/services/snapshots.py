@@ -115,12 +115,7 @@ def _take(ctx, s, vm, snap, job):
 
 def restore_snapshot(ctx, s, vm, snap) -> jobs.Job:
     access.check(ctx, s, "manipulate_vm_snapshots", vm)
-    if vm.status != "down":
-        raise conflict(f"VM {vm.name} is {vm.status}; restore a snapshot while it is down")
-    _refuse_in_preview(s, vm, "restoring a snapshot")
-    if snap.status != "ok":
-        raise conflict(f"snapshot '{snap.description}' is {snap.status}")
-    _down_and_claimed(s, vm, "restore a snapshot", "restore a snapshot of")
+    _claimed_for(s, vm, snap, "restore a snapshot", "restoring a snapshot")
     return jobs.submit(s, jobs.SNAPSHOT_RESTORE, {"snapshot_id": snap.id, "vm_id": vm.id},
                        f"Restoring VM {vm.name} to snapshot '{snap.description}'", ctx.user_id)
 
@@ -188,27 +183,31 @@ def remove_snapshot(ctx, s, vm, snap):
 
 
 # ---- preview, commit, undo -------------------------------------------------------
-def _down_and_claimed(s, vm, doing, of_it):
-    """The VM down, no snapshot of it being taken (its job moves the disks'
-    active volumes, which restore and preview replace), then claimed for the
-    job. `doing`: "restore a snapshot"; `of_it`: the same said of the VM,
-    "restore a snapshot of"."""
+def _claimed_for(s, vm, snap, doing, in_preview_doing):
+    """Restore and preview: the VM down and not previewing, `snap` whole,
+    then claimed for the job. `doing`: "restore a snapshot"."""
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; {doing} while it is down")
+    _refuse_in_preview(s, vm, in_preview_doing)
+    if snap.status != "ok":
+        raise conflict(f"snapshot '{snap.description}' is {snap.status}")
+    _claimed(s, vm, doing)
+
+
+def _claimed(s, vm, doing):
+    """No snapshot of the VM being taken (its job moves the disks' active
+    volumes, which restore, preview, commit and undo replace), then the VM
+    claimed for the job; its callers have checked it is down (the claim
+    refuses it atomically if it no longer is)."""
     taking = s.scalar(select(Snapshot.description).where(Snapshot.vm_id == vm.id, Snapshot.status == "locked"))
     if taking is not None:
         raise conflict(f"snapshot '{taking}' of VM {vm.name} is being taken; {doing} once it is done")
-    _claim(s, vm, ("down",), "image_locked", 3600, verb=of_it)
+    _claim(s, vm, ("down",), "image_locked", 3600, verb=f"{doing} of")
 
 
 def preview_snapshot(ctx, s, vm, snap) -> jobs.Job:
     access.check(ctx, s, "manipulate_vm_snapshots", vm)
-    if vm.status != "down":
-        raise conflict(f"VM {vm.name} is {vm.status}; preview a snapshot while it is down")
-    _refuse_in_preview(s, vm, "previewing another snapshot")
-    if snap.status != "ok":
-        raise conflict(f"snapshot '{snap.description}' is {snap.status}")
-    _down_and_claimed(s, vm, "preview a snapshot", "preview a snapshot of")
+    _claimed_for(s, vm, snap, "preview a snapshot", "previewing another snapshot")
     return jobs.submit(s, jobs.SNAPSHOT_PREVIEW, {"snapshot_id": snap.id, "vm_id": vm.id},
                        f"Previewing snapshot '{snap.description}' of VM {vm.name}", ctx.user_id)
 
@@ -266,7 +265,7 @@ def _delete_made(ctx, s, made):
 def commit_snapshot(ctx, s, vm) -> jobs.Job:
     access.check(ctx, s, "manipulate_vm_snapshots", vm)
     previewed, _saved = _require_preview(s, vm, "commit")
-    _down_and_claimed(s, vm, "commit the preview", "commit the preview of")
+    _claimed(s, vm, "commit the preview")
     return jobs.submit(s, jobs.SNAPSHOT_COMMIT, {"snapshot_id": previewed.id, "vm_id": vm.id},
                        f"Committing the preview of snapshot '{previewed.description}' of VM {vm.name}",
                        ctx.user_id)
@@ -275,7 +274,7 @@ def commit_snapshot(ctx, s, vm) -> jobs.Job:
 def undo_snapshot(ctx, s, vm) -> jobs.Job:
     access.check(ctx, s, "manipulate_vm_snapshots", vm)
     previewed, _saved = _require_preview(s, vm, "undo")
-    _down_and_claimed(s, vm, "undo the preview", "undo the preview of")
+    _claimed(s, vm, "undo the preview")
     return jobs.submit(s, jobs.SNAPSHOT_UNDO, {"snapshot_id": previewed.id, "vm_id": vm.id},
                        f"Undoing the preview of snapshot '{previewed.description}' of VM {vm.name}",
                        ctx.user_id)

@@ -19,6 +19,7 @@ from ..models import Host, UsageSample, Vm, utcnow
 from . import reads
 
 KEEP = timedelta(hours=24)
+# the VM states whose CPUs and memory count as in use (the dashboard's bars too)
 RUNNING = ("up", "powering_up", "migrating", "paused")
 # a day of samples a minute apart is 1,440; a chart a few hundred pixels wide
 # shows no more points than this (and the newest sample)
