@@ -278,11 +278,44 @@ class Vm(Base):
     # an HA VM waiting to be restarted after this host failed (None: no restart pending)
     ha_restart_host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
     start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # direct kernel boot (oVirt's os.kernel, os.initrd, os.cmdline): paths on the hosts
+    kernel_path: Mapped[str] = mapped_column(Text, default="", server_default="")
+    initrd_path: Mapped[str] = mapped_column(Text, default="", server_default="")
+    kernel_params: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # the ISO image in the CD-ROM ("" empty): a file of that storage domain
+    cdrom_file: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    cdrom_storage_domain_id: Mapped[str | None] = mapped_column(ForeignKey("storage_domains.id"))
+    # the cloud-init NoCloud seed attached for the current boot ("" none): a
+    # volume of that storage domain, removed when the VM is down again
+    seed_volume: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    seed_storage_domain_id: Mapped[str | None] = mapped_column(ForeignKey("storage_domains.id"))
+    # what the guest agent last reported (None/"": no agent answered during this run)
+    guest_fqdn: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    guest_os: Mapped[dict | None] = mapped_column(JSON)
+    guest_interfaces: Mapped[list | None] = mapped_column(JSON)
+    guest_reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created: Mapped[datetime] = _created()
     # optimistic locking: the monitor and API workers both write VM rows; a
     # write based on a stale read fails instead of undoing the other's change
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     __mapper_args__ = {"version_id_col": version}
+
+
+class VmInitialization(Base):
+    """A VM's cloud-init configuration (oVirt's `initialization`), given to the
+    guest as a NoCloud seed when the VM starts with use_cloud_init. The root
+    password is kept because the seed needs it; it is never returned or logged."""
+    __tablename__ = "vm_initializations"
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True)
+    host_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    user_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    root_password: Mapped[str] = mapped_column(Text, default="", server_default="")
+    authorized_ssh_keys: Mapped[str] = mapped_column(Text, default="", server_default="")
+    custom_script: Mapped[str] = mapped_column(Text, default="", server_default="")
+    dns_servers: Mapped[str] = mapped_column(Text, default="", server_default="")
+    dns_search: Mapped[str] = mapped_column(Text, default="", server_default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    nic_configurations: Mapped[list | None] = mapped_column(JSON)
 
 
 class Nic(Base):

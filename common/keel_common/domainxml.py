@@ -16,7 +16,7 @@ BUSES = {"virtio": ("vd", "virtio"), "virtio_scsi": ("sd", "scsi"), "ide": ("hd"
 
 @dataclass(frozen=True)
 class Disk:
-    path: str
+    path: str | None                   # None: a CD-ROM drive with no medium
     format: str = "qcow2"              # qcow2 or raw
     interface: str = "virtio"          # a key of BUSES
     device: str = "disk"               # disk or cdrom
@@ -96,6 +96,7 @@ class Domain:
     serial_log: str | None = None      # a file the serial console is also logged to
     vnc: Vnc | None = None             # None: no graphics
     rng: bool = False                  # virtio-rng fed from the host's /dev/urandom
+    guest_agent: bool = False          # a virtio-serial channel for qemu-guest-agent
     extra_devices: tuple = field(default=())   # ET.Element factories for devices not modelled here
 
 
@@ -132,23 +133,14 @@ def domain_xml(d: Domain) -> str:
         _sub(dev, "emulator", d.emulator)
     counters: dict[str, int] = {}
     for disk in d.disks:
-        prefix, bus = BUSES.get(disk.interface, BUSES["virtio"])
+        prefix, _bus = BUSES.get(disk.interface, BUSES["virtio"])
         n = counters.get(prefix, 0)
         counters[prefix] = n + 1
-        el = _sub(dev, "disk", type="file", device=disk.device)
-        _sub(el, "driver", name="qemu", type=disk.format, cache=disk.cache)
-        _sub(el, "source", file=disk.path)
-        _sub(el, "target", dev=f"{prefix}{chr(97 + n)}", bus=bus)
-        if disk.readonly or disk.device == "cdrom":
-            _sub(el, "readonly")
+        dev.append(disk_element(disk, target_name(disk.interface, n)))
     if counters.get("sd") and any(BUSES.get(x.interface, ("", ""))[1] == "scsi" for x in d.disks):
         _sub(dev, "controller", type="scsi", model="virtio-scsi")
     for nic in d.nics:
-        el = _sub(dev, "interface", type="bridge" if nic.bridge else "user")
-        if nic.bridge:
-            _sub(el, "source", bridge=nic.bridge)
-        _sub(el, "mac", address=nic.mac.lower())
-        _sub(el, "model", type=nic.model)
+        dev.append(nic_element(nic))
     if d.lease is not None:
         el = _sub(dev, "lease")
         _sub(el, "lockspace", d.lease.lockspace)
@@ -164,6 +156,10 @@ def domain_xml(d: Domain) -> str:
     _sub(el, "target", type="serial", port=0)
     if d.vnc is not None:
         dev.append(_graphics(d.vnc))
+    if d.guest_agent:
+        # libvirt picks the socket's path and connects to the agent itself
+        el = _sub(dev, "channel", type="unix")
+        _sub(el, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
     if d.rng:
         el = _sub(dev, "rng", model="virtio")
         _sub(el, "backend", "/dev/urandom", model="random")
@@ -171,6 +167,46 @@ def domain_xml(d: Domain) -> str:
         dev.append(make())
     _sub(dev, "memballoon", model="none")
     return ET.tostring(dom, encoding="unicode")
+
+
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def target_name(interface: str, index: int) -> str:
+    """The guest-side device name of the `index`-th disk (from 0) on that
+    interface's bus: vda, vdb, ... sda, ... hdc, ..."""
+    prefix = BUSES.get(interface, BUSES["virtio"])[0]
+    return f"{prefix}{chr(97 + index)}"
+
+
+def disk_element(disk: Disk, target: str) -> ET.Element:
+    """One <disk>: in a whole domain, or alone for attachDeviceFlags /
+    updateDeviceFlags (hot-plug, changing a CD)."""
+    _prefix, bus = BUSES.get(disk.interface, BUSES["virtio"])
+    el = ET.Element("disk", type="file", device=disk.device)
+    if disk.device == "cdrom":
+        _sub(el, "driver", name="qemu", type="raw")
+    else:
+        _sub(el, "driver", name="qemu", type=disk.format, cache=disk.cache)
+    if disk.path is not None:
+        _sub(el, "source", file=disk.path)
+    _sub(el, "target", dev=target, bus=bus)
+    if disk.readonly or disk.device == "cdrom":
+        _sub(el, "readonly")
+    return el
+
+
+def nic_element(nic: Nic) -> ET.Element:
+    el = ET.Element("interface", type="bridge" if nic.bridge else "user")
+    if nic.bridge:
+        _sub(el, "source", bridge=nic.bridge)
+    _sub(el, "mac", address=nic.mac.lower())
+    _sub(el, "model", type=nic.model)
+    return el
+
+
+def device_xml(element: ET.Element) -> str:
+    return ET.tostring(element, encoding="unicode")
 
 
 def _graphics(vnc: Vnc) -> ET.Element:

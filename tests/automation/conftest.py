@@ -9,9 +9,13 @@ import pytest
 
 from engine import enginestack
 
-HOST_ADDRESSES = ["127.0.9.11", "127.0.9.12"]
-ENGINE_LISTEN = "127.0.9.10:8080"
-BRIDGE = "keelauto0"
+# KEEL_AUTO_NET and KEEL_AUTO_HOST_INDEX let a second run share the machine
+# (another /24 of 127/8, another range of migration ports)
+NET = os.environ.get("KEEL_AUTO_NET", "127.0.9")
+HOST_INDEX = int(os.environ.get("KEEL_AUTO_HOST_INDEX", "0"))
+HOST_ADDRESSES = [f"{NET}.11", f"{NET}.12"]
+ENGINE_LISTEN = f"{NET}.10:8080"
+BRIDGE = f"keelauto{NET.rsplit('.', 1)[1]}"
 ANSIBLE_VENV = os.path.join(os.path.dirname(__file__), "..", "..", ".venv-ansible")
 
 
@@ -29,7 +33,8 @@ def mgmt_bridge():
 @pytest.fixture(scope="session")
 def auto_engine(mgmt_bridge):
     with enginestack.engine_with_hosts(
-            "keel-auto-", HOST_ADDRESSES, ENGINE_LISTEN, libvirt__bridge_map=f"ovirtmgmt:{mgmt_bridge}",
+            "keel-auto-", HOST_ADDRESSES, ENGINE_LISTEN, first_index=HOST_INDEX,
+            libvirt__bridge_map=f"ovirtmgmt:{mgmt_bridge}",
             monitor__interval=5,
             # a request answers 202 after this and the modules poll (as with oVirt)
             engine__request_wait=30) as eng:
