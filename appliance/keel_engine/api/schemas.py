@@ -38,7 +38,8 @@ NIC = Obj(name=Name(), interface=Text(16, vm_svc.NIC_MODELS), mac=Obj(address=Te
           vnic_profile=ID_OR_NAME, network=ID_OR_NAME)
 VM = Obj(name=Name(), description=DESCRIPTION, cluster=ID_OR_NAME, template=ID_OR_NAME,
          memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY),
-         os=Obj(type=Text(64)), high_availability=HIGH_AVAILABILITY,
+         os=Obj(type=Text(64), kernel=Text(1024), initrd=Text(1024), cmdline=Text(4000)),
+         high_availability=HIGH_AVAILABILITY,
          lease=Obj(storage_domain=ID_OR_NAME), placement_policy=PLACEMENT)
 TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME, cluster=ID_OR_NAME,
                memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY), os=Obj(type=Text(64)))

@@ -143,7 +143,8 @@ def vm(v, nics=None, attachments=None, snapshots=None, host_row=None, cluster_ro
     base = f"{API}/vms/{v.id}"
     out = {"id": v.id, "href": base, "name": v.name, "description": v.description, "status": v.status,
            "memory": v.memory, "cpu": {"topology": {"sockets": v.cpus, "cores": 1, "threads": 1}},
-           "os": {"type": v.os_type},
+           "os": {"type": v.os_type, "kernel": v.kernel_path or None, "initrd": v.initrd_path or None,
+                  "cmdline": v.kernel_params or None},
            "cluster": {"id": v.cluster_id, "href": f"{API}/clusters/{v.cluster_id}"},
            "template": {"id": v.template_id, "href": f"{API}/templates/{v.template_id}"},
            "host": {"id": v.host_id, "href": f"{API}/hosts/{v.host_id}"} if v.host_id else None,

@@ -148,7 +148,14 @@ def _vm_spec(b):
         description=b.get("description", ""), memory=b.get("memory"), cpus=_cpus(b),
         os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled", default=False),
         ha_priority=get(b, "high_availability", "priority", default=1),
-        lease_storage_domain=_lease(b)[0], clone=bool_param("clone"))
+        lease_storage_domain=_lease(b)[0], clone=bool_param("clone"), boot=_boot(b))
+
+
+def _boot(b):
+    os_ = b.get("os") or {}
+    if not any(k in os_ for k in ("kernel", "initrd", "cmdline")):
+        return None
+    return vm_svc.DirectBoot(kernel=os_.get("kernel"), initrd=os_.get("initrd"), cmdline=os_.get("cmdline"))
 
 
 def _lease(b):
@@ -208,7 +215,7 @@ def vm_update(ident):
         name=b.get("name"), description=b.get("description"), memory=b.get("memory"), cpus=_cpus(b),
         os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled"),
         ha_priority=get(b, "high_availability", "priority"), cluster=b.get("cluster"),
-        lease_storage_domain=lease, remove_lease=remove_lease)
+        lease_storage_domain=lease, remove_lease=remove_lease, boot=_boot(b))
     vm = vm_svc.update_vm(ctx(), session(), obj(Vm, ident, "VM"), ch)
     session().flush()
     return render("vm", _vm_now(vm.id))

@@ -54,6 +54,17 @@ class VmSpec:
     ha_priority: int = 1               # oVirt's scale: 1 low, 50 medium, 100 high
     lease_storage_domain: Ref | None = None
     clone: bool = False                # independent full copies of the template's disks, not thin overlays
+    boot: "DirectBoot | None" = None
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    """oVirt's os.kernel, os.initrd, os.cmdline: a kernel (and initramfs) the
+    VM boots directly, files on its host; None leaves a field as it is, ""
+    clears it."""
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class VmChanges:
     cluster: Ref | None = None
     lease_storage_domain: Ref | None = None
     remove_lease: bool = False
+    boot: DirectBoot | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,25 @@ class AttachmentSpec:
     active: bool = True
     disk: Ref | None = None
     new_disk: disk_svc.DiskSpec | None = None
+
+
+def _host_path(value, field):
+    if value and (not value.startswith("/") or "/../" in value + "/" or any(c in value for c in "\n\r\0")):
+        raise bad_request(f"{field}: an absolute path of a file on the hosts, got {value!r}")
+
+
+def _set_boot(vm, boot: DirectBoot | None):
+    if boot is None:
+        return
+    _host_path(boot.kernel, "os.kernel")
+    _host_path(boot.initrd, "os.initrd")
+    for name, value in (("kernel_path", boot.kernel), ("initrd_path", boot.initrd), ("kernel_params", boot.cmdline)):
+        if value is not None:
+            setattr(vm, name, value)
+    if vm.initrd_path and not vm.kernel_path:
+        raise bad_request("os.initrd: an initramfs needs os.kernel too")
+    if vm.kernel_params and not vm.kernel_path:
+        raise bad_request("os.cmdline: kernel parameters need os.kernel too")
 
 
 def check_configuration(memory, cpus):
@@ -120,6 +151,7 @@ def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
             memory=spec.memory or template.memory, cpus=spec.cpus or template.cpus,
             os_type=spec.os_type or template.os_type, high_availability=spec.high_availability,
             ha_priority=spec.ha_priority)
+    _set_boot(vm, spec.boot)
     if spec.lease_storage_domain:
         sd = lookup.resolve(s, StorageDomain, spec.lease_storage_domain, "storage domain", "lease.storage_domain")
         access.require_visible(ctx, s, sd, "lease.storage_domain", spec.lease_storage_domain)
@@ -198,7 +230,8 @@ def clone_vm(ctx, s, source, name: str) -> tuple[Vm, jobs.Job | None]:
         raise conflict(f"VM {source.name} is {source.status}; clone it while it is down")
     vm = Vm(name=name, cluster_id=source.cluster_id, template_id=source.template_id,
             description=source.description, memory=source.memory, cpus=source.cpus, os_type=source.os_type,
-            high_availability=source.high_availability, ha_priority=source.ha_priority)
+            high_availability=source.high_availability, ha_priority=source.ha_priority,
+            kernel_path=source.kernel_path, initrd_path=source.initrd_path, kernel_params=source.kernel_params)
     s.add(vm)
     s.flush()
     for nic in s.scalars(select(Nic).where(Nic.vm_id == source.id).order_by(Nic.name)).all():
@@ -241,6 +274,10 @@ def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:
         vm.cpus = ch.cpus
     if ch.os_type is not None:
         vm.os_type = ch.os_type
+    if ch.boot is not None:
+        if vm.status not in ("down", "image_locked"):
+            raise conflict(f"VM {vm.name} is {vm.status}; change how it boots while it is down")
+        _set_boot(vm, ch.boot)
     if ch.high_availability is not None:
         vm.high_availability = ch.high_availability
     if ch.ha_priority is not None:
@@ -380,7 +417,9 @@ def domain_of(ctx, s, vm, lease=None) -> domainxml.Domain:
     bootable = any(att.bootable for att, _d, _sd in disk_svc.vm_disks(s, vm.id))
     return domainxml.Domain(name=vm.name, uuid=vm.id, memory_bytes=vm.memory, vcpus=vm.cpus, type="qemu",
                             description=vm.description or "", disks=disks, nics=tuple(nics), lease=lease,
-                            boot="hd" if bootable else "network",
+                            boot=None if vm.kernel_path else "hd" if bootable else "network",
+                            kernel=vm.kernel_path or None, initrd=vm.initrd_path or None,
+                            cmdline=vm.kernel_params or None, guest_agent=True,
                             vnc=domainxml.Vnc(listen=display_address(s.get(Host, vm.host_id)),
                                               password=domainxml.new_password()))
 
