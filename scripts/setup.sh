@@ -16,7 +16,7 @@ PACKAGES=(
   postgresql python3-psycopg2 python3-pycurl python3-venv python3-dev
   fuse3 python3-fusepy
   wrk slapd ldap-utils python3-websockify
-  mmdebstrap dosfstools mtools
+  mmdebstrap dosfstools mtools genisoimage
   nfs-ganesha nfs-ganesha-vfs
   chromium chromium-driver
 )

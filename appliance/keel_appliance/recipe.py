@@ -29,6 +29,8 @@ DEBIAN_PACKAGES = (
     "sanlock", "nfs-common",
     # first boot reads the seed disk with mtools (no mount)
     "mtools",
+    # cloud-init's NoCloud seeds for the engine's VMs are ISO images
+    "genisoimage",
     # what a sysadmin reaches for
     "iproute2", "iputils-ping", "procps", "less", "vim-tiny", "curl", "sqlite3", "ca-certificates",
     "netbase",
