@@ -76,6 +76,10 @@ def test_the_fields_the_modules_send(env):
     assert names(env, "/storagedomains", "storage_domain", search="datacenter=Default") == ["data"]
     assert names(env, "/disks", "disk", search="disk_type=lun") == []
     assert names(env, "/users", "user", search="usrname=admin*") == ["admin"]
+    # ovirt_user and ovirt_permission look users up as LOGIN@AUTHZ; oVirt's internal authz is internal-authz
+    assert names(env, "/users", "user", search="usrname=admin@internal-authz") == ["admin"]
+    assert names(env, "/users", "user", search="usrname=admin@internal") == ["admin"]
+    assert names(env, "/users", "user", search="usrname=admin@example.org") == []
 
 
 def test_events_by_type_and_vm_id(env):

@@ -11,6 +11,9 @@ import subprocess
 import pytest
 import requests
 
+from engine.enginestack import VENV_BIN
+from harness.wait import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "admin.yml")
 
@@ -21,8 +24,17 @@ def qemu_img_chain(path):
     return json.loads(out)
 
 
+def add_internal_user(engine, name, tmp_path):
+    """What an administrator does on the engine before ovirt_user can find the user."""
+    pw = tmp_path / f"{name}.pw"
+    pw.write_text("ops-user-pw\n")
+    subprocess.run([os.path.join(VENV_BIN, "keel-engine"), "--config", engine.config_path, "user", "add", name,
+                    "--password-file", str(pw)], check=True, capture_output=True, timeout=60)
+
+
 def test_the_admin_playbook_runs_without_a_failed_task(auto_engine, ansible_playbook, tmp_path):
     h1, h2 = auto_engine.hosts
+    add_internal_user(auto_engine, "ops", tmp_path)
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "False",
            "ANSIBLE_PYTHON_INTERPRETER": os.path.join(os.path.dirname(ansible_playbook), "python")}
     run = subprocess.run(
@@ -69,6 +81,17 @@ def test_the_admin_playbook_runs_without_a_failed_task(auto_engine, ansible_play
     assert wdisk["status"] == "ok" and wdisk["id"] != tdisk["id"]
     wchain = qemu_img_chain(os.path.join(auto_engine.storage, f"{wdisk['id']}.{wdisk['image_id']}.qcow2"))
     assert len(wchain) == 1 and "backing-filename" not in wchain[0]
+    # ovirt_vmpool: two VMs made from the template; ovirt_user + ovirt_permission: ops holds its roles
+    pool = api.get(f"{auto_engine.url}/vmpools/{facts['pool']}").json()
+    assert int(pool["size"]) == 2 and pool["template"]["id"] == tpl["id"]
+    # the pool's VMs are made by the engine's jobs after the module's answer
+    wait_for(lambda: len(api.get(f"{auto_engine.url}/vms", params={"search": "pool=webpool"}).json().get("vm", []))
+             == 2, timeout=180, what="the pool's two VMs")
+    ops, = api.get(f"{auto_engine.url}/users", params={"search": "usrname=ops@internal-authz"}).json()["user"]
+    roles = {r["id"]: r["name"] for r in api.get(f"{auto_engine.url}/roles").json()["role"]}
+    held = {(roles[p["role"]["id"]], next(k for k in ("vm", "vm_pool") if k in p))
+            for p in api.get(f"{auto_engine.url}/users/{ops['id']}/permissions").json()["permission"]}
+    assert held == {("UserVmManager", "vm"), ("UserRole", "vm_pool")}
     # the engine's events say what happened
     texts = [e["description"] for e in facts["events"]]
     assert any("Migration of VM web1 from host h1 to host h2 completed" in t for t in texts), texts

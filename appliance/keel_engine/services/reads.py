@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from functools import lru_cache
 
-from sqlalchemy import bindparam, func, literal, or_, select
+from sqlalchemy import and_, bindparam, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from .. import search as search_mod
@@ -21,7 +21,7 @@ from ..models import (Cluster, DataCenter, Disk, DiskAttachment, Event, FenceAge
                       VmPoolMember)
 from ..search import Via
 from ..text import invalid_char
-from . import access
+from . import access, auth
 
 CHUNK = 500    # ids per IN (...) list
 
@@ -38,6 +38,18 @@ def _names(model, column):
     """A search field on the name of the row another column points at."""
     return Via(lambda value, cs=False: column.in_(select(model.id).where(
         search_mod.matches_column(model.name, value, cs))), column)
+
+
+def _user_name(value, cs=False):
+    """usrname=LOGIN@DOMAIN (what ovirt_user and ovirt_permission search by),
+    or LOGIN alone; oVirt's name of the internal domain, internal-authz, is
+    Keel's internal."""
+    login, at, domain = value.rpartition("@")
+    if not at:
+        return search_mod.matches_column(User.name, value, cs)
+    if domain.lower() in auth.INTERNAL_ALIASES:
+        domain = auth.INTERNAL
+    return and_(search_mod.matches_column(User.name, login, cs), search_mod.matches_column(User.domain, domain, cs))
 
 
 def _dc_of_cluster(column, or_none=False):
@@ -128,7 +140,7 @@ EVENTS = Collection(Event, "event", (Event.id.desc(),), {
     "cluster": _names(Cluster, Event.cluster_id)})
 JOBS = Collection(Job, "job", (Job.start_time.desc(),), {"name": Job.description, "status": Job.status,
                                                         "description": Job.description})
-USERS = Collection(User, "user", (User.name,), {"name": User.name, "usrname": User.name, "domain": User.domain,
+USERS = Collection(User, "user", (User.name,), {"name": User.name, "usrname": Via(_user_name), "domain": User.domain,
                                                 "last_name": User.last_name, "email": User.email})
 GROUPS = Collection(Group, "group", (Group.name,), {"name": Group.name, "domain": Group.domain})
 POOLS = Collection(VmPool, "VM pool", (VmPool.name,), {"name": VmPool.name, "description": VmPool.description,
