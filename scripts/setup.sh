@@ -57,4 +57,6 @@ if [ ! -d "$cache/kernel" ] && ! apt-cache depends linux-image-cloud-amd64 2>/de
   apt-get update -q >/dev/null   # the image needs the cloud kernel package's name
 fi
 .venv/bin/python -m keel_lab.image >/dev/null
+# the test guest the engine's VMs boot in tests and in the demo (cached)
+.venv/bin/python -m keel_lab.guest_image >/dev/null
 echo "setup: done"

@@ -51,7 +51,8 @@ def create_app(config=None, migrate=True):
     app.config["KEEL_CTX"] = AppContext(config, db.make_sessionmaker(engine, writes=True), engine)
 
     from .api import access, audit, framework, health, hosts, inventory, openapi, pools, root, sso, vms  # noqa: F401
-    from .api import attached_storage, refused_actions, vm_devices  # noqa: F401
+    from .api import attached_storage, refused_actions, vm_devices, vm_hotplug  # noqa: F401
+    from .api import cdroms, isos  # noqa: F401
     app.register_blueprint(sso.sso_bp)
     app.register_blueprint(health.health_bp)
     app.register_blueprint(openapi.openapi_bp)

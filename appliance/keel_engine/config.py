@@ -48,6 +48,9 @@ class EngineConfig:
     job_threads: int = 8
     shutdown_timeout: float = 120.0
     migration_timeout: float = 300.0
+    # how long a hot-unplug waits for the guest to release the device (a PCI
+    # unplug needs the guest's consent) before it is refused, device kept
+    unplug_timeout: float = 30.0
     bridge_map: dict = field(default_factory=dict)
     # libvirt refuses live migration unless it recognises the disks' file
     # system as shared (NFS, GlusterFS, ...). A directory shared by other
@@ -225,6 +228,7 @@ KEYS = {
     ("monitor", "job_threads"): ("job_threads", ini.positive_int, "a positive integer"),
     ("vms", "shutdown_timeout"): ("shutdown_timeout", ini.positive_float, SECONDS),
     ("vms", "migration_timeout"): ("migration_timeout", ini.positive_float, SECONDS),
+    ("vms", "unplug_timeout"): ("unplug_timeout", ini.positive_float, SECONDS),
     ("ha", "etcd_endpoints"): ("ha_etcd_endpoints", endpoint_list, "a comma-separated list of http(s)://host:port"),
     ("ha", "etcd_endpoint_template"): ("ha_etcd_endpoint_template", _etcd_template,
                                        "http(s)://{address}:PORT, e.g. https://{address}:2379"),

@@ -5,8 +5,9 @@ import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint)
+                        String, Text, UniqueConstraint, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm.attributes import flag_modified
 
 BLANK_TEMPLATE_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -301,6 +302,23 @@ class Vm(Base):
     __mapper_args__ = {"version_id_col": version}
 
 
+GUEST_REPORT = {"guest_fqdn": "", "guest_os": None, "guest_interfaces": None, "guest_reported_at": None}
+
+
+@event.listens_for(Vm.status, "set")
+def _guest_report_ends_with_the_run(vm, value, old, _initiator):
+    """What a guest agent reported belongs to one run of its VM: it goes when
+    the VM is down, in the same flush, whatever brought it down (a stop, a
+    shutdown from inside, its host's failure, a start that failed): each of
+    them sets this attribute, so this one place covers them all. Written
+    even when it looks unchanged: the monitor may have stored a report after
+    this row was read (it never stores one on a VM that is no longer up)."""
+    if value == "down" and old != "down":
+        for key, empty in GUEST_REPORT.items():
+            setattr(vm, key, empty)
+            flag_modified(vm, key)
+
+
 class VmInitialization(Base):
     """A VM's cloud-init configuration (oVirt's `initialization`), given to the
     guest as a NoCloud seed when the VM starts with use_cloud_init. The root
@@ -326,6 +344,9 @@ class Nic(Base):
     interface: Mapped[str] = mapped_column(String(32), default="virtio")
     mac: Mapped[str] = mapped_column(String(17), unique=True)
     network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"))
+    # oVirt's `plugged`: in the VM's domain (live, or at its next start); an
+    # unplugged NIC stays configured but the guest does not see it
+    plugged: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     __table_args__ = (UniqueConstraint("vm_id", "name"),)
 
 

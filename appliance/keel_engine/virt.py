@@ -142,11 +142,11 @@ def ensure_pool(conn, sd):
             time.sleep(0.5)
 
 
-def _volume_xml(name, size, backing_path=None):
+def _volume_xml(name, size, backing_path=None, fmt="qcow2"):
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit="bytes").text = str(int(size))
-    ET.SubElement(ET.SubElement(vol, "target"), "format", type="qcow2")
+    ET.SubElement(ET.SubElement(vol, "target"), "format", type=fmt)
     if backing_path:
         bs = ET.SubElement(vol, "backingStore")
         ET.SubElement(bs, "path").text = backing_path
@@ -162,6 +162,50 @@ def clone_volume(pool, source_name, new_name):
     """A full, flattened copy (templates are independent of the VM they came from)."""
     src = pool.storageVolLookupByName(source_name)
     return pool.createXMLFrom(_volume_xml(new_name, src.info()[1]), src, 0)
+
+
+def iso_volumes(conn, sd) -> list[tuple[str, int]]:
+    """(file name, size in bytes) of the `*.iso` files in a storage domain's
+    directory, as its pool lists them after a refresh (so a file copied there
+    a moment ago is seen); libvirt's own calls, to be run under a deadline."""
+    found = []
+    for vol in ensure_pool(conn, sd).listAllVolumes(0):
+        name = vol.name()
+        if not name.lower().endswith(".iso"):
+            continue
+        try:
+            kind, capacity, _allocation = vol.info()
+        except libvirt.libvirtError:
+            continue   # deleted while the list was read
+        if kind == libvirt.VIR_STORAGE_VOL_FILE:
+            found.append((name, capacity))
+    return sorted(found)
+
+
+def upload_volume(pool, name, data: bytes, timeout):
+    """A new raw volume holding `data` (a small file: a cloud-init seed),
+    written through a libvirt stream of the pool's host: the engine need not
+    see the storage itself. On failure no half-written volume stays."""
+    def work():
+        vol = pool.createXML(_volume_xml(name, len(data), fmt="raw"), 0)
+        stream = pool.connect().newStream(0)
+        try:
+            vol.upload(stream, 0, len(data), 0)
+            sent = 0
+            while sent < len(data):
+                n = stream.send(data[sent:sent + 2 ** 18])
+                if n <= 0:
+                    raise VirtError(f"upload volume {name}: the host took no data")
+                sent += n
+            stream.finish()
+        except Exception:
+            for undo in (stream.abort, lambda: vol.delete(0)):
+                try:
+                    undo()
+                except libvirt.libvirtError:
+                    pass
+            raise
+    with_deadline(work, timeout, f"upload volume {name}")
 
 
 def delete_volume(pool, name):

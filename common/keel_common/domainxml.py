@@ -22,6 +22,9 @@ class Disk:
     device: str = "disk"               # disk or cdrom
     readonly: bool = False
     cache: str = "none"
+    # a medium that may be gone when the domain starts (an ISO image deleted
+    # from the storage domain): the drive starts empty instead of the start failing
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ def disk_element(disk: Disk, target: str) -> ET.Element:
     else:
         _sub(el, "driver", name="qemu", type=disk.format, cache=disk.cache)
     if disk.path is not None:
-        _sub(el, "source", file=disk.path)
+        _sub(el, "source", file=disk.path, startupPolicy="optional" if disk.optional else None)
     _sub(el, "target", dev=target, bus=bus)
     if disk.readonly or disk.device == "cdrom":
         _sub(el, "readonly")
@@ -257,3 +260,49 @@ def with_vnc_listen(xml: str, address: str) -> str:
             g.remove(listen)
         _sub(g, "listen", type="address", address=listen_address(address))
     return ET.tostring(dom, encoding="unicode")
+
+
+# ---- a running domain's devices, as its live XML says (hot-plug) ----------------------
+def disk_targets(xml: str) -> set[str]:
+    """The guest-side names its disks (and CD-ROM drives) have: vda, sdb, hdc, ..."""
+    return {t.get("dev") for t in ET.fromstring(xml).findall("devices/disk/target")}
+
+
+def free_target(xml: str, interface: str) -> str:
+    """The first name on `interface`'s bus that none of the domain's disks has:
+    what a disk plugged in now is called (its place at the next start may differ)."""
+    taken = disk_targets(xml)
+    for index in range(26):
+        name = target_name(interface, index)
+        if name not in taken:
+            return name
+    raise ValueError(f"every device name on the {BUSES.get(interface, BUSES['virtio'])[1]} bus is taken")
+
+
+def find_interface(xml: str, mac: str) -> ET.Element | None:
+    """The domain's <interface> with that MAC address, or None."""
+    for el in ET.fromstring(xml).findall("devices/interface"):
+        m = el.find("mac")
+        if m is not None and (m.get("address") or "").lower() == mac.lower():
+            return el
+    return None
+
+
+def find_disk(xml: str, path: str) -> ET.Element | None:
+    """The domain's <disk> whose source is the file at `path`, or None."""
+    for el in ET.fromstring(xml).findall("devices/disk"):
+        src = el.find("source")
+        if src is not None and src.get("file") == path:
+            return el
+    return None
+
+
+def cdrom_drives(xml: str) -> list[tuple[str, str, str | None]]:
+    """(target, bus, medium's file or None when empty) of each CD-ROM drive
+    of a domain, in the order of its XML."""
+    out = []
+    for el in ET.fromstring(xml).findall("devices/disk[@device='cdrom']"):
+        target, src = el.find("target"), el.find("source")
+        if target is not None:
+            out.append((target.get("dev"), target.get("bus"), src.get("file") if src is not None else None))
+    return out

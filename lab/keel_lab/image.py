@@ -138,6 +138,11 @@ def _newc_archive(root: str) -> bytes:
     return bytes(out)
 
 
+# Public names: keel_lab.guest_image builds the test guest with them.
+fetch_kernel = _fetch_kernel
+newc_archive = _newc_archive
+
+
 def _write_initramfs(path: str, modules_dir: str, address: str, gateway: str) -> None:
     with tempfile.TemporaryDirectory() as root:
         for d in ("bin", "dev", "proc", "sys", "etc/acpi/PWRF", "lib/modules",

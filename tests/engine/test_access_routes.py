@@ -41,8 +41,8 @@ REFS = {"cluster": "cluster:A", "template": "template:A", "data_center": "dc", "
 OMIT = {("PUT", "/hosts/{ident}"): ("address", "cluster")}
 # what every signed-in user may read
 VOCABULARY = {"/roles/{ident}", "/roles/{ident}/permits", "/roles/{ident}/permits/{permit}",
-              "/schedulingpolicies/{ident}"}
-VOCABULARY_LISTS = ("/roles", "/permits", "/schedulingpolicies")
+              "/schedulingpolicies/{ident}", "/macpools/{ident}"}
+VOCABULARY_LISTS = ("/roles", "/permits", "/schedulingpolicies", "/macpools")
 # a child of an object the walker cannot see: any id will do (the parent answers 404 first)
 ANY_CHILD = "00000000-0000-0000-0000-00000000c0de"
 
@@ -133,6 +133,9 @@ def fill(w, path):
             elif coll == "schedulingpolicies":
                 from keel_engine.api.views import SCHEDULING_POLICY_IDS
                 out.append(next(iter(SCHEDULING_POLICY_IDS.values())))
+            elif coll == "macpools":
+                from keel_engine.api.views import MAC_POOL_ID
+                out.append(MAC_POOL_ID)
             else:
                 assert name != "ident", f"{path}: which object is {{{name}}}? add it to PARAMS"
                 out.append(ANY_CHILD)

@@ -429,13 +429,13 @@ def test_the_disk_form_creates_a_floating_or_an_attached_disk_by_a_job(engine):
         == (3 * GIB, "tmp", ids["sd"])
     assert _count(sm, DiskAttachment, DiskAttachment.disk_id == disk.id) == 0
 
-    # attached to a VM: only one that is down, named as it is
+    # attached to a VM: one that is down (or up: hot-plugged), named as it is
     with sm() as s:
-        s.add(Vm(name="busy", cluster_id=ids["cluster"], template_id=ids["tpl"], memory=GIB, status="up"))
+        s.add(Vm(name="busy", cluster_id=ids["cluster"], template_id=ids["tpl"], memory=GIB, status="migrating"))
         s.commit()
     attach = {**base, "name": "web1_data", "bootable": "on"}
     _refused(c, "/ui/disks/new", {**attach, "vm": "nosuch"}, 400, "Attach to VM: VM named 'nosuch' does not exist")
-    _refused(c, "/ui/disks/new", {**attach, "vm": "busy"}, 409, "VM busy is up; disks are attached while it is down")
+    _refused(c, "/ui/disks/new", {**attach, "vm": "busy"}, 409, "VM busy is migrating; disks are attached while it is up or down")
     assert (_count(sm, Disk), _count(sm, DiskAttachment)) == (4, 2)
     r = c.post("/ui/disks/new", data={**attach, "vm": "web1"})
     assert r.status_code == 303 and r.headers["Location"].startswith("/ui/disks?job=")

@@ -393,7 +393,7 @@ def _storage_domain_list():
 @webui_bp.route("/disks/new", methods=["GET", "POST"])
 @admin_page
 def disk_new():
-    # a floating disk, as the API's POST /disks, or a new disk attached to a VM that is down, as its POST
+    # a floating disk, as the API's POST /disks, or a new disk attached to a VM (hot-plugged when up), as its POST
     # /vms/<id>/diskattachments; its volume is made by the job shown on the list
     def make():
         name = _name()

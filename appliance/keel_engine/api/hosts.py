@@ -15,6 +15,7 @@ def _host_page(follow):
 
     def page(rows):
         return {"vms": reads.vm_counts(s, [r.id for r in rows]),
+                "fenced": reads.hosts_with_fence_agents(s, [r.id for r in rows]),
                 "cluster": (reads.by_id(s, Cluster, [r.cluster_id for r in rows], ctx())
                             if "cluster" in follow else None)}
     return page
@@ -22,7 +23,8 @@ def _host_page(follow):
 
 def _host_view(h, extra):
     return views.host(h, extra["vms"].get(h.id, 0),
-                      extra["cluster"].get(h.cluster_id) if extra["cluster"] is not None else None)
+                      extra["cluster"].get(h.cluster_id) if extra["cluster"] is not None else None,
+                      power_managed=h.id in extra["fenced"])
 
 
 def _host_now(ident, follow=()):

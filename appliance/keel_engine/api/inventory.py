@@ -1,6 +1,6 @@
 """Data centers, clusters, storage domains, networks and vNIC profiles."""
 from ..errors import bad_request
-from ..models import Cluster, DataCenter, Disk, Network, StorageDomain
+from ..models import Cluster, DataCenter, Network, StorageDomain
 from ..services import inventory as inv
 from ..services import lookup, reads
 from ..services.lookup import Ref
@@ -143,10 +143,7 @@ def sd_remove(ident):
     return removed()
 
 
-@route("/storagedomains/<ident>/disks", ["GET"], "List the disks of a storage domain", query=LIST)
-def sd_disks(ident):
-    sd = row(reads.STORAGE_DOMAINS, ident)
-    return listing("disks", "disk", reads.DISKS, lambda r, _e: views.disk(r), Disk.storage_domain_id == sd.id)
+# GET /storagedomains/{id}/disks: api/isos.py (the disks, and the ISO images as oVirt lists them)
 
 
 # ---- networks -------------------------------------------------------------------

@@ -23,6 +23,8 @@ QUERY = {
     "detach_only": {"type": "boolean", "description": "false: delete the disk too"},
     "clone": {"type": "boolean", "description": "true: the VM's disks are full copies of the template's"},
     "clone_permissions": {"type": "boolean", "description": "true is refused (not supported yet)"},
+    "all_content": {"type": "boolean", "description": "true: VMs with their cloud-init configuration"},
+    "current": {"type": "boolean", "description": "the running VM's device now, not the VM's configuration"},
 }
 HEADERS = [
     {"name": "Filter", "in": "header", "required": False, "schema": {"type": "boolean"},

@@ -144,6 +144,9 @@ MODEL = {
         "regenerate_ssh_keys": None, "root_password": None, "system_locale": None, "timezone": None,
         "ui_language": None, "user_locale": None, "user_name": None, "windows_license_key": None,
     },
+    "Ip": {
+        "address": None, "gateway": None, "netmask": None, "version": None,
+    },
     "Mac": {
         "address": None, "href": None,
     },
@@ -163,6 +166,9 @@ MODEL = {
         "plugged": None, "reported_devices": 'ReportedDevice', "statistics": 'Statistic', "synced": None,
         "template": 'Template', "virtual_function_allowed_labels": 'NetworkLabel',
         "virtual_function_allowed_networks": 'Network', "vm": 'Vm', "vms": 'Vm', "vnic_profile": 'VnicProfile',
+    },
+    "NicConfiguration": {
+        "boot_protocol": None, "ip": 'Ip', "ipv6": 'Ip', "ipv6_boot_protocol": None, "name": None, "on_boot": None,
     },
     "OperatingSystem": {
         "boot": 'Boot', "cmdline": None, "custom_kernel_cmdline": None, "href": None, "initrd": None,

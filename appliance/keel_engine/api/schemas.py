@@ -35,12 +35,21 @@ DISK = Obj(name=Name(), alias=Name(), description=DESCRIPTION, format=Text(8, ("
            content_type=Text(16, ("data",)), sparse=Bool())
 DISK_ATTACHMENT = Obj(interface=Text(16, vm_svc.DISK_INTERFACES), bootable=Bool(), active=Bool(), disk=DISK)
 NIC = Obj(name=Name(), interface=Text(16, vm_svc.NIC_MODELS), mac=Obj(address=Text(32)),
-          vnic_profile=ID_OR_NAME, network=ID_OR_NAME)
+          vnic_profile=ID_OR_NAME, network=ID_OR_NAME, plugged=Bool())
+# cloud-init (services/cloud_init.py checks the values); ipv6 and the Windows (sysprep) fields are refused
+INITIALIZATION = Obj(
+    host_name=Text(255), user_name=Text(64), root_password=Text(1024), authorized_ssh_keys=Text(16384),
+    custom_script=Text(65536), dns_servers=Text(1024), dns_search=Text(1024), timezone=Text(64),
+    nic_configurations=ListOf("nic_configuration", Obj(
+        name=Text(64), boot_protocol=Text(16, ("none", "dhcp", "static")), on_boot=Bool(),
+        ip=Obj(address=Text(64), netmask=Text(64), gateway=Text(64), version=Text(4, ("v4",)))), max_items=16))
 VM = Obj(name=Name(), description=DESCRIPTION, cluster=ID_OR_NAME, template=ID_OR_NAME,
          memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY),
          os=Obj(type=Text(64), kernel=Text(1024), initrd=Text(1024), cmdline=Text(4000)),
          high_availability=HIGH_AVAILABILITY,
-         lease=Obj(storage_domain=ID_OR_NAME), placement_policy=PLACEMENT)
+         lease=Obj(storage_domain=ID_OR_NAME), placement_policy=PLACEMENT, initialization=INITIALIZATION,
+         # POST: a new VM from this snapshot of another (services/vm_from_snapshot.py); PUT ignores it
+         snapshots=ListOf("snapshot", Obj(id=Text(64)), max_items=1))
 TEMPLATE = Obj(name=Name(), description=DESCRIPTION, vm=ID_OR_NAME, cluster=ID_OR_NAME,
                memory=Int(vm_svc.MIN_MEMORY, vm_svc.MAX_MEMORY), cpu=Obj(topology=TOPOLOGY), os=Obj(type=Text(64)))
 SNAPSHOT = Obj(description=Text(1024), persist_memorystate=Bool())
@@ -49,7 +58,8 @@ EVENT = Obj(description=Text(4000), severity=Text(16, ("normal", "warning", "err
 
 # actions: <action>...</action>
 ACTION = Obj(**{"async": Bool()})
-START = Obj(**{"async": Bool()}, vm=Obj(placement_policy=PLACEMENT), use_cloud_init=Bool())
+START = Obj(**{"async": Bool()}, vm=Obj(placement_policy=PLACEMENT, initialization=INITIALIZATION),
+            use_cloud_init=Bool())
 MIGRATE = Obj(**{"async": Bool()}, host=ID_OR_NAME, force=Bool())
 # memory snapshots are not taken, so there is no memory to restore (false only)
 PREVIEW_SNAPSHOT = Obj(**{"async": Bool()}, snapshot=Obj(id=Text(64)), restore_memory=Bool())

@@ -4,6 +4,7 @@ Views are pure: they get a row and whatever else they show (loaded for the
 whole page by services.reads), never a database session, so a list costs
 the same few queries whatever its length."""
 from ..representation import Many
+from . import guest_views
 
 API = "/ovirt-engine/api"
 VERSION = {"major": 4, "minor": 6}
@@ -41,6 +42,7 @@ SCHEDULING_POLICY_IDS = {"evenly_distributed": "8d5d7bec-68de-4a67-b53e-0ac54686
 # what a Keel cluster does, in the terms oVirt clients read (and compare
 # before deciding to update): no KSM, no ballooning, fencing on, HA VMs
 # restarted elsewhere, migration settings left to libvirt
+MAC_POOL_ID = "00000000-0000-0000-0000-00000000000a"
 CLUSTER_FACTS = {
     "ballooning_enabled": False, "virt_service": True, "gluster_service": False, "threads_as_cores": False,
     "ha_reservation": False, "trusted_service": False, "maintenance_reason_required": False,
@@ -53,6 +55,10 @@ CLUSTER_FACTS = {
     "migration": {"auto_converge": "inherit", "compressed": "inherit", "encrypted": "inherit",
                   "bandwidth": {"assignment_method": "auto"}},
     "memory_policy": {"over_commit": {"percent": 100}, "transparent_hugepages": {"enabled": False}},
+    # every VM has a virtio RNG fed from the host's /dev/urandom (oVirt's default)
+    "required_rng_sources": Many("required_rng_source", ["urandom"]),
+    # one pool of MAC addresses for the whole engine (56:6f:...), as oVirt's Default
+    "mac_pool": {"id": MAC_POOL_ID, "href": f"{API}/macpools/{MAC_POOL_ID}"},
 }
 
 
@@ -64,7 +70,7 @@ def cluster(cl):
             "cpu": {"architecture": "x86_64", "type": "qemu64"}, "version": VERSION, **CLUSTER_FACTS}
 
 
-def host(h, vm_count=0, cluster_row=None):
+def host(h, vm_count=0, cluster_row=None, power_managed=False):
     base = f"{API}/hosts/{h.id}"
     return {"id": h.id, "href": base, "name": h.name, "address": h.address,
             "status": h.status, "status_detail": h.status_detail or None,
@@ -73,6 +79,11 @@ def host(h, vm_count=0, cluster_row=None):
             "memory": h.memory_total, "max_scheduling_memory": h.memory_free,
             "type": "rhel", "hardware_information": {"manufacturer": "keel", "product_name": h.hostname},
             "summary": {"active": vm_count, "total": vm_count},
+            # power management is on when the host has a fence agent; no kdump detection
+            "power_management": {"enabled": power_managed, "kdump_detection": False, "automatic_pm_enabled": True},
+            # Keel has no storage pool manager: every host reaches storage alike
+            "spm": {"priority": 5, "status": "none"},
+            "os": {"type": "Debian", "custom_kernel_cmdline": ""},
             "link": links(base, "fenceagents", "nics")}
 
 
@@ -100,7 +111,7 @@ def storage_domain(sd):
             "storage": storage_of(sd),
             "available": sd.available, "used": sd.used, "committed": 0,
             "data_centers": Many("data_center", [ref("datacenters", sd.data_center_id)] if sd.data_center_id else []),
-            "link": links(f"{API}/storagedomains/{sd.id}", "disks")}
+            "link": links(f"{API}/storagedomains/{sd.id}", "disks", "files")}
 
 
 def network(n):
@@ -136,10 +147,11 @@ def template(t, attachments=None):
     return out
 
 
-VM_LINKS = ("nics", "diskattachments", "snapshots", "permissions")
+VM_LINKS = ("nics", "diskattachments", "snapshots", "permissions", "reporteddevices")
 
 
-def vm(v, nics=None, attachments=None, snapshots=None, host_row=None, cluster_row=None):
+def vm(v, nics=None, attachments=None, snapshots=None, host_row=None, cluster_row=None, reported_devices=False,
+       initialization=None):
     base = f"{API}/vms/{v.id}"
     out = {"id": v.id, "href": base, "name": v.name, "description": v.description, "status": v.status,
            "memory": v.memory, "cpu": {"topology": {"sockets": v.cpus, "cores": 1, "threads": 1}},
@@ -154,7 +166,13 @@ def vm(v, nics=None, attachments=None, snapshots=None, host_row=None, cluster_ro
            "stop_reason": v.stop_reason or None, "start_time": v.start_time,
            "creation_time": v.created, "type": "server", "origin": "keel",
            "memory_policy": {"guaranteed": v.memory, "max": v.memory},
-           "link": [{"rel": r, "href": f"{base}/{r}"} for r in VM_LINKS]}
+           "link": [{"rel": r, "href": f"{base}/{r}"} for r in VM_LINKS],
+           **guest_views.vm_fields(v)}
+    if reported_devices:
+        out["reported_devices"] = Many("reported_device", guest_views.reported_devices(v.id, base,
+                                                                                       v.guest_interfaces))
+    if initialization is not None:
+        out["initialization"] = vm_initialization(initialization)
     if nics is not None:
         out["nics"] = Many("nic", [nic(n) for n in nics])
     if attachments is not None:
@@ -169,11 +187,30 @@ def vm(v, nics=None, attachments=None, snapshots=None, host_row=None, cluster_ro
     return out
 
 
-def nic(n):
-    return {"id": n.id, "href": f"{API}/vms/{n.vm_id}/nics/{n.id}", "name": n.name,
-            "interface": n.interface, "mac": {"address": n.mac}, "plugged": True, "linked": True,
-            "vnic_profile": ref("vnicprofiles", n.network_id), "network": ref("networks", n.network_id),
-            "vm": ref("vms", n.vm_id)}
+def vm_initialization(i):
+    """A VM's stored cloud-init configuration; never its root password (as oVirt)."""
+    def nic_configuration(n):
+        ip = {"address": n.get("address"), "netmask": n.get("netmask"), "gateway": n.get("gateway"),
+              "version": "v4"} if n.get("address") else None
+        return {"name": n.get("name"), "boot_protocol": n.get("boot_protocol"),
+                "on_boot": n.get("on_boot", True) is not False, "ip": ip}
+    out = {k: getattr(i, k) or None for k in ("host_name", "user_name", "authorized_ssh_keys", "custom_script",
+                                               "dns_servers", "dns_search", "timezone")}
+    out["nic_configurations"] = Many("nic_configuration", [nic_configuration(n)
+                                                           for n in i.nic_configurations or ()])
+    return out
+
+
+def nic(n, reported=None):
+    """reported: the guest's view of it (api/guest.py), when followed."""
+    base = f"{API}/vms/{n.vm_id}/nics/{n.id}"
+    out = {"id": n.id, "href": base, "name": n.name,
+           "interface": n.interface, "mac": {"address": n.mac}, "plugged": n.plugged, "linked": True,
+           "vnic_profile": ref("vnicprofiles", n.network_id), "network": ref("networks", n.network_id),
+           "vm": ref("vms", n.vm_id), "link": links(base, "reporteddevices")}
+    if reported is not None:
+        out["reported_devices"] = Many("reported_device", reported)
+    return out
 
 
 def disk(d):

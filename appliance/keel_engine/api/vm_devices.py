@@ -7,7 +7,7 @@ work unchanged. Writes to them are refused with a 400 that says so."""
 from flask import current_app
 
 from ..errors import bad_request, not_found
-from ..models import BLANK_TEMPLATE_ID, Vm
+from ..models import Vm
 from ..representation import Many
 from ..services import consoles, jobs, reads
 from . import schemas, views
@@ -15,16 +15,12 @@ from .common import obj, row
 from .fields import get
 from .framework import body, ctx, reader, render, route, session
 
-# oVirt's id of a VM's one CD-ROM device
-CDROM_ID = BLANK_TEMPLATE_ID
-
 # (path, collection tag, item tag, what Keel lacks): empty answers
 EMPTY_VM_COLLECTIONS = (
     ("numanodes", "vm_numa_nodes", "vm_numa_node", "virtual NUMA nodes"),
     ("watchdogs", "watchdogs", "watchdog", "watchdog devices"),
     ("hostdevices", "host_devices", "host_device", "host device passthrough"),
     ("sessions", "sessions", "session", "guest sessions (they need oVirt's guest agent)"),
-    ("reporteddevices", "reported_devices", "reported_device", "devices reported by a guest agent"),
     ("applications", "applications", "application", "applications reported by a guest agent"),
     ("affinitylabels", "affinity_labels", "affinity_label", "affinity labels"),
     ("tags", "tags", "tag", "tags"),
@@ -62,29 +58,7 @@ def vm_statistics(ident):
     return render("statistics", Many("statistic", stats))
 
 
-@route("/vms/<ident>/cdroms", ["GET"], "A VM's CD-ROM device (one, empty: Keel has no ISO images yet)")
-def vm_cdroms(ident):
-    v = row(reads.VMS, ident)
-    return render("cdroms", Many("cdrom", [_cdrom(v)]))
-
-
-@route("/vms/<ident>/cdroms/<cdrom>", ["GET"], "A VM's CD-ROM device")
-def vm_cdrom_get(ident, cdrom):
-    v = row(reads.VMS, ident)
-    if cdrom != CDROM_ID:
-        from ..errors import not_found
-        raise not_found("CD-ROM", cdrom)
-    return render("cdrom", _cdrom(v))
-
-
-@route("/vms/<ident>/cdroms/<cdrom>", ["PUT"], "Refused: changing the CD is not supported yet")
-def vm_cdrom_update(ident, cdrom):
-    row(reads.VMS, ident)
-    raise bad_request("cdrom.file: ISO images are not supported yet")
-
-
-def _cdrom(v):
-    return {"id": CDROM_ID, "href": views.href("vms", v.id, "cdroms", CDROM_ID), "vm": views.ref("vms", v.id)}
+# a VM's CD-ROM: api/cdroms.py
 
 
 # ---- the VNC console (services/consoles.py) ----------------------------------------------
@@ -221,3 +195,23 @@ def scheduling_policy_get(ident):
             return render("scheduling_policy", _policy(n, i))
     from ..errors import not_found
     raise not_found("scheduling policy", ident)
+
+
+# ---- MAC address pool -----------------------------------------------------------------------
+def _mac_pool():
+    # what services/vms.py's _new_mac draws from: 56:6f and four random bytes, never a duplicate
+    return {"id": views.MAC_POOL_ID, "href": views.href("macpools", views.MAC_POOL_ID), "name": "Default",
+            "description": "The engine's MAC addresses", "allow_duplicates": False, "default_pool": True,
+            "ranges": Many("range", [{"from": "56:6f:00:00:00:00", "to": "56:6f:ff:ff:ff:ff"}])}
+
+
+@route("/macpools", ["GET"], "The pool of MAC addresses VM NICs get theirs from (one, for the whole engine)")
+def mac_pools():
+    return render("mac_pools", Many("mac_pool", [_mac_pool()]))
+
+
+@route("/macpools/<ident>", ["GET"], "Get the MAC address pool")
+def mac_pool_get(ident):
+    if ident != views.MAC_POOL_ID:
+        raise not_found("MAC address pool", ident)
+    return render("mac_pool", _mac_pool())

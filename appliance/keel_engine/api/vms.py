@@ -1,14 +1,15 @@
 """VMs (lifecycle actions, NICs, disk attachments, snapshots), templates and
 disks: oVirt documents in, typed service calls, oVirt documents out."""
 from ..errors import bad_request, not_found
-from ..models import Disk, DiskAttachment, Host, Nic, Snapshot, Template, Vm
+from ..models import Disk, DiskAttachment, Host, Nic, Snapshot, Template, Vm, VmInitialization
+from ..services import cloud_init
 from ..services import disks as disk_svc
 from ..services import lookup, reads
 from ..services import snapshots as snap_svc
 from ..services import templates as tpl_svc
 from ..services import vms as vm_svc
 from ..services.lookup import Ref
-from . import schemas, views
+from . import guest, schemas, views
 from .common import listing, obj, row
 from .fields import get, required
 from ..representation import Many
@@ -98,7 +99,8 @@ def template_disks(ident):
 
 
 # ---- vms ------------------------------------------------------------------------------
-def _vm_page(follow):
+def _vm_page(follow, all_content=False):
+    """What the views show beside the VMs' rows; all_content: their cloud-init too."""
     s = reader()
 
     def page(rows):
@@ -112,6 +114,9 @@ def _vm_page(follow):
             "host": reads.by_id(s, Host, [r.host_id for r in rows], ctx()) if "host" in follow else None,
             "cluster": (reads.by_id(s, reads.Cluster, [r.cluster_id for r in rows], ctx())
                         if "cluster" in follow else None),
+            "reported_devices": "reported_devices" in follow,   # from the VM's own row
+            "initialization": (reads.grouped(s, VmInitialization, VmInitialization.vm_id, ids)
+                               if all_content else None),
         }
     return page
 
@@ -126,20 +131,27 @@ def _vm_view(v, extra):
     def one(key, ident):
         return None if extra[key] is None else extra[key].get(ident)
     return views.vm(v, nics=many("nics"), attachments=many("disk_attachments"), snapshots=many("snapshots"),
-                    host_row=one("host", v.host_id), cluster_row=one("cluster", v.cluster_id))
+                    host_row=one("host", v.host_id), cluster_row=one("cluster", v.cluster_id),
+                    reported_devices=extra["reported_devices"],
+                    initialization=(many("initialization") or [None])[0])
 
 
-def _vm_now(ident):
+def _vm_now(ident, all_content=None):
+    """all_content (None: the query's): with the VM's cloud-init configuration.
+    A write's answer always has it; a read only when asked (as in oVirt),
+    so that a plain GET stays one query."""
     v = row(reads.VMS, ident)
     follow = follow_param()
-    return _vm_view(v, _vm_page(follow)([v]) if follow else None)
+    all_content = bool_param("all_content") if all_content is None else all_content
+    return _vm_view(v, _vm_page(follow, all_content)([v]) if follow or all_content else None)
 
 
-@route("/vms", ["GET"], "List VMs (search: name, status, cluster, host, template, description, datacenter)",
-       query=LIST + ("follow",))
+@route("/vms", ["GET"], "List VMs (search: name, status, cluster, host, template, description, datacenter; "
+       "all_content=true adds each VM's cloud-init configuration)", query=LIST + ("follow", "all_content"))
 def vms_list():
-    follow = follow_param()
-    return listing("vms", "vm", reads.VMS, _vm_view, page=_vm_page(follow) if follow else None)
+    follow, all_content = follow_param(), bool_param("all_content")
+    return listing("vms", "vm", reads.VMS, _vm_view,
+                   page=_vm_page(follow, all_content) if follow or all_content else None)
 
 
 def _vm_spec(b):
@@ -148,7 +160,21 @@ def _vm_spec(b):
         description=b.get("description", ""), memory=b.get("memory"), cpus=_cpus(b),
         os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled", default=False),
         ha_priority=get(b, "high_availability", "priority", default=1),
-        lease_storage_domain=_lease(b)[0], clone=bool_param("clone"), boot=_boot(b))
+        lease_storage_domain=_lease(b)[0], clone=bool_param("clone"), boot=_boot(b),
+        initialization=_initialization(b.get("initialization")))
+
+
+def _initialization(d):
+    """oVirt's Initialization as the service's (None: not given)."""
+    if not d:
+        return None
+    nics = d.get("nic_configurations")
+    return cloud_init.Initialization(
+        **{k: d.get(k) for k in cloud_init.TEXT_FIELDS},
+        nic_configurations=None if nics is None else tuple(cloud_init.NicConfiguration(
+            name=n.get("name"), boot_protocol=n.get("boot_protocol"), address=get(n, "ip", "address"),
+            netmask=get(n, "ip", "netmask"), gateway=get(n, "ip", "gateway"), on_boot=n.get("on_boot", True))
+            for n in nics))
 
 
 def _boot(b):
@@ -183,13 +209,17 @@ def _cpus(b):
     return n
 
 
-@route("/vms", ["POST"], "Create a VM from a template (thin qcow2 overlays, or full copies with clone=true; "
-       "made by a job)", body=schemas.VM, query=("async", "clone", "clone_permissions"), created=True, job=True)
+@route("/vms", ["POST"], "Create a VM from a template (thin qcow2 overlays, or full copies with clone=true) or "
+       "from a snapshot of another VM (<snapshots>: full copies of its disks as they were then); made by a job", body=schemas.VM, query=("async", "clone", "clone_permissions"), created=True, job=True)
 def vms_add():
     if bool_param("clone_permissions"):
         raise bad_request("clone_permissions: copying the template's permissions to the VM is not supported yet")
-    vm, job = vm_svc.add_vm(ctx(), session(), _vm_spec(body(schemas.VM)))
-    return created("vm", job, lambda: views.vm(vm), lambda: _vm_now(vm.id))
+    b = body(schemas.VM)
+    if b.get("snapshots"):      # a new VM from a snapshot of another
+        from . import vm_from_snapshot   # it imports this module
+        return vm_from_snapshot.add(b)
+    vm, job = vm_svc.add_vm(ctx(), session(), _vm_spec(b))
+    return created("vm", job, lambda: _vm_now(vm.id, True), lambda: _vm_now(vm.id, True))
 
 
 @route("/vms/<ident>/clone", ["POST"], "Copy a down VM: a new VM with full copies of its disks (made by a job)",
@@ -202,7 +232,8 @@ def vm_clone(ident):
     return action_job(job, b, extra_of=lambda _j: {"vm": {"id": vm_id, "href": f"{views.API}/vms/{vm_id}"}})
 
 
-@route("/vms/<ident>", ["GET"], "Get a VM", query=("follow",))
+@route("/vms/<ident>", ["GET"], "Get a VM (all_content=true: with its cloud-init configuration)",
+       query=("follow", "all_content"))
 def vm_get(ident):
     return render("vm", _vm_now(ident))
 
@@ -215,10 +246,11 @@ def vm_update(ident):
         name=b.get("name"), description=b.get("description"), memory=b.get("memory"), cpus=_cpus(b),
         os_type=get(b, "os", "type"), high_availability=get(b, "high_availability", "enabled"),
         ha_priority=get(b, "high_availability", "priority"), cluster=b.get("cluster"),
-        lease_storage_domain=lease, remove_lease=remove_lease, boot=_boot(b))
+        lease_storage_domain=lease, remove_lease=remove_lease, boot=_boot(b),
+        initialization=_initialization(b.get("initialization")))
     vm = vm_svc.update_vm(ctx(), session(), obj(Vm, ident, "VM"), ch)
     session().flush()
-    return render("vm", _vm_now(vm.id))
+    return render("vm", _vm_now(vm.id, True))
 
 
 @route("/vms/<ident>", ["DELETE"], "Remove a down VM and its disks", query=("async",), job=True)
@@ -235,11 +267,14 @@ def _target_host(b):
     return lookup.resolve(session(), Host, r, "host", "host") if r else None
 
 
-@route("/vms/<ident>/start", ["POST"], "Start a VM on the host the scheduler picks (or the one given)",
-       body=schemas.START, query=("async",), job=True)
+@route("/vms/<ident>/start", ["POST"], "Start a VM on the host the scheduler picks (or the one given); "
+       "use_cloud_init=true with vm.initialization: cloud-init for this boot only", body=schemas.START,
+       query=("async",), job=True)
 def vm_start(ident):
     b = body(schemas.START)
-    job = vm_svc.request_start(ctx(), session(), obj(Vm, ident, "VM"), _target_host(b))
+    job = vm_svc.request_start(ctx(), session(), obj(Vm, ident, "VM"), _target_host(b),
+                               use_cloud_init=b.get("use_cloud_init", False),
+                               initialization=_initialization(get(b, "vm", "initialization")))
     return action_job(job, b)
 
 
@@ -270,19 +305,20 @@ def vm_migrate(ident):
     return action_job(job, b)
 
 
-@route("/vms/<ident>/nics", ["GET"], "List a VM's network interfaces", query=LIST)
+@route("/vms/<ident>/nics", ["GET"], "List a VM's network interfaces", query=LIST + ("follow",))
 def vm_nics(ident):
     vm = row(reads.VMS, ident)
-    return listing("nics", "nic", reads.NICS, lambda n, _e: views.nic(n), Nic.vm_id == vm.id)
+    return listing("nics", "nic", reads.NICS, guest.nic_view(vm), Nic.vm_id == vm.id)
 
 
-@route("/vms/<ident>/nics", ["POST"], "Add a network interface to a down VM", body=schemas.NIC, created=True)
+@route("/vms/<ident>/nics", ["POST"], "Add a network interface (hot-plugged by a job when the VM is up)",
+       body=schemas.NIC, query=("async",), created=True, job=True)
 def vm_nics_add(ident):
     b = body(schemas.NIC)
-    nic = vm_svc.add_nic(ctx(), session(), obj(Vm, ident, "VM"), vm_svc.NicSpec(
+    nic, job = vm_svc.add_nic(ctx(), session(), obj(Vm, ident, "VM"), vm_svc.NicSpec(
         name=required(b, "name"), interface=b.get("interface", "virtio"), mac=get(b, "mac", "address"),
-        network=b.get("vnic_profile") or b.get("network")))
-    return created("nic", None, lambda: views.nic(nic), None)
+        network=b.get("vnic_profile") or b.get("network"), plugged=b.get("plugged", True)))
+    return created("nic", job, lambda: views.nic(nic), lambda: views.nic(nic))
 
 
 def _nic(vm_id, nic_id):
@@ -292,16 +328,17 @@ def _nic(vm_id, nic_id):
     return n
 
 
-@route("/vms/<ident>/nics/<nic>", ["GET"], "Get a network interface")
+@route("/vms/<ident>/nics/<nic>", ["GET"], "Get a network interface", query=("follow",))
 def vm_nic_get(ident, nic):
-    return render("nic", views.nic(row(reads.NICS, nic, Nic.vm_id == row(reads.VMS, ident).id)))
+    vm = row(reads.VMS, ident)
+    return render("nic", guest.nic_view(vm)(row(reads.NICS, nic, Nic.vm_id == vm.id)))
 
 
-@route("/vms/<ident>/nics/<nic>", ["DELETE"], "Remove a network interface")
+@route("/vms/<ident>/nics/<nic>", ["DELETE"], "Remove a network interface (unplugged first by a job when "
+       "the VM is up)", query=("async",), job=True)
 def vm_nic_remove(ident, nic):
     vm = obj(Vm, ident, "VM")
-    vm_svc.remove_nic(ctx(), session(), vm, _nic(vm.id, nic))
-    return removed()
+    return removed(vm_svc.remove_nic(ctx(), session(), vm, _nic(vm.id, nic)))
 
 
 @route("/vms/<ident>/diskattachments", ["GET"], "List a VM's disk attachments")
@@ -323,7 +360,8 @@ def _disk_spec(d, default_name=None):
                              format=d.get("format", "cow"), description=d.get("description", ""))
 
 
-@route("/vms/<ident>/diskattachments", ["POST"], "Attach a new or existing disk to a down VM",
+@route("/vms/<ident>/diskattachments", ["POST"], "Attach a new or existing disk (hot-plugged by a job when "
+       "the VM is up)",
        body=schemas.DISK_ATTACHMENT, query=("async",), created=True, job=True)
 def vm_disks_add(ident):
     b = body(schemas.DISK_ATTACHMENT)
@@ -355,7 +393,8 @@ def vm_disk_get(ident, att):
     return render("disk_attachment", views.disk_attachment(a, row(reads.DISKS, a.disk_id), "vms", vm.id))
 
 
-@route("/vms/<ident>/diskattachments/<att>", ["DELETE"], "Detach a disk (detach_only=false also deletes it)",
+@route("/vms/<ident>/diskattachments/<att>", ["DELETE"], "Detach a disk, unplugged first when the VM is up "
+       "(detach_only=false also deletes it)",
        query=("detach_only", "async"), job=True)
 def vm_disk_remove(ident, att):
     vm = obj(Vm, ident, "VM")

@@ -61,12 +61,12 @@ def _pool_lock(sd_id) -> threading.Lock:
 
 
 @contextlib.contextmanager
-def pool_for(ctx, s, sd):
-    """The storage domain's pool through an up host (worker), one job at a time
-    per storage domain (libvirt refuses some pool operations while another
-    job's volume is being made). Commits what is pending first: no
-    transaction stays open while the host works."""
-    host = hosts.any_up_host(s, sd.data_center_id)
+def pool_for(ctx, s, sd, host=None):
+    """The storage domain's pool through `host`, else an up host (worker), one
+    job at a time per storage domain (libvirt refuses some pool operations
+    while another job's volume is being made). Commits what is pending
+    first: no transaction stays open while the host works."""
+    host = host or hosts.any_up_host(s, sd.data_center_id)
     if host is None:
         raise conflict(f"no 'up' host can reach storage domain {sd.name}")
     s.commit()
@@ -163,6 +163,16 @@ def delete_volumes_of(ctx, s, disk):
 
 def add_disk(ctx, s, spec: DiskSpec, default_name: str):
     """A new (floating, or about to be attached) disk: (disk, job)."""
+    disk = new_disk(ctx, s, spec, default_name)
+    sd = s.get(StorageDomain, disk.storage_domain_id)
+    job = jobs.submit(s, jobs.DISK_CREATE, {"disk_id": disk.id},
+                      f"Creating disk {disk.name} on storage domain {sd.name}", ctx.user_id)
+    return disk, job
+
+
+def new_disk(ctx, s, spec: DiskSpec, default_name: str):
+    """add_disk's row alone (locked): for a caller whose own job makes the
+    volume (a disk hot-plugged into a running VM)."""
     if not MIN_DISK <= spec.provisioned_size <= MAX_DISK:
         raise bad_request(f"provisioned_size: must be at least {MIN_DISK} and at most {MAX_DISK}, "
                           f"got {spec.provisioned_size}")
@@ -172,10 +182,8 @@ def add_disk(ctx, s, spec: DiskSpec, default_name: str):
                         "storage_domains.storage_domain")
     access.check_ref(ctx, s, "create_disk", sd, "storage_domains.storage_domain", spec.storage_domain)
     disk = new_disk_row(s, sd, spec.name or default_name, spec.provisioned_size, description=spec.description)
-    job = jobs.submit(s, jobs.DISK_CREATE, {"disk_id": disk.id},
-                      f"Creating disk {disk.name} on storage domain {sd.name}", ctx.user_id)
     roles.grant_owner(ctx, s, disk)
-    return disk, job
+    return disk
 
 
 def run_create(ctx, s, job):

@@ -317,5 +317,9 @@ def remove_storage_domain(ctx, s, sd):
     if leased:
         raise conflict(f"storage domain {sd.name} still holds the lease of VM {', '.join(sorted(leased))}; "
                        "move or remove those leases first")
+    cds = s.scalars(select(Vm.name).where(Vm.cdrom_storage_domain_id == sd.id, Vm.cdrom_file != "")).all()
+    if cds:
+        raise conflict(f"storage domain {sd.name} holds the ISO image in the CD-ROM of VM "
+                       f"{', '.join(sorted(cds))}; eject those CDs first")
     s.delete(sd)
     events.add(s, events.OBJECT_REMOVED, f"Storage domain {sd.name} was removed.", user_id=ctx.user_id)

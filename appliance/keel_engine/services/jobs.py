@@ -30,6 +30,9 @@ VM_SHUTDOWN = "vm.shutdown"
 VM_REBOOT = "vm.reboot"
 VM_MIGRATE = "vm.migrate"
 VM_CONSOLE_TICKET = "vm.console_ticket"
+# a NIC or disk plugged into or out of a running VM (services/hotplug.py)
+VM_NIC_PLUG = "vm.nic_plug"
+VM_DISK_PLUG = "vm.disk_plug"
 DISK_CREATE = "disk.create"
 DISK_REMOVE = "disk.remove"
 DISK_RESIZE = "disk.resize"
@@ -40,6 +43,11 @@ SNAPSHOT_COMMIT = "snapshot.commit"
 SNAPSHOT_UNDO = "snapshot.undo"
 TEMPLATE_CREATE = "template.create"
 TEMPLATE_REMOVE = "template.remove"
+# ISO images and the CD-ROM (services/isos.py, cdroms.py); a VM from a snapshot (vm_from_snapshot.py)
+STORAGE_DOMAIN_FILES = "storage_domain.files"
+VM_CHANGE_CD = "vm.change_cd"
+VM_READ_CD = "vm.read_cd"
+VM_FROM_SNAPSHOT = "vm.from_snapshot"
 
 DONE = ("finished", "failed", "aborted")
 

@@ -247,6 +247,13 @@ def counts(s, key_column, ids) -> dict:
     return out
 
 
+def hosts_with_fence_agents(s: Session, host_ids) -> set:
+    """Which of these hosts have at least one fence agent (power management on)."""
+    if not host_ids:
+        return set()
+    return set(s.scalars(select(FenceAgent.host_id).where(FenceAgent.host_id.in_(list(host_ids))).distinct()))
+
+
 def vm_counts(s, host_ids) -> dict:
     return counts(s, Vm.host_id, host_ids)
 

@@ -78,21 +78,25 @@ def run_create(ctx, s, job):
 def _take(ctx, s, vm, snap, job):
     if vm.status not in ("down", "up"):
         raise conflict(f"VM {vm.name} is {vm.status}; snapshots are taken when it is up or down")
-    frozen, new_tops = {}, {}
-    for _att, disk, sd in disk_svc.vm_disks(s, vm.id):
+    frozen, new_tops, unplugged = {}, {}, set()
+    for att, disk, sd in disk_svc.vm_disks(s, vm.id):
         frozen[disk.id] = disk.active_volume
         new_tops[disk.id] = (disk, sd, disk_svc.new_volume_name(disk.id))
+        if not att.active:
+            unplugged.add(disk.id)
     live = vm.status == "up"
+    # a disk unplugged from the running VM (hot-plug) is not in its domain: its overlay is made cold
+    pivots = {i: top for i, top in new_tops.items() if live and i not in unplugged}
     jobs.step(s, job, f"{'Live' if live else 'Cold'} snapshot of {len(new_tops)} disk(s) of VM {vm.name}")
     s.commit()
-    if live and new_tops:
+    if pivots:
         # libvirt pivots the running qemu onto new overlays (external, disk-only)
         host, conn, dom = _domain(ctx, s, vm)
         try:
             if dom is None:
                 raise conflict(f"VM {vm.name} is not running on host {host.name}")
             xml = virt.snapshot_xml([(disk_svc.volume_path(sd, disk.active_volume), disk_svc.volume_path(sd, new))
-                                     for disk, sd, new in new_tops.values()])
+                                     for disk, sd, new in pivots.values()])
             flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
                      | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
             virt.with_deadline(lambda: dom.snapshotCreateXML(xml, flags), ctx.config.libvirt_timeout * 3,
@@ -101,8 +105,8 @@ def _take(ctx, s, vm, snap, job):
             raise conflict(f"snapshot of VM {vm.name} failed: {e}")
         finally:
             conn.close()
-    else:
-        for disk, sd, new in new_tops.values():
+    for i, (disk, sd, new) in new_tops.items():
+        if i not in pivots:
             with disk_svc.pool_for(ctx, s, sd) as pool:
                 virt.create_volume(pool, new, disk.provisioned_size, disk_svc.volume_path(sd, disk.active_volume))
     for disk, sd, new in new_tops.values():
@@ -173,7 +177,8 @@ def remove_snapshot(ctx, s, vm, snap):
     # The snapshot's qcow2 layer stays in the chain (merging layers is not
     # implemented yet); its space is freed when the VM's disks are removed.
     if snap.status == "locked":
-        raise conflict(f"snapshot '{snap.description}' is being created")
+        raise conflict(f"snapshot '{snap.description}' is being "
+                       f"{'copied to a new VM' if snap.volumes else 'created'}")
     if snap.status in (IN_PREVIEW, PREVIEW):
         raise conflict(f"snapshot '{snap.description}' is part of the preview of VM {vm.name}; commit or "
                        "undo the preview first")
@@ -194,14 +199,22 @@ def _claimed_for(s, vm, snap, doing, in_preview_doing):
     _claimed(s, vm, doing)
 
 
+def _locked_for(snap) -> str:
+    """Why a snapshot is locked: one being taken has no volumes yet; one that
+    has them is being copied to a new VM (services/vm_from_snapshot.py)."""
+    return "copied to a new VM" if snap.volumes else "taken"
+
+
 def _claimed(s, vm, doing):
     """No snapshot of the VM being taken (its job moves the disks' active
     volumes, which restore, preview, commit and undo replace), then the VM
     claimed for the job; its callers have checked it is down (the claim
     refuses it atomically if it no longer is)."""
-    taking = s.scalar(select(Snapshot.description).where(Snapshot.vm_id == vm.id, Snapshot.status == "locked"))
-    if taking is not None:
-        raise conflict(f"snapshot '{taking}' of VM {vm.name} is being taken; {doing} once it is done")
+    busy = s.execute(select(Snapshot.description, Snapshot.volumes)
+                     .where(Snapshot.vm_id == vm.id, Snapshot.status == "locked")).first()
+    if busy is not None:
+        raise conflict(f"snapshot '{busy.description}' of VM {vm.name} is being {_locked_for(busy)}; {doing} "
+                       "once it is done")
     _claim(s, vm, ("down",), "image_locked", 3600, verb=f"{doing} of")
 
 

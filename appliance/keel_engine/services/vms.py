@@ -24,8 +24,9 @@ from keel_common import domainxml
 from .. import virt
 from ..errors import Fault, bad_request, conflict
 from ..models import BLANK_TEMPLATE_ID, Cluster, Disk, Host, Network, Nic, StorageDomain, Template, Vm, utcnow
-from . import access, events, jobs, lookup, roles, scheduler
+from . import access, events, jobs, lookup, roles, scheduler, vm_init
 from . import disks as disk_svc
+from .cloud_init import Initialization
 from .lookup import Ref
 
 log = logging.getLogger("keel.engine.vms")
@@ -55,6 +56,7 @@ class VmSpec:
     lease_storage_domain: Ref | None = None
     clone: bool = False                # independent full copies of the template's disks, not thin overlays
     boot: "DirectBoot | None" = None
+    initialization: Initialization | None = None   # cloud-init, stored for a later start
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class VmChanges:
     lease_storage_domain: Ref | None = None
     remove_lease: bool = False
     boot: DirectBoot | None = None
+    initialization: Initialization | None = None   # merged into the stored one ("" clears a field)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class NicSpec:
     interface: str = "virtio"
     mac: str | None = None
     network: Ref | None = None         # a vNIC profile's id is its network's id
+    plugged: bool = True               # False: configured, not in the VM's domain
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ def add_vm(ctx, s, spec: VmSpec) -> tuple[Vm, jobs.Job | None]:
         vm.lease_storage_domain_id = sd.id
     s.add(vm)
     s.flush()
+    vm_init.store(s, vm, spec.initialization)
     job = None
     tdisks = disk_svc.template_disks(s, template.id)
     copies = {}
@@ -231,9 +236,11 @@ def clone_vm(ctx, s, source, name: str) -> tuple[Vm, jobs.Job | None]:
     vm = Vm(name=name, cluster_id=source.cluster_id, template_id=source.template_id,
             description=source.description, memory=source.memory, cpus=source.cpus, os_type=source.os_type,
             high_availability=source.high_availability, ha_priority=source.ha_priority,
-            kernel_path=source.kernel_path, initrd_path=source.initrd_path, kernel_params=source.kernel_params)
+            kernel_path=source.kernel_path, initrd_path=source.initrd_path, kernel_params=source.kernel_params,
+            cdrom_file=source.cdrom_file, cdrom_storage_domain_id=source.cdrom_storage_domain_id)
     s.add(vm)
     s.flush()
+    vm_init.copy(s, source.id, vm.id)
     for nic in s.scalars(select(Nic).where(Nic.vm_id == source.id).order_by(Nic.name)).all():
         s.add(Nic(vm_id=vm.id, name=nic.name, mac=_new_mac(s), interface=nic.interface,
                   network_id=nic.network_id))
@@ -278,6 +285,7 @@ def update_vm(ctx, s, vm, ch: VmChanges) -> Vm:
         if vm.status not in ("down", "image_locked"):
             raise conflict(f"VM {vm.name} is {vm.status}; change how it boots while it is down")
         _set_boot(vm, ch.boot)
+    vm_init.store(s, vm, ch.initialization)     # any time: a later start uses it
     if ch.high_availability is not None:
         vm.high_availability = ch.high_availability
     if ch.ha_priority is not None:
@@ -310,7 +318,12 @@ def remove_vm(ctx, s, vm) -> jobs.Job | None:
     access.check(ctx, s, "delete_vm", vm)
     if vm.status != "down":
         raise conflict(f"VM {vm.name} is {vm.status}; stop it before removing it")
-    if not disk_svc.vm_disks(s, vm.id) and not vm.lease_storage_domain_id:
+    # a locked disk is being read or written (copied to a VM made from one of this VM's snapshots)
+    busy = [d.name for _a, d, _sd in disk_svc.vm_disks(s, vm.id) if d.status == "locked"]
+    if busy:
+        raise conflict(f"disk {', '.join(busy)} of VM {vm.name} is locked by an operation in progress; "
+                       "remove the VM when it is done")
+    if not disk_svc.vm_disks(s, vm.id) and not vm.lease_storage_domain_id and not vm.seed_volume:
         _remove_rows(ctx, s, vm, delete_volumes=False)
         events.add(s, events.VM_REMOVED, f"VM {vm.name} was removed.", user_id=ctx.user_id)
         return None
@@ -339,6 +352,8 @@ def _remove_rows(ctx, s, vm, delete_volumes):
         s.delete(disk)
     if vm.lease_storage_domain_id and ctx.leases is not None:
         ctx.leases.remove(s, vm)
+    if delete_volumes and vm.seed_volume:
+        vm_init.remove_seed(ctx, s, vm, "the VM is removed")
     s.delete(vm)
     s.flush()
 
@@ -406,22 +421,35 @@ def display_address(host) -> str:
 def domain_of(ctx, s, vm, lease=None) -> domainxml.Domain:
     """What runs on the VM's host (vm.host_id). Its display's password is
     random and told to no one: a console ticket replaces it."""
-    disks = tuple(domainxml.Disk(path=disk_svc.volume_path(sd, disk.active_volume), interface=att.interface)
-                  for att, disk, sd in disk_svc.vm_disks(s, vm.id) if att.active)
-    nics = []
-    for nic in s.scalars(select(Nic).where(Nic.vm_id == vm.id).order_by(Nic.name)):
-        net = s.get(Network, nic.network_id) if nic.network_id else None
-        bridge = ctx.config.bridge_map.get(net.name, net.name) if net else None
-        nics.append(domainxml.Nic(mac=nic.mac, model=nic.interface if nic.interface in NIC_MODELS else "virtio",
-                                  bridge=bridge))
+    disks = tuple(disk_device(att, disk, sd) for att, disk, sd in disk_svc.vm_disks(s, vm.id) if att.active)
+    # the VM's CD-ROM (services/cdroms.py), the domain's first CD-ROM drive: a live change finds it so
+    cd_sd = s.get(StorageDomain, vm.cdrom_storage_domain_id) if vm.cdrom_file and vm.cdrom_storage_domain_id else None
+    disks += (domainxml.Disk(path=disk_svc.volume_path(cd_sd, vm.cdrom_file) if cd_sd else None, format="raw",
+                             device="cdrom", interface="ide", optional=True),)
+    seed = vm_init.seed_disk(s, vm)     # this boot's cloud-init seed: a second CD-ROM drive
+    disks += (seed,) if seed is not None else ()
+    nics = [nic_device(ctx, s, nic) for nic in s.scalars(select(Nic).where(Nic.vm_id == vm.id, Nic.plugged)
+                                                         .order_by(Nic.name))]
     bootable = any(att.bootable for att, _d, _sd in disk_svc.vm_disks(s, vm.id))
     return domainxml.Domain(name=vm.name, uuid=vm.id, memory_bytes=vm.memory, vcpus=vm.cpus, type="qemu",
                             description=vm.description or "", disks=disks, nics=tuple(nics), lease=lease,
                             boot=None if vm.kernel_path else "hd" if bootable else "network",
                             kernel=vm.kernel_path or None, initrd=vm.initrd_path or None,
-                            cmdline=vm.kernel_params or None, guest_agent=True,
+                            cmdline=vm.kernel_params or None, guest_agent=True, rng=True,
                             vnc=domainxml.Vnc(listen=display_address(s.get(Host, vm.host_id)),
                                               password=domainxml.new_password()))
+
+
+def nic_device(ctx, s, nic) -> domainxml.Nic:
+    """A NIC as the VM's domain has it: at start, and hot-plugged (services/hotplug.py)."""
+    net = s.get(Network, nic.network_id) if nic.network_id else None
+    bridge = ctx.config.bridge_map.get(net.name, net.name) if net else None
+    return domainxml.Nic(mac=nic.mac, model=nic.interface if nic.interface in NIC_MODELS else "virtio", bridge=bridge)
+
+
+def disk_device(att, disk, sd) -> domainxml.Disk:
+    """A disk as the VM's domain has it: at start, and hot-plugged."""
+    return domainxml.Disk(path=disk_svc.volume_path(sd, disk.active_volume), interface=att.interface)
 
 
 def _storage_domains(s, vm):
@@ -443,14 +471,16 @@ class _HostCannotLease(Exception):
 
 
 def _explain(err) -> str:
-    text = str(err)
+    text = err.detail if isinstance(err, Fault) else str(err)
     for needle, meaning in LOCK_ERRORS.items():
         if f"Failed to acquire lock: {needle}" in text:
             return f"{meaning} ({text})"
     return text
 
 
-def request_start(ctx, s, vm, host=None) -> jobs.Job:
+def request_start(ctx, s, vm, host=None, use_cloud_init=False, initialization: Initialization | None = None
+                  ) -> jobs.Job:
+    """use_cloud_init, initialization: oVirt's run-once cloud-init (services/vm_init.py)."""
     access.check(ctx, s, "run_vm", vm)
     if host is not None:
         access.require_visible(ctx, s, host, "host")
@@ -458,10 +488,11 @@ def request_start(ctx, s, vm, host=None) -> jobs.Job:
         raise conflict(f"VM {vm.name} is {vm.status}; only a down VM can be started")
     if host is not None:
         scheduler.pick(s, vm, required=host)   # a pinned host that cannot take it: say so now
+    seed = vm_init.plan_start(ctx, s, vm, use_cloud_init, initialization)
     _claim(s, vm, ("down",), "wait_for_launch", _start_budget(ctx), verb="start", stop_reason="")
     where = f" on host {host.name}" if host else ""
-    return jobs.submit(s, jobs.VM_START, {"vm_id": vm.id, "host_id": host.id if host else None},
-                       f"Starting VM {vm.name}{where}", ctx.user_id)
+    return jobs.submit(s, jobs.VM_START, {"vm_id": vm.id, "host_id": host.id if host else None, **seed},
+                       f"Starting VM {vm.name}{where}{' with cloud-init' if seed else ''}", ctx.user_id)
 
 
 def _start_budget(ctx):
@@ -470,13 +501,15 @@ def _start_budget(ctx):
 
 def run_start(ctx, s, job):
     host = s.get(Host, job.params["host_id"]) if job.params.get("host_id") else None
-    vm, target = start_vm(ctx, s, _vm(s, job), host, job=job, claimed=True)
+    vm = _vm(s, job)
+    vm, target = start_vm(ctx, s, vm, host, job=job, claimed=True, cloud_init=vm_init.for_job(ctx, s, job))
     return {"vm_id": vm.id, "host_id": target.id}
 
 
-def start_vm(ctx, s, vm, host=None, job=None, claimed=False):
-    """Start a down VM (worker only): lease, host, domain. Returns (vm, host).
-    On failure the VM is down again and the Fault says why."""
+def start_vm(ctx, s, vm, host=None, job=None, claimed=False, cloud_init: Initialization | None = None):
+    """Start a down VM (worker only): lease, host, domain (with a cloud-init
+    seed made from `cloud_init`). Returns (vm, host). On failure the VM is
+    down again and the Fault says why."""
     if not claimed:
         if vm.status != "down":
             raise conflict(f"VM {vm.name} is {vm.status}; only a down VM can be started")
@@ -484,7 +517,7 @@ def start_vm(ctx, s, vm, host=None, job=None, claimed=False):
         s.commit()
     vm_id = vm.id
     try:
-        return _start(ctx, s, vm, host, job)
+        return _start(ctx, s, vm, host, job, cloud_init)
     except Fault:
         s.rollback()
         vm = s.get(Vm, vm_id)
@@ -494,7 +527,7 @@ def start_vm(ctx, s, vm, host=None, job=None, claimed=False):
         raise
 
 
-def _start(ctx, s, vm, host, job):
+def _start(ctx, s, vm, host, job, cloud_init=None):
     # the lease is made ready on storage first: a failure here (storage unwritable,
     # no lockspace configured, lease held) leaves the VM down, untouched
     if job is not None:
@@ -515,7 +548,7 @@ def _start(ctx, s, vm, host, job):
                 raise
             raise conflict(f"failed to start VM {vm.name}: {last}") from None
         try:
-            return _start_on(ctx, s, vm, target, lease, job), target
+            return _start_on(ctx, s, vm, target, lease, job, cloud_init), target
         except _HostCannotLease as exc:
             if host is not None:
                 raise conflict(f"failed to start VM {vm.name} on host {target.name}: {exc}") from None
@@ -525,15 +558,16 @@ def _start(ctx, s, vm, host, job):
             last = f"host {target.name}: {exc}"
 
 
-def _start_on(ctx, s, vm, target, lease, job):
+def _start_on(ctx, s, vm, target, lease, job, cloud_init=None):
     vm.host_id, vm.busy_until = target.id, utcnow() + timedelta(seconds=_start_budget(ctx))
     if job is not None:
         jobs.step(s, job, f"Starting VM {vm.name} on host {target.name}")
     s.commit()
-    xml = domainxml.domain_xml(domain_of(ctx, s, vm, lease))
-    pools = _storage_domains(s, vm)
-    s.commit()      # no transaction stays open while the host starts the VM
     try:
+        vm_init.prepare_boot(ctx, s, vm, target, cloud_init)
+        xml = domainxml.domain_xml(domain_of(ctx, s, vm, lease))
+        pools = _storage_domains(s, vm)
+        s.commit()      # no transaction stays open while the host starts the VM
         conn = _conn(ctx, target)
         try:
             for sd in pools:
@@ -783,10 +817,12 @@ def _new_mac(s):
             return mac
 
 
-def add_nic(ctx, s, vm, spec: NicSpec) -> Nic:
+def add_nic(ctx, s, vm, spec: NicSpec) -> tuple[Nic, jobs.Job | None]:
+    """The NIC row; on an up VM a job plugs it in (services/hotplug.py), and
+    until then it shows unplugged."""
+    from . import hotplug   # it builds on this module
     access.check(ctx, s, "configure_vm_network", vm)
-    if vm.status != "down":
-        raise conflict(f"VM {vm.name} is {vm.status}; network interfaces are added while it is down")
+    live = hotplug.runs_live(vm, "network interfaces are added") and spec.plugged
     if spec.interface not in NIC_MODELS:
         raise bad_request(f"interface: expected one of {', '.join(NIC_MODELS)}, got '{spec.interface}'")
     if s.scalar(select(Nic).where(Nic.vm_id == vm.id, Nic.name == spec.name)):
@@ -799,29 +835,36 @@ def add_nic(ctx, s, vm, spec: NicSpec) -> Nic:
             raise conflict(f"MAC address {mac} is already in use")
     net = lookup.resolve(s, Network, spec.network, "network", "vnic_profile")
     nic = Nic(vm_id=vm.id, name=spec.name, mac=mac or _new_mac(s), interface=spec.interface,
-              network_id=net.id if net else None)
+              network_id=net.id if net else None, plugged=spec.plugged and not live)
     s.add(nic)
     s.flush()
-    events.add(s, events.OBJECT_ADDED, f"Network interface {spec.name} was added to VM {vm.name}.",
-               vm_id=vm.id, user_id=ctx.user_id)
-    return nic
+    if live:
+        return nic, hotplug.submit_nic(ctx, s, vm, nic, hotplug.ADD)
+    events.add(s, events.OBJECT_ADDED, f"Network interface {spec.name} was added to VM {vm.name}"
+               f"{'' if spec.plugged else ' (unplugged)'}.", vm_id=vm.id, user_id=ctx.user_id)
+    return nic, None
 
 
-def remove_nic(ctx, s, vm, nic):
+def remove_nic(ctx, s, vm, nic) -> jobs.Job | None:
+    """At once, or on an up VM with the NIC plugged in by a job that unplugs it first."""
+    from . import hotplug   # it builds on this module
     access.check(ctx, s, "configure_vm_network", vm)
-    if vm.status != "down":
-        raise conflict(f"VM {vm.name} is {vm.status}; network interfaces are removed while it is down")
+    if hotplug.runs_live(vm, "network interfaces are removed") and nic.plugged:
+        return hotplug.submit_nic(ctx, s, vm, nic, hotplug.REMOVE)
     s.delete(nic)
     events.add(s, events.OBJECT_REMOVED, f"Network interface {nic.name} was removed from VM {vm.name}.",
                vm_id=vm.id, user_id=ctx.user_id)
+    return None
 
 
 # ---- disk attachments ---------------------------------------------------------
 def add_disk_attachment(ctx, s, vm, spec: AttachmentSpec):
-    """Returns (attachment, job creating the new disk's volume or None)."""
+    """Returns (attachment, job creating the new disk's volume or None). On an
+    up VM an active attachment is plugged in by a job (which makes a new
+    disk's volume first); until then it shows inactive."""
+    from . import hotplug   # it builds on this module
     access.check(ctx, s, "configure_vm_storage", vm)
-    if vm.status != "down":
-        raise conflict(f"VM {vm.name} is {vm.status}; disks are attached while it is down")
+    live = hotplug.runs_live(vm, "disks are attached") and spec.active
     if spec.interface not in DISK_INTERFACES:
         raise bad_request(f"interface: expected one of {', '.join(DISK_INTERFACES)}, got '{spec.interface}'")
     job = None
@@ -832,21 +875,32 @@ def add_disk_attachment(ctx, s, vm, spec: AttachmentSpec):
             raise conflict(f"disk {disk.name} belongs to a template")
     else:
         n = len(disk_svc.vm_disks(s, vm.id)) + 1
-        disk, job = disk_svc.add_disk(ctx, s, spec.new_disk, default_name=f"{vm.name}_Disk{n}")
-    att = disk_svc.attach(s, vm, disk, spec.interface, spec.bootable, spec.active)
+        if live:
+            disk = disk_svc.new_disk(ctx, s, spec.new_disk, default_name=f"{vm.name}_Disk{n}")
+        else:
+            disk, job = disk_svc.add_disk(ctx, s, spec.new_disk, default_name=f"{vm.name}_Disk{n}")
+    if live:
+        hotplug.check_pluggable(vm, spec.interface, disk, s.get(StorageDomain, disk.storage_domain_id),
+                                new=spec.new_disk is not None)
+    att = disk_svc.attach(s, vm, disk, spec.interface, spec.bootable, spec.active and not live)
     s.flush()
+    if live:
+        return att, hotplug.submit_disk(ctx, s, vm, disk, hotplug.ADD, new=spec.new_disk is not None)
     events.add(s, events.OBJECT_ADDED, f"Disk {disk.name} was attached to VM {vm.name}.", vm_id=vm.id,
                user_id=ctx.user_id)
     return att, job
 
 
 def remove_disk_attachment(ctx, s, vm, att, detach_only=True) -> jobs.Job | None:
+    """At once, or on an up VM with the disk plugged in by a job that unplugs it first."""
+    from . import hotplug   # it builds on this module
     access.check(ctx, s, "configure_vm_storage", vm)
-    if vm.status != "down":
-        raise conflict(f"VM {vm.name} is {vm.status}; disks are detached while it is down")
+    live = hotplug.runs_live(vm, "disks are detached") and att.active
     disk = s.get(Disk, att.disk_id)
     if not detach_only:
         access.check(ctx, s, "delete_disk", disk)   # while it is still the VM's
+    if live:
+        return hotplug.submit_disk(ctx, s, vm, disk, hotplug.REMOVE, delete_disk=not detach_only)
     s.delete(att)
     s.flush()
     events.add(s, events.OBJECT_REMOVED, f"Disk {disk.name} was detached from VM {vm.name}.",

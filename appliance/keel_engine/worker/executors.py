@@ -1,5 +1,6 @@
 """What the engine worker runs for each kind of job: one visible table."""
-from ..services import consoles, disks, hosts, inventory, jobs, snapshots, templates, vms
+from ..services import consoles, disks, hosts, hotplug, inventory, jobs, snapshots, templates, vms
+from ..services import cdroms, isos, vm_from_snapshot
 
 
 def table(power) -> dict:
@@ -19,6 +20,8 @@ def table(power) -> dict:
         jobs.VM_REBOOT: vms.run_reboot,
         jobs.VM_MIGRATE: vms.run_migrate,
         jobs.VM_CONSOLE_TICKET: consoles.run_ticket,
+        jobs.VM_NIC_PLUG: hotplug.run_nic,
+        jobs.VM_DISK_PLUG: hotplug.run_disk,
         jobs.DISK_CREATE: disks.run_create,
         jobs.DISK_REMOVE: disks.run_remove,
         jobs.DISK_RESIZE: disks.run_resize,
@@ -29,4 +32,8 @@ def table(power) -> dict:
         jobs.SNAPSHOT_UNDO: snapshots.run_undo,
         jobs.TEMPLATE_CREATE: templates.run_create,
         jobs.TEMPLATE_REMOVE: templates.run_remove,
+        jobs.STORAGE_DOMAIN_FILES: isos.run_listing,
+        jobs.VM_CHANGE_CD: cdroms.run_change,
+        jobs.VM_READ_CD: cdroms.run_read,
+        jobs.VM_FROM_SNAPSHOT: vm_from_snapshot.run_create,
     }

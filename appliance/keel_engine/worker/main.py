@@ -1,5 +1,6 @@
 """The engine worker process: the lease, the host monitor, power management,
-the job runner and the VM pool keeper, wired together."""
+the job runner, the VM pool keeper and the cloud-init seed reaper, wired
+together."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from . import executors, lease
 from .monitor import Monitor
 from .pools import PoolKeeper
 from .runner import JobRunner
+from .seeds import SeedReaper
 
 log = logging.getLogger("keel.engine.worker")
 JOB_POLL = 0.1        # seconds between looks at the job queue
@@ -34,6 +36,7 @@ class Worker:
         self.ctx.leases = self.power.leases
         self.monitor = Monitor(self.ctx, self.power)
         self.pools = PoolKeeper(self.ctx, db.make_sessionmaker(self.engine, writes=True))
+        self.seeds = SeedReaper(self.ctx)
         self.owner = lease.owner_name(f"{id(self):x}")
         self.runner = JobRunner(self.ctx, executors.table(self.power), config.job_threads, self.owner)
         self.stopping = threading.Event()
@@ -78,6 +81,8 @@ class Worker:
         self._monitor_thread.start()
         self._pools_thread = threading.Thread(target=self.pools.run_forever, daemon=True, name="pools")
         self._pools_thread.start()
+        self._seeds_thread = threading.Thread(target=self.seeds.run_forever, daemon=True, name="seeds")
+        self._seeds_thread.start()
 
     def _clear_expired_tickets(self) -> None:
         """A console ticket's password leaves the database when it expires,
@@ -103,9 +108,12 @@ class Worker:
         self.stopping.set()
         self.monitor.stopping.set()
         self.pools.stopping.set()
+        self.seeds.stopping.set()
         self.power.stop(timeout=10)
         self.runner.shutdown(wait=False)
         if self._monitor_thread is not None:
             self._monitor_thread.join(30)
         if getattr(self, "_pools_thread", None) is not None:
             self._pools_thread.join(30)
+        if getattr(self, "_seeds_thread", None) is not None:
+            self._seeds_thread.join(30)

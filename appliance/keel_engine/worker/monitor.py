@@ -3,7 +3,8 @@ inside web workers. Every interval it polls every host through libvirt (in
 parallel, each under a deadline), keeps host status and every VM's real
 state in the database, writes an event for every change, enforces graceful
 shutdown deadlines, tells power management about failed hosts and HA VMs
-that went down, and copies the HA agents' records for the dashboard."""
+that went down, copies the HA agents' records for the dashboard and asks
+running VMs' guest agents what they report (worker/guest_agents.py)."""
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from ..services import events
 from ..services import hosts as host_svc
 from ..services import usage
 from ..timeutil import aware
+from .guest_agents import GuestAgents
 from .ha_view import HaView
 
 log = logging.getLogger("keel.engine.monitor")
@@ -82,6 +84,7 @@ class Monitor:
         self.fenced_announced = set()   # fenced hosts whose polling was logged
         self.ha_down = []
         self.ha_view = HaView(ctx)
+        self.guests = GuestAgents(ctx)
         self.sample_every = SAMPLE_EVERY
         self.usage_failing = False     # the last recording failed (said once, until one works)
         self.stopping = threading.Event()
@@ -103,6 +106,7 @@ class Monitor:
                 last_sample = started
                 self.record_usage()
             self.ha_view.refresh()   # the hosted engine's HA state for the dashboard; never raises
+            self.guests.refresh()    # what running VMs' guest agents report; never raises, never waits
             self.stopping.wait(max(0.1, self.config.monitor_interval - (time.monotonic() - started)))
 
     def poll_once(self):
