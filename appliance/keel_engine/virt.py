@@ -146,6 +146,10 @@ def _volume_xml(name, size, backing_path=None, fmt="qcow2"):
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit="bytes").text = str(int(size))
+    if fmt == "raw":
+        # sparse: otherwise libvirt fills a raw file with zeros first, which
+        # fails on NFS mounts ("cannot fill file"); the upload writes it all anyway
+        ET.SubElement(vol, "allocation", unit="bytes").text = "0"
     ET.SubElement(ET.SubElement(vol, "target"), "format", type=fmt)
     if backing_path:
         bs = ET.SubElement(vol, "backingStore")

@@ -78,7 +78,7 @@ def test_the_admin_playbook_runs_without_a_failed_task(auto_engine, ansible_play
     # ovirt_template's update, once (the second task found nothing to change)
     assert tpl["description"] == "web servers" and int(tpl["memory"]) == 96 * 2 ** 20
     assert facts["template_changed"] is True and facts["template_again"] is False
-    assert facts["cluster_again"] is False and facts["hosts_again"] is False
+    assert facts["cluster_again"] is False and facts["hosts_again"] is False and facts["nic_again"] is False
     # ovirt_vm with clone: true: web2's disk is a whole copy of the template's, backed by nothing
     web2 = api.get(f"{auto_engine.url}/vms/{facts['web2']}").json()
     assert web2["status"] == "down" and web2["template"]["id"] == tpl["id"]

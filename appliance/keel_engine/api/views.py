@@ -207,7 +207,7 @@ def nic(n, reported=None):
     out = {"id": n.id, "href": base, "name": n.name,
            "interface": n.interface, "mac": {"address": n.mac}, "plugged": n.plugged, "linked": True,
            "vnic_profile": ref("vnicprofiles", n.network_id), "network": ref("networks", n.network_id),
-           "vm": ref("vms", n.vm_id), "link": links(base, "reporteddevices")}
+           "vm": ref("vms", n.vm_id), "link": links(base, "reporteddevices", "networkfilterparameters")}
     if reported is not None:
         out["reported_devices"] = Many("reported_device", reported)
     return out

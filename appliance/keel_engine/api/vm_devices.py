@@ -5,9 +5,10 @@ VM's configured memory and CPUs); where Keel has no such device or feature
 empty collection, never a 404, so clients that list them before deciding
 work unchanged. Writes to them are refused with a 400 that says so."""
 from flask import current_app
+from sqlalchemy import select
 
 from ..errors import bad_request, not_found
-from ..models import Vm
+from ..models import Nic, Vm
 from ..representation import Many
 from ..services import consoles, jobs, reads
 from . import schemas, views
@@ -42,6 +43,23 @@ def _empty_list(path, tag, item, what):
 
 for _entry in EMPTY_VM_COLLECTIONS:
     _empty_list(*_entry)
+
+
+# ovirt_nic compares a NIC's network filter parameters with the ones it is given
+@route("/vms/<ident>/nics/<nic>/networkfilterparameters", ["GET"],
+       "A NIC's network filter parameters: always empty in Keel (no network filters)")
+def vm_nic_filter_parameters(ident, nic):
+    v = row(reads.VMS, ident)
+    if not session().scalar(select(Nic.id).where(Nic.vm_id == v.id, Nic.id == nic)):
+        raise not_found("network interface", nic)
+    return render("network_filter_parameters", Many("network_filter_parameter", []))
+
+
+@route("/vms/<ident>/nics/<nic>/networkfilterparameters", ["POST"],
+       "Refused: network filters are not supported yet")
+def vm_nic_filter_parameters_add(ident, nic):
+    row(reads.VMS, ident)
+    raise bad_request("network_filter_parameter: network filters are not supported yet")
 
 
 def _stat(vm_or_host_kind, owner_id, name, description, unit, value, kind="gauge", type_="integer"):
