@@ -5,16 +5,16 @@ VM's configured memory and CPUs); where Keel has no such device or feature
 empty collection, never a 404, so clients that list them before deciding
 work unchanged. Writes to them are refused with a 400 that says so."""
 from flask import current_app
-from sqlalchemy import select
 
 from ..errors import bad_request, not_found
-from ..models import Nic, Vm
+from ..models import Vm
 from ..representation import Many
 from ..services import consoles, jobs, reads
 from . import schemas, views
 from .common import obj, row
 from .fields import get
 from .framework import body, ctx, reader, render, route, session
+from .vms import _nic
 
 # (path, collection tag, item tag, what Keel lacks): empty answers
 EMPTY_VM_COLLECTIONS = (
@@ -49,9 +49,7 @@ for _entry in EMPTY_VM_COLLECTIONS:
 @route("/vms/<ident>/nics/<nic>/networkfilterparameters", ["GET"],
        "A NIC's network filter parameters: always empty in Keel (no network filters)")
 def vm_nic_filter_parameters(ident, nic):
-    v = row(reads.VMS, ident)
-    if not session().scalar(select(Nic.id).where(Nic.vm_id == v.id, Nic.id == nic)):
-        raise not_found("network interface", nic)
+    _nic(row(reads.VMS, ident).id, nic)     # 404 for an unknown NIC of this VM
     return render("network_filter_parameters", Many("network_filter_parameter", []))
 
 
