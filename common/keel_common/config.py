@@ -13,6 +13,7 @@ from typing import Any
 
 from . import ini
 from .ini import ConfigError  # noqa: F401  (re-exported: callers catch it from here)
+from .sanlock_disk import silence_limit
 
 DEFAULT_PATH = "/etc/keel/hosted-engine.conf"
 ENV_PATH = "KEEL_CONFIG"
@@ -48,12 +49,30 @@ class Timing:
 
     @property
     def fence_silence_s(self) -> float:
-        """How long a host's delta lease must have stood still before an
-        agent may fence that host: two and a half renewal periods (sanlock
-        renews every 2 io_timeouts), so one missed or late renewal (a slow
-        write) never counts; a host cut off from the network but still
-        reaching the storage keeps renewing and is never fenced."""
-        return 5.0 * self.io_timeout
+        """How long a host's delta lease must have stood still (and its etcd
+        record for `etcd_silence_s`) before an agent may fence that host: the silence limit
+        (`sanlock_disk.silence_limit`), 5 s in the fast profile, 30 s in
+        production. A host cut off from the network but still reaching the
+        storage keeps renewing and is never fenced; what the margin risks is
+        fencing a host that is cut off from etcd *and* late on the storage
+        by more than one io_timeout, which is losing the engine anyway; the
+        BMC's confirmed power-off keeps that safe."""
+        return silence_limit(self.io_timeout)
+
+    @property
+    def etcd_silence_s(self) -> float:
+        """How long a host's broker must have published nothing in etcd
+        (its record unchanged) to count as silent there, the other condition
+        of a fence: two missed publishes (one per cycle), each of which may
+        lag by a monitor's timeout: 3 s fast, 25 s production."""
+        return 2 * self.cycle + self.monitor_timeout
+
+    @property
+    def lease_read_period(self) -> float:
+        """How often brokers read the other hosts' delta leases: a silence
+        is dated by the read that found it, so a read per cycle would add up
+        to a cycle (10 s in production) to every fence: 1 s fast, 2 s production."""
+        return min(self.cycle, max(1.0, self.io_timeout / 5.0))
 
 
 PROFILES: dict[str, Timing] = {

@@ -45,6 +45,16 @@ class DeltaLease:
         return 8 * max(1, self.io_timeout) + WATCHDOG_ALLOWANCE
 
 
+def silence_limit(io_timeout: float) -> float:
+    """How long a host's delta lease must have stood still before it counts
+    as not renewing: one renewal period (sanlock renews every 2
+    io_timeouts) plus one io_timeout (the longest one renewal's write may
+    take), at least 3 s (a loaded machine delays a 1 s-io_timeout renewal
+    by seconds). The HA agents and the engine both judge by it."""
+    io = max(1.0, float(io_timeout))
+    return 2.0 * io + max(io, 3.0)
+
+
 def read_head(path: str, size: int) -> bytes:
     """The first ``size`` bytes of a lease file, read with O_DIRECT where the
     file system allows it (sanlock writes with O_DIRECT: no stale cache)."""
@@ -174,7 +184,8 @@ class LockspaceWatcher:
 
     def renewed_after(self, since: float, *names: str) -> bool | None:
         """True: the host renewed its lease after ``since`` (it reaches storage, it is alive);
-        False: no renewal for three renewal periods since then; None: too early to tell."""
+        False: its lease has stood still since then, for longer than a renewal period and a
+        late write's margin; None: too early to tell."""
         lease = self._named(names)
         if lease is None:
             return None
@@ -183,11 +194,21 @@ class LockspaceWatcher:
         seen = self._seen[lease.name]
         if seen.lo is not None and seen.lo >= since:
             return True                        # changed between two reads, both after `since`
-        start = max(seen.first, since)
-        # sanlock renews every 2 * io_timeout seconds; allow two missed renewals
-        if self.clock() - start > 3 * 2 * max(1, lease.io_timeout):
+        # Unchanged since the read that found its last change for longer than
+        # the silence limit. A change found before `since` proves nothing
+        # about now, so it only starts the count.
+        if self.clock() - seen.hi > silence_limit(lease.io_timeout):
             return False
         return None
+
+    def watch_forever(self, stop: threading.Event, period: float = 1.0) -> None:
+        """Read every `period` s until `stop`, in a thread of the caller's:
+        a silence is then counted from the read after the last renewal, not
+        from the first read of an outage (and a stalled storage blocks only
+        this thread)."""
+        while not stop.is_set():
+            self._observe()
+            stop.wait(period)
 
     def expired(self, *names: str) -> bool:
         """True once sanlock itself would let another host take this host's leases."""

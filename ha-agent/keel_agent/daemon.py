@@ -83,7 +83,13 @@ def main(argv=None) -> int:
             sdnotify.notify(f"WATCHDOG=1\nSTATUS={d.memory.state}, score {d.score}")
         else:
             sdnotify.notify("STATUS=cycle failed")
-        stop.wait(max(0.0, cfg.timing.cycle - (time.monotonic() - started)))
+        wait = cfg.timing.cycle - (time.monotonic() - started)
+        for deadline in (agent.memory.fence_settle_until, agent.memory.fence_check_at):
+            if deadline is not None and deadline > time.time():
+                # a fence and the start after it wait for a deadline, not for
+                # the next cycle (up to 10 s later in production)
+                wait = min(wait, deadline - time.time() + 0.05)
+        stop.wait(max(0.0, wait))
     sdnotify.notify("STOPPING=1")
     # Others must not count on this host while no agent runs here; the
     # engine claim (held by the broker's etcd lease) still protects the VM.

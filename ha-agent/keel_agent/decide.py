@@ -22,7 +22,7 @@ S = State
 def decide(s: Snapshot, m: Memory, k: dict) -> Decision:
     if s.etcd_last_renewed is not None:
         m = replace(m, last_renewed=s.etcd_last_renewed)
-    m = replace(m, failures=facts.recent_failures(m, s.now, k))
+    m = replace(m, failures=facts.recent_failures(m, s.now, k), fence_check_at=None)
     live = facts.live_records(s)
     score, reasons = facts.score(s, m, k, live)
     st = _Step(s, m, k)

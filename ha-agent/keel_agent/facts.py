@@ -16,6 +16,15 @@ def live_records(s: Snapshot) -> dict[int, HostRecord]:
             if s.timing.record_is_live(r.timestamp, s.now) and not r.stopped}
 
 
+def silent_in_etcd(s: Snapshot, host_id: int) -> bool:
+    """The host's broker has not published for `etcd_silence_s` (or its
+    record is gone): one of the two silences before a fence. Shorter than
+    `record_stale_after` in production on purpose: the storage lease's
+    silence, checked too, is what tells a dead host from a cut-off one."""
+    rec = s.hosts.get(host_id)
+    return rec is None or s.now - rec.timestamp >= s.timing.etcd_silence_s
+
+
 def health(s: Snapshot) -> str:
     value = (s.monitors.get("engine_health") or {}).get("value") or {}
     return value.get("health", "unknown") if isinstance(value, dict) else "unknown"

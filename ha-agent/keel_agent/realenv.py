@@ -76,9 +76,16 @@ class LeaseReader:
         st = self.cfg.storage
         owners = sanlock.read_resource_owners(st.lockspace.encode(), st.lease_name.encode(),
                                               [(st.lease_path, 0)])
+        # The daemon's view of other hosts is as old as its last renewal (up
+        # to 2 io_timeouts): a host lease just released by a fence is read
+        # from the disk, as sanlock's own acquire does.
+        on_disk = read_delta_leases(st.lockspace_path) if owners and st.lockspace_path else {}
         live = []
         for owner in owners:
             hid = int(owner["host_id"])
+            disk = on_disk.get(hid)
+            if disk is not None and (disk.timestamp == 0 or disk.generation != owner.get("generation")):
+                continue
             try:
                 hosts = sanlock.get_hosts(st.lockspace.encode(), hid)
             except sanlock.SanlockException:
@@ -207,7 +214,8 @@ class RealEnvironment:
         kind = action.kind
         try:
             if kind == CLAIM:
-                ans = self.broker.call("claim")
+                ans = (self.broker.call("claim") if action.target is None
+                       else self.broker.call("claim", take_over=int(action.target)))
                 if ans.get("won"):
                     return Outcome(kind, True)
                 owner = ans.get("owner") or {}

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .facts import (best_other, engine_up_elsewhere, etcd_lost, health, health_reason, outcome,
-                    recent_failures)
+                    recent_failures, silent_in_etcd)
 from .score import backoff_seconds, better_by_margin
 from keel_common.bmc import FAILED, FENCED
 
 from .states import (BUSY, CHECK_LEASE, CLAIM, DESTROY_VM, FENCE_HOST, LOCK, LOST, RELEASE, SHUTDOWN_VM,
-                     START_SEQUENCE, START_VM, VM_RUNNING, VM_UNKNOWN, Action, Memory, Snapshot, State)
+                     START_SEQUENCE, START_VM, VM_ABSENT, VM_RUNNING, VM_UNKNOWN, Action, Memory, Snapshot, State)
 
 S = State
 RUNNING_STATES = (S.EngineStarting, S.EngineUp, S.EngineUpBadHealth)
@@ -174,6 +174,8 @@ def _engine_down(st: _Step, live, score: int) -> None:
     for req in s.requests:
         st.log.append(("warning", f"request {req} ignored: the engine VM is not running here"))
     if s.owner is not None:
+        if _take_over(st, live, score):
+            return
         rec = live.get(s.owner.host_id)
         if rec is not None and rec.engine.vm == "up":
             return st.stay(f"engine is up on host {rec.host_id}")
@@ -196,7 +198,7 @@ def _engine_down(st: _Step, live, score: int) -> None:
     best = best_other(s, live)
     if best is not None and (best.score, -best.host_id) > (score, -s.host_id):
         return st.stay(f"engine down; host {best.host_id} (score {best.score:g}) is the best host to start it")
-    fence, _ = _fence_or_wait(st, live)
+    fence, _ = _fence_or_wait(st)
     # The engine lease is already seen held by a dead host: claim (so that no
     # other agent fences too) and fence in this same cycle, not after a busy check.
     actions = (Action(CLAIM, "fence, then start"), fence) if fence is not None else _start_actions("best host")
@@ -205,22 +207,59 @@ def _engine_down(st: _Step, live, score: int) -> None:
           *actions, lease_wait_until=_lease_wait(s, k), fence_settle_until=None)
 
 
+def _take_over(st: _Step, live, score: int) -> bool:
+    """The engine claim's holder is dead for sure (both silences, its BMC
+    known): the best of the other hosts takes its claim over and fences it
+    in the same cycle, instead of waiting for its etcd lease's TTL (60 s in
+    production). The claim's compare-and-swap keeps the fencer unique."""
+    s, m = st.s, st.m
+    hid = s.owner.host_id
+    if hid == s.host_id or s.lease_owners is None or \
+            hid not in s.lease_owners or score <= 0 or m.backoff_until > s.now or s.vm != VM_ABSENT or \
+            not s.broker_ok or etcd_lost(s, m, st.k)[0]:
+        return False
+    others = {h: r for h, r in live.items() if h != hid}
+    best = best_other(s, others)
+    if best is not None and (best.score, -best.host_id) > (score, -s.host_id):
+        return False
+    fence, why = _fence_or_wait(st)
+    if fence is None or fence.target != hid:
+        # Both silences only have to grow: look again the moment they are
+        # long enough, not up to a cycle (10 s in production) later.
+        st.m = replace(st.m, fence_check_at=_silences_long_enough_at(s, hid))
+        return False
+    st.go(S.EngineStart, f"{why}; this host is the best (score {score}) and takes its engine claim over",
+          Action(CLAIM, f"take over host {hid}'s claim", target=hid), fence,
+          lease_wait_until=_lease_wait(s, st.k), fence_settle_until=None)
+    return True
+
+
+def _silences_long_enough_at(s: Snapshot, hid: int) -> float | None:
+    rec, lease = s.hosts.get(hid), s.delta_leases.get(hid)
+    if lease is None or hid not in s.bmcs:
+        return None
+    t = s.timing
+    at = max(s.now + t.fence_silence_s - lease[0], rec.timestamp + t.etcd_silence_s if rec is not None else s.now)
+    return at if at > s.now else None
+
+
 def _lease_wait(s: Snapshot, k: dict) -> float:
     # A dead holder's lease frees only after sanlock's expiry: keep the claim that long.
     return s.now + s.timing.lease_expiry_s + 2 * s.timing.cycle + k["lease_wait"]
 
 
-def _fence_or_wait(st: _Step, live) -> tuple[Action | None, str]:
+def _fence_or_wait(st: _Step) -> tuple[Action | None, str]:
     """The engine lease is held by another host. Fence it if it is dead for
     sure (no live record, its delta lease standing still, a BMC to confirm the
-    power-off); otherwise say what we wait for. Only the claim holder gets
-    here, so at most one agent fences at a time."""
+    power-off); otherwise say what we wait for. Only the claim holder, or a
+    host taking the claim over in the same cycle (a compare-and-swap only
+    one wins), gets here, so at most one agent fences at a time."""
     s, k = st.s, st.k
     holders = [h for h in (s.lease_owners or ()) if h != s.host_id]
     if not holders:
         return None, ""   # it looked free when observed: the retry below will tell
     hid = holders[0]
-    if hid in live:
+    if not silent_in_etcd(s, hid):
         return None, f"host {hid} is alive and holds the engine lease; waiting for it to release it"
     lease = s.delta_leases.get(hid)
     if lease is None:
@@ -240,7 +279,7 @@ def _fence_or_wait(st: _Step, live) -> tuple[Action | None, str]:
         if s.now < retry:
             return None, (f"fencing host {hid} failed ({last.detail or 'no detail'}); trying again "
                           f"{k['fence_retry']:g}s after the failure, meanwhile waiting for sanlock's expiry")
-    why = (f"host {hid} holds the engine lease, its record is stale and its storage lease has stood "
+    why = (f"host {hid} holds the engine lease, is silent in etcd and its storage lease has stood "
            f"still for {silence:.0f}s: fencing it through its BMC")
     return Action(FENCE_HOST, why, target=hid), why
 
@@ -277,7 +316,7 @@ def _engine_start(st: _Step, live, score: int) -> None:
         return st.go(S.EngineDown, reason, lease_wait_until=None)
     if lease is not None and not lease.ok and lease.code == BUSY:
         if m.lease_wait_until is not None and s.now < m.lease_wait_until:
-            fence_action, note = _fence_or_wait(st, live)
+            fence_action, note = _fence_or_wait(st)
             if fence_action is not None:
                 return st.stay(note, fence_action)
             return st.stay(f"engine lease held by {lease.detail}; keeping the claim: {note}" if note else "",
@@ -348,6 +387,8 @@ def _maybe_away(st: _Step, live, score: int) -> None:
         return st.go(S.LocalMaintenance, "local maintenance is set")
     if s.owner is None:
         return st.go(S.EngineDown, "the engine claim was released or expired")
+    if _take_over(st, live, score):
+        return
     rec = live.get(s.owner.host_id)
     if rec is not None and rec.engine.vm == "up":
         return st.go(S.EngineDown, f"engine is up on host {rec.host_id}")

@@ -300,7 +300,7 @@ class SimHostEnvironment:
         if a.kind == CLAIM:
             if not h.reaches_etcd or h.etcd_renewed is None:
                 return Outcome(a.kind, False, ERROR, "etcd unreachable")
-            if w.owner is None:
+            if w.owner is None or (a.target is not None and w.owner.host_id == a.target):
                 w.owner = EngineClaim(self.hid, f"host{self.hid}", w.now)
             elif w.owner.host_id != self.hid:
                 return Outcome(a.kind, False, LOST, f"owned by host {w.owner.host_id}")

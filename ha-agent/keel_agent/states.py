@@ -42,7 +42,9 @@ CLAIM, RELEASE, CHECK_LEASE, START_VM, SHUTDOWN_VM, DESTROY_VM = (
 # Power a dead engine host off through its BMC and, once the BMC confirms it
 # is off, release its sanlock host lease (so the engine lease it held is free
 # now, not after sanlock's host-dead time). Only the engine claim's holder
-# fences: the claim makes the fencer unique.
+# fences: the claim makes the fencer unique. A claim with a target takes the
+# claim over from that (dead) host, so the fence need not wait for its etcd
+# lease to expire; of two agents trying, one wins the compare-and-swap.
 FENCE_HOST = "fence_host"
 START_SEQUENCE = (CLAIM, CHECK_LEASE, START_VM)
 
@@ -57,7 +59,7 @@ ERROR = "error"        # anything else
 class Action:
     kind: str
     reason: str = ""
-    target: int | None = None        # the host a fence_host acts on
+    target: int | None = None        # the host a fence_host acts on, or whose claim a claim takes over
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Memory:
     after_stop: State | None = None       # where a stop ends (EngineDown / LocalMaintenance)
     lease_wait_until: float | None = None
     fence_settle_until: float | None = None  # after our fence: no start before this
+    fence_check_at: float | None = None   # when a dead claim holder's silences will be long enough
     last_renewed: float | None = None     # last etcd renewal seen (survives a broker outage)
     note: str = ""                        # last "waiting" note logged (log once)
     score_note: str | None = None         # penalties of the last score logged

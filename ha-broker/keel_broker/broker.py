@@ -241,7 +241,10 @@ class Broker:
         return {"written": written}
 
     def op_claim(self, req):
-        won, owner = self.etcd.claim(self.cfg.host_id, self.cfg.hostname)
+        take_over = req.get("take_over")
+        if take_over is not None and (isinstance(take_over, bool) or not isinstance(take_over, int)):
+            raise RequestError("take_over must be a host id")
+        won, owner = self.etcd.claim(self.cfg.host_id, self.cfg.hostname, take_over)
         if won:
             with self._lock:
                 self._cluster = dict(self._cluster, owner=owner)

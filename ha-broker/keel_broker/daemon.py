@@ -34,7 +34,7 @@ def build_broker(cfg):
     ]
     etcd = EtcdSession(cfg.etcd, ttl=t.etcd_lease_ttl, timeout=max(1.0, min(t.monitor_timeout * 2, 5.0)))
     return Broker(cfg, etcd, HostIdLease(cfg), monitors,
-                  peer_leases=PeerLeases(cfg.storage.lockspace_path, period=t.cycle))
+                  peer_leases=PeerLeases(cfg.storage.lockspace_path, period=t.lease_read_period))
 
 
 def main(argv=None) -> int:

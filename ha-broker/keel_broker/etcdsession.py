@@ -173,9 +173,13 @@ class EtcdSession:
         self._call(lambda c: c.put(self.keys.fence(rec.host_id), rec.to_json()))
 
     # -- the engine claim --------------------------------------------------------
-    def claim(self, host_id: int, hostname: str) -> tuple[bool, EngineClaim | None]:
+    def claim(self, host_id: int, hostname: str,
+              take_over: int | None = None) -> tuple[bool, EngineClaim | None]:
         """Compare-and-swap: take the claim if nobody holds it, or rebind it
-        to our current lease if we already hold it (after a broker restart)."""
+        to our current lease if we already hold it (after a broker restart).
+        With `take_over`, also take it from that host if the claim is still
+        exactly what it held: its agent judged the host dead and fences it
+        now, instead of waiting out its etcd lease's TTL."""
         if self.lease_id is None or not self.lease_valid():
             raise EtcdUnavailable("no live etcd lease: cannot claim the engine")
         key = self.keys.engine_owner
@@ -193,6 +197,16 @@ class EtcdSession:
             if current_raw is None:
                 return False, None
             current = EngineClaim.from_json(current_raw)
+            if take_over is not None and current.host_id == take_over and take_over != host_id:
+                taken, _ = c.transaction(
+                    compare=[c.transactions.value(key) == current_raw],
+                    success=[c.transactions.put(key, mine.to_json(), lease=lease_id)],
+                    failure=[])
+                if taken:
+                    log.warning("took the engine claim over from host %d", take_over)
+                    return True, mine
+                raw, _ = c.get(key)
+                return False, EngineClaim.from_json(raw) if raw is not None else None
             if current.host_id != host_id:
                 return False, current
             ok2, _ = c.transaction(

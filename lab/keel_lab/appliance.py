@@ -35,8 +35,10 @@ STORAGE_DOMAIN = "shared"
 MEMORY_MB, VCPUS = 1024, 2
 
 # Power management of the lab's engine: fencing on, tuned to the fast lab.
-# - grace_period 10 s: a host reset by the emulated watchdog (kill sanlock,
-#   storage cut) answers libvirt again within seconds, long before it;
+# - grace_period 5 s, the storage lease's silence (5 s in this profile)
+#   being what tells a dead host from one that is only cut off: a host reset
+#   by the emulated watchdog (kill sanlock, storage cut) answers libvirt
+#   again within seconds, before both have passed;
 # - lockspace_path: the engine reads every host's delta lease from the shared
 #   lockspace itself, so a host cut off by `partition --net` still renews it
 #   and is not fenced (seen through the storage domain's mount point: inside
@@ -45,7 +47,7 @@ MEMORY_MB, VCPUS = 1024, 2
 #   lab host joins (the hosted engine's), on the shared storage domain;
 # - a host already powered off (`keel-lab power HOST off`) is fenced 'off'
 #   again: the BMC confirms at once, nothing else changes.
-POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "10", "recheck_interval": "2",
+POWER_SETTINGS = {"fencing_enabled": "true", "grace_period": "5", "recheck_interval": "1",
                   "status_deadline": "10", "off_deadline": "20", "on_deadline": "20"}
 
 

@@ -314,3 +314,82 @@ def test_only_the_claim_holder_fences():
     for state in (State.EngineDown, State.EngineMaybeAway):
         other = lease_busy_by_3(owner=EngineClaim(2, "host2", NOW - 5), outcomes=())
         assert FENCE_HOST not in kinds(decide(other, Memory(state), K))
+
+
+# ---- taking a dead engine host's claim over ---------------------------------------
+PRODUCTION = PROFILES["production"]
+
+
+def claim_held_by_dead_3(**kw):
+    """Host 3 holds the engine claim and the engine lease; its record is 10 s
+    old and its storage lease has stood still for 10 s. We are host 1."""
+    base = dict(owner=EngineClaim(3, "host3", NOW - 100), lease_owners=(3,),
+                hosts={1: rec(1), 2: rec(2, score=3000), 3: rec(3, state="EngineUp", vm="up", ts=NOW - 10)},
+                delta_leases={1: (0.5, 1), 2: (0.5, 1), 3: (10.0, 4)}, bmcs=frozenset({1, 2, 3}))
+    base.update(kw)
+    return snap(**base)
+
+
+@pytest.mark.parametrize("state", [State.EngineDown, State.EngineMaybeAway])
+def test_the_best_host_takes_a_dead_holders_claim_over_and_fences_it_in_one_cycle(state):
+    d = decide(claim_held_by_dead_3(), Memory(state), K)
+    assert d.memory.state == State.EngineStart
+    assert [(a.kind, a.target) for a in d.actions] == [(CLAIM, 3), (FENCE_HOST, 3)]
+
+
+def test_in_production_the_claim_is_taken_over_before_the_record_is_stale():
+    # 35 s of silence: live for record_stale_after (60 s), but past etcd_silence_s (25 s)
+    # and fence_silence_s (30 s)
+    assert PRODUCTION.fence_silence_s == 30 and PRODUCTION.etcd_silence_s == 25
+    assert PRODUCTION.record_stale_after == 60
+    s = claim_held_by_dead_3(timing=PRODUCTION, etcd_ttl=60,
+                             hosts={1: rec(1), 3: rec(3, state="EngineUp", vm="up", ts=NOW - 35)},
+                             delta_leases={1: (5.0, 1), 3: (35.0, 4)})
+    d = decide(s, Memory(State.EngineDown), K)
+    assert [(a.kind, a.target) for a in d.actions] == [(CLAIM, 3), (FENCE_HOST, 3)]
+    young = replace(s, hosts={1: rec(1), 3: rec(3, state="EngineUp", vm="up", ts=NOW - 20)})
+    assert kinds(decide(young, Memory(State.EngineDown), K)) == []
+
+
+@pytest.mark.parametrize("change", [
+    dict(hosts={1: rec(1), 3: rec(3, state="EngineUp", vm="up", ts=NOW - 1)}),   # its broker publishes
+    dict(delta_leases={3: (FAST.fence_silence_s - 1, 4)}),                       # it renews its storage lease
+    dict(bmcs=frozenset({1, 2})),                                                # no BMC to confirm the power-off
+    dict(lease_owners=(2,)),                                                     # the lease is not the claim holder's
+    dict(lease_owners=None),                                                     # the lease cannot be read
+    dict(hosts={1: rec(1), 2: rec(2, score=3400)}, host_id=2),                   # host 1 is as good and has the lower id
+    dict(fences={3: FenceRecord(3, 2, FENCED, 4, NOW - 3, NOW - 2)}),            # fenced already by another host
+    dict(monitors={}, broker_ok=False),                                          # no broker to claim through
+])
+def test_no_take_over_unless_every_condition_holds(change):
+    base = claim_held_by_dead_3()
+    if change.get("host_id") == 2:
+        change = dict(change, hosts={1: rec(1), 2: rec(2), 3: base.hosts[3]})
+    d = decide(replace(base, **change), Memory(State.EngineMaybeAway), K)
+    assert CLAIM not in kinds(d) and FENCE_HOST not in kinds(d)
+
+
+def test_a_take_over_in_back_off_or_at_score_zero_waits():
+    d = decide(claim_held_by_dead_3(), Memory(State.EngineDown, backoff_until=NOW + 5), K)
+    assert kinds(d) == []
+    d = decide(claim_held_by_dead_3(local_maintenance=False, lockspace_held=False), Memory(State.EngineDown), K)
+    assert kinds(d) == []
+
+
+def test_a_lost_take_over_race_goes_back_down_without_fencing():
+    # the environment stops at the failed claim: the fence after it never runs
+    lost = claim_held_by_dead_3(owner=EngineClaim(2, "host2", NOW), outcomes=(Outcome(CLAIM, False, "lost", "owned by host 2"),))
+    d = decide(lost, Memory(State.EngineStart, since=NOW - 1, lease_wait_until=NOW + 60), K)
+    assert d.memory.state == State.EngineDown and FENCE_HOST not in kinds(d)
+
+
+def test_the_agent_looks_again_the_moment_both_silences_are_long_enough():
+    s = claim_held_by_dead_3(timing=PRODUCTION, etcd_ttl=60,
+                             hosts={1: rec(1), 3: rec(3, state="EngineUp", vm="up", ts=NOW - 12)},
+                             delta_leases={1: (5.0, 1), 3: (20.0, 4)})
+    d = decide(s, Memory(State.EngineDown), K)
+    assert kinds(d) == [] and d.memory.fence_check_at == NOW + 13      # the record's 25 s silence
+    later = decide(replace(s, now=NOW + 1, hosts={1: rec(1)}), d.memory, K)   # record gone
+    assert later.memory.fence_check_at == NOW + 1 + 10                  # the storage lease's
+    plain = decide(snap(), Memory(State.EngineDown), K)
+    assert plain.memory.fence_check_at is None

@@ -54,6 +54,24 @@ def test_only_one_of_two_racing_hosts_wins_the_claim(cluster):
     assert loser.client.call("release")["released"] is True
 
 
+def test_a_claim_is_taken_over_only_from_the_named_holder(cluster):
+    b1, b2 = cluster["brokers"]
+    for b in (b1, b2):
+        b.client.call("release")
+    assert b1.client.call("claim")["won"] is True
+    # naming another holder takes nothing
+    answer = b2.client.call("claim", take_over=3)
+    assert answer["won"] is False and answer["owner"]["host_id"] == 1
+    answer = b2.client.call("claim", take_over=1)
+    assert answer["won"] is True and answer["owner"]["host_id"] == 2
+    # the former holder neither keeps it nor gets it back by re-claiming
+    assert b1.client.call("claim")["won"] is False
+    assert b1.client.call("release")["released"] is False
+    with pytest.raises(BrokerError):
+        b2.client.call("claim", take_over="1")
+    assert b2.client.call("release")["released"] is True
+
+
 def test_claim_vanishes_with_a_dead_brokers_lease(cluster):
     b1, b2 = cluster["brokers"]
     b2.client.call("release")

@@ -2,6 +2,8 @@
 
 import shutil
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -98,3 +100,39 @@ def test_a_change_found_after_an_idle_gap_proves_nothing_about_now(lockspace):
     assert w.expired(name) is False                            # its leases are not free yet
     clock.now += 62
     assert w.expired(name) is True
+
+
+def test_a_watched_lease_is_silent_from_its_last_renewal_not_from_the_outage(lockspace):
+    """Followed all the time (watch_forever), a host's silence counts from
+    the read after its last renewal: a host that died just before the engine
+    noticed is judged once that silence is long enough, not a full window
+    after the engine noticed; a renewal after the outage began still proves
+    it alive."""
+    clock = Clock()
+    name = read_delta_leases(lockspace)[2].name
+    w = LockspaceWatcher(lockspace, clock=clock)
+    w._observe()
+    clock.now += 1
+    sanlock("renew_id", "-s", f"testls:2:{lockspace}:0", "-o", "1")
+    w._observe()                                   # the last renewal, found at this read
+    clock.now += 4
+    since = clock.now                              # the engine notices the host 4 s later
+    assert w.renewed_after(since, name) is None    # 4 s of silence: not yet 2 + 3
+    clock.now += 1.5
+    assert w.renewed_after(since, name) is False   # 5.5 s since the last renewal, 1.5 s after `since`
+    time.sleep(1.1)                                # sanlock's timestamps count whole seconds
+    sanlock("renew_id", "-s", f"testls:2:{lockspace}:0", "-o", "1")
+    w._observe()
+    clock.now += 0.5
+    assert w.renewed_after(since, name) is True    # renewed after the outage began: alive
+
+
+def test_watch_forever_reads_until_stopped(lockspace):
+    w = LockspaceWatcher(lockspace)
+    stop = threading.Event()
+    t = threading.Thread(target=w.watch_forever, args=(stop, 0.05), daemon=True)
+    t.start()
+    time.sleep(0.3)
+    stop.set()
+    t.join(2)
+    assert not t.is_alive() and read_delta_leases(lockspace)[2].name in w._seen

@@ -83,6 +83,12 @@ class Worker:
         self._pools_thread.start()
         self._seeds_thread = threading.Thread(target=self.seeds.run_forever, daemon=True, name="seeds")
         self._seeds_thread.start()
+        watcher = self.power.leases.watcher
+        if watcher is not None:
+            # hosts' storage leases followed all the time: a dead host's silence is
+            # counted from its last renewal, not from when the engine noticed it
+            threading.Thread(target=watcher.watch_forever, args=(self.stopping,), daemon=True,
+                             name="host-leases").start()
 
     def _clear_expired_tickets(self) -> None:
         """A console ticket's password leaves the database when it expires,
