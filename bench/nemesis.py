@@ -10,15 +10,20 @@ fence), power loss with the BMC dead (they cannot: sanlock's expiry),
 kill -9 of broker, agent, sanlock, libvirtd, etcd and the engine VM's qemu,
 network partition, storage cut, a lying BMC with the network cut, and
 administrator actions (local maintenance on the engine host, global
-maintenance on and off).
+maintenance on and off; with the engine appliance also a highly available
+VM migrated, and stopped and started, through the API).
 
 It prints faults by kind, the slowest recovery per kind, the engine's
 availability outside fault windows, and the safety counts from the
-observer: intervals with two engine VMs and starts without the lease (both
-must be 0; exit 1 otherwise). Figures, not a test; as root:
+observer: intervals with two engine VMs and starts without the lease. With
+the engine appliance in the engine VM (the default lab) also, from
+bench/engine_witness.py: intervals with the HA VM's qemu on two hosts, and
+acknowledged engine writes lost (a writer creates a VM record through the
+API every 2 s, all run long). Every count must be 0; exit 1 otherwise.
+Figures, not a test; as root:
     .venv/bin/python bench/nemesis.py [--faults 200] [--seed 1] [--kinds a,b]
-It uses the lab in --dir if one is up, else brings one up (no engine
-process: the HA agents alone keep the engine VM) and down again.
+It uses the lab in --dir if one is up, else brings one up (`--engine`:
+the appliance, or the stand-in guest with `none`) and down again.
 """
 from __future__ import annotations
 
@@ -38,11 +43,14 @@ from keel_lab.lab import Lab  # noqa: E402
 from keel_lab.layout import HEALTH_URL, load_state  # noqa: E402
 from keel_lab.observer import read_events, verdict  # noqa: E402
 
+import engine_witness as ew  # noqa: E402
+
 # kind -> weight in a run (the slow ones, bounded by sanlock's expiry, rarer)
 KINDS = {
     "power-off": 3, "power-off-bmc-dead": 1, "kill-vm": 3, "kill-agent": 2, "kill-broker": 2,
     "kill-sanlock": 1, "kill-libvirtd": 2, "kill-etcd": 2, "net-cut": 2, "storage-cut": 1,
     "bmc-lies-net-cut": 1, "local-maint": 2, "global-maint": 1,
+    "ha-vm-migrate": 1, "ha-vm-restart": 1,
 }
 SLOW_KINDS = ("power-off-bmc-dead", "storage-cut")
 RECOVERY_TIMEOUT = 240.0
@@ -71,13 +79,18 @@ def bmc_pid(lab: Lab, host: str) -> int | None:
 
 
 def inject(lab: Lab, sampler: Sampler, kind: str, engine_host: str,
-           rng: random.Random) -> tuple[str, float | None]:
-    """Inject one fault, wait for the engine, heal. Returns (target, recovery seconds)."""
+           rng: random.Random, engine=None) -> tuple[str, float | None]:
+    """Inject one fault, wait for the engine, heal. Returns (target, recovery
+    seconds). `engine`: (api, HA VM id, HA VM witness) for the administrator's actions."""
     layout = lab.layout()
     others = [h.name for h in layout.all_hosts() if h.name != engine_host]
     t0 = time.time()
     target = engine_host
-    if kind == "power-off":
+    if kind in ew.ADMIN_KINDS:
+        api, vm_id, witness = engine
+        target = ew.admin_action(api, kind, vm_id, witness)
+        rec = wait_outage_over(lab, sampler, t0, 5, RECOVERY_TIMEOUT)
+    elif kind == "power-off":
         lab.power(engine_host, "off")
         rec = wait_outage_over(lab, sampler, t0, 5, RECOVERY_TIMEOUT)
     elif kind == "power-off-bmc-dead":
@@ -151,21 +164,43 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
     results: list[dict] = []
     calm: list[tuple[float, float]] = []
     since = time.time()
+    api = ew.engine_api(lab)
+    if api is None and any(k in ew.ADMIN_KINDS for k in kinds):
+        kinds = [k for k in kinds if k not in ew.ADMIN_KINDS]
+        print("note: no engine API in this lab (the stand-in guest): no administrator actions, "
+              "no writer, no HA VM", flush=True)
     sampler = Sampler(lab)
     sampler.start()
     engine_host = restore(lab)
+    writer = witness = engine = None
+    if api is not None:
+        vm_id = ew.ensure_ha_vm(api)
+        writer, witness = ew.Writer(api, f"nemesis-w{a.seed}-{int(since)}"), ew.HaVmWitness(lab)
+        writer.start()
+        witness.start()
+        engine = (api, vm_id, witness)
     for i in range(a.faults):
         calm_from = time.time()
         time.sleep(2)
         kind = rng.choices(kinds, weights=[KINDS[k] for k in kinds])[0]
         calm.append((calm_from, time.time()))
-        target, rec = inject(lab, sampler, kind, engine_host, rng)
+        target, rec = inject(lab, sampler, kind, engine_host, rng, engine)
         engine_host = restore(lab)
+        if engine is not None:
+            ew.ha_vm_up(api, engine[1])   # the engine restarts it after a fence; an admin would start it
         results.append({"kind": kind, "host": target, "recovery": rec})
         print(f"  #{i + 1} {kind} on {target}: engine back in "
               f"{'never (timed out)' if rec is None else f'{rec:.1f} s'}", flush=True)
     sampler.stop.set()
     sampler.join(5)
+    lost, doubles = None, None
+    if writer is not None:
+        writer.stop.set()
+        witness.stop.set()
+        writer.join(30)
+        witness.join(5)
+        lost = ew.wait_api(api, lambda a: (writer.lost(a),), 300, "the engine's list of VMs")[0]
+        doubles = witness.doubles
     v = verdict(read_events(lab.dir), since=since)
     avail = availability(sampler, calm)
     print(f"\nnemesis, {len(results)} faults, seed {a.seed}, profile {lab.layout().profile}")
@@ -181,15 +216,22 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
     print(f"intervals with two engine VMs: {len(v['multiple_engines'])}")
     print(f"engine starts without the lease: {len(v['starts_without_lease'])}")
     print(f"faults the engine did not recover from within {RECOVERY_TIMEOUT:.0f} s: {timed_out}")
-    print("not measured here: HA VMs on two hosts and acknowledged engine writes lost (the lab's "
-          "engine VM is a stand-in; the engine does not run inside it yet)")
+    if writer is None:
+        print("not measured here: HA VMs on two hosts and acknowledged engine writes lost (the lab's "
+              "engine VM runs the stand-in guest, not the engine)")
+    else:
+        print(f"HA VM on two hosts at once (outside the migrations asked for): {len(doubles)}")
+        print(f"acknowledged engine writes lost: {len(lost)} of {len(writer.acked)} "
+              f"({writer.refused} refused while the engine was away)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"faults": results, "seed": a.seed, "availability": avail,
                        "multiple_engines": v["multiple_engines"],
-                       "starts_without_lease": v["starts_without_lease"], "timed_out": timed_out},
+                       "starts_without_lease": v["starts_without_lease"], "timed_out": timed_out,
+                       "ha_vm_doubles": doubles, "writes_acknowledged": None if writer is None else len(writer.acked),
+                       "writes_lost": lost},
                       f, indent=2)
-    return 1 if (v["multiple_engines"] or v["starts_without_lease"] or timed_out) else 0
+    return 1 if (v["multiple_engines"] or v["starts_without_lease"] or timed_out or lost or doubles) else 0
 
 
 if __name__ == "__main__":

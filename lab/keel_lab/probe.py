@@ -47,11 +47,12 @@ def daemon_pids(host: HostLayout) -> dict[str, int | None]:
     return result
 
 
-def engine_qemu_pids(lab: LabLayout) -> dict[str, int]:
-    """{host name: qemu pid} for every live engine VM process, found in /proc
-    (the ground truth: a qemu process that exists can write the disk)."""
+def qemu_pids(lab: LabLayout, marker: str) -> dict[str, list[int]]:
+    """{host name: [qemu pids]} for every live qemu whose command line has
+    `marker`, found in /proc (the ground truth: a qemu process that exists
+    can write its disks, whatever libvirt says)."""
     by_inode = {net.netns_inode(h.netns): h.name for h in lab.all_hosts()}
-    found: dict[str, int] = {}
+    found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -62,12 +63,17 @@ def engine_qemu_pids(lab: LabLayout) -> dict[str, int]:
                     continue
         except OSError:
             continue
-        if not procs.alive(pid) or not any(ENGINE_MARKER in a for a in procs.cmdline(pid)):
+        if not procs.alive(pid) or not any(marker in a for a in procs.cmdline(pid)):
             continue
         host = by_inode.get(procs.netns_of(pid))
         if host:
-            found[host] = pid
+            found.setdefault(host, []).append(pid)
     return found
+
+
+def engine_qemu_pids(lab: LabLayout) -> dict[str, int]:
+    """{host name: qemu pid} for every live engine VM process."""
+    return {host: pids[-1] for host, pids in qemu_pids(lab, ENGINE_MARKER).items()}
 
 
 def lease_owner(lab: LabLayout) -> dict:
