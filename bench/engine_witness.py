@@ -108,25 +108,30 @@ def _vm(api: Api, vm_id: str) -> dict:
     return api.call("GET", f"/vms/{vm_id}")
 
 
-def ensure_ha_vm(api: Api) -> str:
+def ensure_ha_vm(api: Api, witness: HaVmWitness) -> str:
     """The HA VM, made once and started; its id once it is up."""
     found = api.find("vms", HA_VM)
     vm_id = found["id"] if found else api.call("POST", "/vms", {
         "name": HA_VM, "cluster": {"name": "Default"}, "template": {"name": "Blank"}, "memory": 64 * 2 ** 20,
         "high_availability": {"enabled": True, "priority": 50}})["id"]
-    return ha_vm_up(api, vm_id, start_after=0)
+    return ha_vm_up(api, vm_id, witness, start_after=0)
 
 
-def ha_vm_up(api: Api, vm_id: str, timeout: float = 400, start_after: float = 150) -> str:
-    """Wait until the engine has the HA VM up: it restarts it itself after a
-    fence or its lease's expiry (74 s at most in the lab). Down longer than
-    `start_after` (e.g. stopped by an administrator action): start it."""
+def ha_vm_up(api: Api, vm_id: str, witness: HaVmWitness, timeout: float = 400,
+             start_after: float = 150) -> str:
+    """Wait until the engine has the HA VM up, and its qemu runs on the host
+    the engine names and only there (right after the engine's own restart
+    its record may still name the host that died): it restarts the VM itself
+    after a fence or its lease's expiry (74 s at most in the lab). Down
+    longer than `start_after` (e.g. stopped by an administrator): start it."""
     deadline = time.monotonic() + timeout
     down_since = None
     while time.monotonic() < deadline:
         try:
-            status = _vm(api, vm_id)["status"]
-            if status == "up":
+            vm = _vm(api, vm_id)
+            status = vm["status"]
+            running = set(probe.qemu_pids(witness.layout, witness.marker))
+            if status == "up" and running == {_host_name(api, vm)}:
                 return vm_id
             if status != "down":
                 down_since = None
@@ -139,6 +144,11 @@ def ha_vm_up(api: Api, vm_id: str, timeout: float = 400, start_after: float = 15
             api = _fresh(api)
         time.sleep(2)
     raise LabError(f"the HA VM {HA_VM} is not up within {timeout:.0f} s")
+
+
+def _host_name(api: Api, vm: dict) -> str | None:
+    hid = (vm.get("host") or {}).get("id")
+    return None if hid is None else api.call("GET", f"/hosts/{hid}").get("name")
 
 
 def admin_action(api: Api, kind: str, vm_id: str, witness: HaVmWitness) -> str:
@@ -160,8 +170,8 @@ def admin_action(api: Api, kind: str, vm_id: str, witness: HaVmWitness) -> str:
         api.call("POST", f"/vms/{vm_id}/start", {})
     else:
         raise ValueError(kind)
-    ha_vm_up(api, vm_id, start_after=0)
-    return _vm(api, vm_id).get("host", {}).get("name") or "?"
+    ha_vm_up(api, vm_id, witness, start_after=0)
+    return _host_name(api, _vm(api, vm_id)) or "?"
 
 
 def wait_until(pred, timeout: float) -> bool:

@@ -174,8 +174,8 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
     engine_host = restore(lab)
     writer = witness = engine = None
     if api is not None:
-        vm_id = ew.ensure_ha_vm(api)
         writer, witness = ew.Writer(api, f"nemesis-w{a.seed}-{int(since)}"), ew.HaVmWitness(lab)
+        vm_id = ew.ensure_ha_vm(api, witness)
         writer.start()
         witness.start()
         engine = (api, vm_id, witness)
@@ -187,7 +187,7 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
         target, rec = inject(lab, sampler, kind, engine_host, rng, engine)
         engine_host = restore(lab)
         if engine is not None:
-            ew.ha_vm_up(api, engine[1])   # the engine restarts it after a fence; an admin would start it
+            ew.ha_vm_up(api, engine[1], witness)   # the engine restarts it after a fence
         results.append({"kind": kind, "host": target, "recovery": rec})
         print(f"  #{i + 1} {kind} on {target}: engine back in "
               f"{'never (timed out)' if rec is None else f'{rec:.1f} s'}", flush=True)
