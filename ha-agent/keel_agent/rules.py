@@ -250,7 +250,7 @@ def _lease_wait(s: Snapshot, k: dict) -> float:
 
 def _fence_or_wait(st: _Step) -> tuple[Action | None, str]:
     """The engine lease is held by another host. Fence it if it is dead for
-    sure (no live record, its delta lease standing still, a BMC to confirm the
+    sure (silent in etcd, its delta lease standing still, a BMC to confirm the
     power-off); otherwise say what we wait for. Only the claim holder, or a
     host taking the claim over in the same cycle (a compare-and-swap only
     one wins), gets here, so at most one agent fences at a time."""
