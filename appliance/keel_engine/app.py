@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask, g, request
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from . import db
@@ -118,6 +118,14 @@ def create_app(config=None, migrate=True):
         return framework.fault_response(409, "Operation Failed",
                                         "the object was changed concurrently (by the worker or another "
                                         "request); read it again and retry")
+
+    @app.errorhandler(ObjectDeletedError)
+    def on_deleted(e):
+        # another request or the worker removed the row after this request
+        # last read it (a snapshot deleted while its creation was answered)
+        return framework.fault_response(409, "Operation Failed",
+                                        "the object was removed concurrently (by the worker or another "
+                                        "request) while this request ran")
 
     @app.errorhandler(SQLAlchemyError)
     def on_db_error(e):

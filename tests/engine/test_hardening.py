@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import text
 
-from harness.engineapp import ADMIN_PASSWORD, admin_headers, engine_app_with_host
+from harness.engineapp import ADMIN_PASSWORD, admin_headers, engine_app_with_host, running_worker
 
 API = "/ovirt-engine/api"
 
@@ -288,3 +288,33 @@ def test_the_fence_key_file_is_whole_or_absent_and_a_damaged_one_is_one_clear_fa
     r = call(env, "POST", f"/hosts/{env['host_id']}/fenceagents", json.dumps({
         "address": "127.0.1.31", "username": "admin", "password": "y"}))
     assert r.status_code == 500 and b"is damaged" in r.data and b"Traceback" not in r.data
+
+
+# ---- a row removed by someone else while a request answers ------------------------------
+def test_a_snapshot_removed_while_its_creation_is_answered_is_409_not_503(env, monkeypatch):
+    """Found by the fuzzer: a DELETE of the new snapshot landed between the
+    end of its job and the POST's answer; the answer was then a 503."""
+    from keel_engine.services import jobs
+
+    vm = call(env, "POST", "/vms", json.dumps({"name": "racevm", "cluster": {"name": "Default"}}),
+              accept="application/json").get_json()
+    real_wait, removed = jobs.wait, []
+
+    def wait_then_remove_elsewhere(*args):
+        ended = real_wait(*args)
+        # through a second connection, as a concurrent request's DELETE would
+        with env["sm"]() as other:
+            removed.append(other.execute(text("DELETE FROM snapshots WHERE vm_id = :v"), {"v": vm["id"]}).rowcount)
+            other.commit()
+        return ended
+
+    monkeypatch.setattr(jobs, "wait", wait_then_remove_elsewhere)
+    with running_worker(env["cfg"]):
+        r = call(env, "POST", f"/vms/{vm['id']}/snapshots", json.dumps({"description": "s"}),
+                 accept="application/json")
+    assert removed == [1]
+    assert r.status_code == 409, r.data
+    assert "removed concurrently" in r.get_json()["detail"]
+    assert count(env, "snapshots") == 0
+    # the engine goes on answering
+    assert call(env, "GET", f"/vms/{vm['id']}/snapshots").status_code == 200
