@@ -69,6 +69,19 @@ def wait_for(what: str, predicate, timeout: float, interval: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+def wait_daemons_back(lab, host, what: str, timeout: float) -> None:
+    """Until all six daemons of `host` (a HostLayout) run again. A host silent
+    on the storage while it restarts them (a watchdog reset, a storage cut)
+    may be fenced meanwhile, by the agents or the engine, and a fenced host
+    stays off: it is powered on, as its administrator would."""
+    def back():
+        if not hosts.powered_on(host):
+            lab.cli("power", host.name, "on")
+        d = probe.daemon_pids(host)
+        return len(d) == 6 and all(d.values())
+    wait_for(what, back, timeout)
+
+
 class LabDriver:
     def __init__(self, lab_dir: str):
         self.dir = lab_dir

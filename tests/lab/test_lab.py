@@ -20,7 +20,7 @@ from keel_lab import hosts, net, probe, procs
 from keel_lab.observer import read_events
 from keel_lab.layout import BMC_PASSWORD, BMC_USER, BRIDGE_ADDRESS, HEALTH_URL
 
-from lab_helpers import wait_for
+from lab_helpers import wait_daemons_back, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.root]
 
@@ -278,8 +278,8 @@ def test_storage_partition_moves_engine_without_two_engines(lab):
         assert v["multiple_engines"] == [] and v["starts_without_lease"] == [], v
     finally:
         lab.cli("heal", engine_host)
-    wait_for("the healed host's daemons", lambda: len(
-        [v for v in probe.daemon_pids(h).values() if v]) == 6, 120)
+    # cut from the storage, the host was reset by its watchdog (and maybe fenced)
+    wait_daemons_back(lab, h, "the healed host's daemons", 120)
     lab.wait_single_engine()
     assert lab.verdict()["ok"]
 
@@ -292,8 +292,7 @@ def test_kill_sanlock_resets_the_host(lab):
     broker_before = probe.daemon_pids(idle)["broker"]
     lab.cli("kill", idle.name, "sanlock")
     wait_for("the host reset", lambda: json.load(open(idle.daemons_file)).get("resets", 0) > resets, 30)
-    wait_for("the host's daemons back after the reset", lambda: (
-        (d := probe.daemon_pids(idle)) and all(d.values()) and len(d) == 6), 90)
+    wait_daemons_back(lab, idle, "the host's daemons back after the reset", 90)
     assert procs.alive(broker_before) is False  # every process of the host was killed
     assert lab.single_engine() == engine_host
     assert lab.verdict()["ok"]
