@@ -4,10 +4,12 @@ power management, and what the host monitor tells power management.
 In-process app against a real SQLite file and a real (refused) libvirt
 connection; the BMC is stood in for by a recorder of the IPMI calls power
 management makes (real BMCs are in tests/power)."""
+import threading
+
 import pytest
 from sqlalchemy import text
 
-from harness.engineapp import admin_headers, engine_app_with_host
+from harness.engineapp import admin_headers, assert_another_writer_gets_in, engine_app_with_host
 from keel_engine.models import Host, Job
 from keel_engine.power import failover as fo
 from keel_common.ipmi import IpmiResult
@@ -46,6 +48,16 @@ def add_agent(client, h, host_id, options="<options><option><name>lanplus</name>
     return client.post(f"{API}/hosts/{host_id}/fenceagents", headers=h, data=(
         "<agent><type>ipmilan</type><address>127.0.2.5</address><port>6230</port><username>admin</username>"
         f"<password>bmc-secret</password><order>1</order>{options}</agent>"))
+
+
+def confirm_rebooted(sm, client, h, host_id):
+    """The host non-responsive, and an administrator's "Confirm host has been rebooted" (a job)."""
+    with sm() as s:
+        s.get(Host, host_id).status = "non_responsive"
+        s.commit()
+    r = client.post(f"{API}/hosts/{host_id}/fence?async=true", headers=h,
+                    data="<action><fence_type>manual</fence_type></action>")
+    assert r.status_code == 202, r.data
 
 
 def run_jobs(cfg, sm, ipmi_calls, power=None):
@@ -135,13 +147,8 @@ def test_manual_fence_needs_no_agent_but_a_non_responsive_host(env):
     r = client.post(f"{API}/hosts/{host_id}/fence?async=true", headers=h,
                     data="<action><fence_type>manual</fence_type></action>")
     assert r.status_code == 409 and b"only a non-responsive host" in r.data
-    with sm() as s:
-        s.get(Host, host_id).status = "non_responsive"
-        s.commit()
     # "Confirm host has been rebooted" works without power management...
-    r = client.post(f"{API}/hosts/{host_id}/fence?async=true", headers=h,
-                    data="<action><fence_type>manual</fence_type></action>")
-    assert r.status_code == 202, r.data
+    confirm_rebooted(sm, client, h, host_id)
     calls = []
     run_jobs(cfg, sm, calls)
     assert calls == []
@@ -152,6 +159,35 @@ def test_manual_fence_needs_no_agent_but_a_non_responsive_host(env):
     # ...but every other fence type still needs an agent.
     r = client.post(f"{API}/hosts/{host_id}/fence", headers=h, data="<action><fence_type>stop</fence_type></action>")
     assert r.status_code == 409 and b"add a fence agent" in r.data
+
+
+def test_a_manual_fence_waiting_for_the_hosts_lock_holds_no_database_lock(env):
+    # A failover pass holds the host's lock and needs SQLite's write lock to
+    # finish: a job waiting for the host's lock with the write lock held
+    # would deadlock with it.
+    cfg, app, sm, client, h, host_id = env
+    confirm_rebooted(sm, client, h, host_id)
+    with sm() as s:
+        job_id, = s.scalars(text("SELECT id FROM jobs WHERE claimed_by IS NULL AND kind IS NOT NULL")).all()
+    ctx = Context(config=cfg, sessionmaker=sm)
+    failover = fo.Failover(ctx, cfg.power, run=lambda *a: pytest.fail("a manual fence asks no BMC"))
+    runner = JobRunner(ctx, table(PowerManagement(ctx, failover=failover)), threads=1)
+    lock, asked = failover.lock(host_id), threading.Event()
+    failover.lock = lambda hid: (asked.set(), lock)[1]
+    lock.acquire()
+    job = threading.Thread(target=runner.run_one, args=(job_id,), daemon=True)
+    job.start()
+    try:
+        assert asked.wait(30), "the job never asked for the host's lock"
+        assert_another_writer_gets_in(cfg)
+    finally:
+        lock.release()
+        job.join(60)
+        runner.shutdown()
+    with sm() as s:
+        host = s.get(Host, host_id)
+        fence = s.execute(text("SELECT method, state FROM fences WHERE id = :i"), {"i": host.fence_id}).one()
+        assert host.status == "down" and tuple(fence) == ("manual", "confirmed")
 
 
 def test_monitor_marks_unreachable_host_and_tells_power_management(env):

@@ -8,12 +8,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.engineapp import admin_headers, engine_app_with_host, running_worker
+from harness.engineapp import admin_headers, assert_another_writer_gets_in, engine_app_with_host, running_worker
 from harness.wait import wait_for
 from keel_common import domainxml
-from keel_engine.models import Cluster, Disk, DiskAttachment, Event, Job, Nic, StorageDomain, Vm
+from keel_engine.models import Cluster, Disk, DiskAttachment, Event, Job, Nic, Step, StorageDomain, Vm
 from keel_engine.services import Context
 from keel_engine.services import disks as disk_svc
+from keel_engine.services import hotplug
 from keel_engine.services import vms as vm_svc
 
 API = "/ovirt-engine/api"
@@ -288,3 +289,30 @@ def test_a_plug_that_fails_undoes_its_request_and_says_why(env):
     assert faults[1].startswith("cannot plug network interface nic2 into VM v1: host hx does not answer")
     assert faults[1].endswith("; it was not added")
     assert events(env, 1013)[0] == f"Failed to {faults[1][len('cannot '):]}."
+
+
+def test_a_job_waiting_for_its_vms_lock_holds_no_database_lock(env):
+    # Two device changes to one VM take turns on the VM's lock. One that waited
+    # for it holding SQLite's write lock would deadlock with the one holding
+    # it, which needs the write lock to record how it ended.
+    vm = env["ids"]["vm"]
+    r = send(env, "POST", f"/vms/{vm}/nics?async=true", "<nic><name>nic2</name></nic>")
+    assert r.status_code == 202
+    lock = hotplug._vm_lock(vm)
+    lock.acquire()
+    held = True
+    try:
+        with running_worker(env["cfg"]):
+            def waiting_step():
+                with env["sm"]() as s:
+                    return s.query(Step).filter(Step.description.contains("network interface nic2"),
+                                                Step.status == "started").count() == 1
+            wait_for(waiting_step, 30, what="the job's step, committed before it waits for the VM's lock")
+            assert_another_writer_gets_in(env["cfg"])
+            lock.release()
+            held = False
+            wait_for(lambda: len(events(env, 1013)) == 1, 60, what="the job's end, once it has the VM's lock")
+    finally:
+        if held:
+            lock.release()
+    assert the_nic(env, "nic2") is None

@@ -3,9 +3,11 @@ center and cluster and one host whose libvirt nobody answers; and the engine
 worker running beside it in a thread (the jobs requests record need it)."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 from contextlib import contextmanager
 
+from keel_engine import db
 from keel_engine.app import create_app
 from keel_engine.config import EngineConfig
 from keel_engine.models import Cluster, DataCenter, Host
@@ -61,3 +63,14 @@ def admin_headers(app) -> dict:
     tok = app.test_client().post("/ovirt-engine/sso/oauth/token", data={
         "grant_type": "password", "username": "admin@internal", "password": ADMIN_PASSWORD}).get_json()["access_token"]
     return {"Authorization": f"Bearer {tok}"}
+
+
+def assert_another_writer_gets_in(cfg, wait: float = 5.0) -> None:
+    """SQLite's write lock is free now (or within `wait` s): no transaction of
+    the engine's holds it while waiting for something else."""
+    other = sqlite3.connect(db.sqlite_path(cfg.database_url), timeout=wait)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
+    finally:
+        other.close()

@@ -230,6 +230,14 @@ class Device:
     pools: tuple = ()                               # storage domains the host must have active first
 
 
+def _locked_change(ctx, s, vm, dev: Device, plug: bool) -> str | None:
+    """_change under the VM's lock. The caller has ended its transaction:
+    a job waiting for the lock with SQLite's write lock held would deadlock
+    with the job holding it, which needs the write lock to say how it ended."""
+    with _vm_lock(vm.id):
+        return _change(ctx, s, vm, dev, plug)
+
+
 def _change(ctx, s, vm, dev: Device, plug: bool) -> str | None:
     """Plug `dev` into or out of the running `vm`: the host's name, or None
     when the VM is down (the change is the database's alone). A Fault says
@@ -293,12 +301,12 @@ def run_nic(ctx, s, job):
     element = domainxml.nic_element(vm_svc.nic_device(ctx, s, nic))
     dev = Device(f"network interface {name}", lambda xml: domainxml.find_interface(xml, mac), lambda _xml: element)
     jobs.step(s, job, f"{_NIC_DOING[action]} network interface {name} of VM {vm.name}")
-    with _vm_lock(vm_id):
-        try:
-            host = _change(ctx, s, vm, dev, plug)
-        except Exception as e:
-            s.rollback()
-            _failed(e, _nic_failed(s, job, action, vm_id, nic_id, e))
+    s.commit()      # see _locked_change
+    try:
+        host = _locked_change(ctx, s, vm, dev, plug)
+    except Exception as e:
+        s.rollback()
+        _failed(e, _nic_failed(s, job, action, vm_id, nic_id, e))
     vm, nic = s.get(Vm, vm_id), s.get(Nic, nic_id)
     if vm is None or nic is None:
         raise conflict("the VM or its network interface was removed meanwhile")
@@ -367,8 +375,8 @@ def run_disk(ctx, s, job):
         dev = Device(f"disk {name}", lambda xml: domainxml.find_disk(xml, path), element, pools=(sd,))
         jobs.step(s, job, f"{'Plugging' if plug else 'Unplugging'} disk {name} {'into' if plug else 'from'} "
                           f"VM {vm.name}")
-        with _vm_lock(vm_id):
-            host = _change(ctx, s, vm, dev, plug)
+        s.commit()      # see _locked_change
+        host = _locked_change(ctx, s, vm, dev, plug)
     except Exception as e:
         s.rollback()
         _failed(e, _disk_failed(ctx, s, job, vm_id, disk_id, e))
