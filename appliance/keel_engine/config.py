@@ -46,6 +46,10 @@ class EngineConfig:
     libvirt_timeout: float = 10.0
     monitor_interval: float = 5.0
     job_threads: int = 8
+    # ended jobs are cleared after this long (oVirt's SucceededJobCleanupTimeInMinutes
+    # and FailedJobCleanupTimeInMinutes: 10 and 60 minutes)
+    jobs_keep_finished: float = 600.0
+    jobs_keep_failed: float = 3600.0
     shutdown_timeout: float = 120.0
     migration_timeout: float = 300.0
     # how long a hot-unplug waits for the guest to release the device (a PCI
@@ -226,6 +230,8 @@ KEYS = {
                                     + nfs.DEFAULT_MOUNT_ROOT),
     ("monitor", "interval"): ("monitor_interval", ini.positive_float, SECONDS),
     ("monitor", "job_threads"): ("job_threads", ini.positive_int, "a positive integer"),
+    ("jobs", "keep_finished"): ("jobs_keep_finished", ini.positive_float, SECONDS),
+    ("jobs", "keep_failed"): ("jobs_keep_failed", ini.positive_float, SECONDS),
     ("vms", "shutdown_timeout"): ("shutdown_timeout", ini.positive_float, SECONDS),
     ("vms", "migration_timeout"): ("migration_timeout", ini.positive_float, SECONDS),
     ("vms", "unplug_timeout"): ("unplug_timeout", ini.positive_float, SECONDS),

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import Fault
-from ..models import Job, Step, utcnow
+from ..models import Job, Step, VmPoolMember, utcnow
 
 # What the engine worker knows how to run; keel_engine/worker/executors.py
 # maps each kind to the service function that does the work.
@@ -160,3 +161,18 @@ def delete_row(s, row):
 def vm_down_again(s, vm):
     """A VM a job had claimed (image_locked, ...) is down and free again."""
     vm.status, vm.busy_until = "down", None
+
+
+def prune(s, keep_finished: float, keep_failed: float, now: datetime | None = None) -> int:
+    """oVirt's job cleanup: an ended job marked auto_cleared goes once it ended
+    more than `keep_finished` (or, failed or aborted, `keep_failed`) seconds
+    ago; one a VM pool's member still refers to stays (the pool keeper reads
+    how it ended). Its steps go with it. Returns how many went."""
+    now = now or utcnow()
+    in_use = select(VmPoolMember.job_id).where(VmPoolMember.job_id.is_not(None))
+    old = ((Job.status == "finished") & (Job.end_time < now - timedelta(seconds=keep_finished))) | \
+        (Job.status.in_(("failed", "aborted")) & (Job.end_time < now - timedelta(seconds=keep_failed)))
+    res = s.execute(delete(Job).where(Job.auto_cleared.is_(True), Job.end_time.is_not(None), old,
+                                      Job.id.not_in(in_use))
+                    .execution_options(synchronize_session=False))
+    return res.rowcount or 0

@@ -98,7 +98,7 @@ class Monitor:
             try:
                 self.poll_once()
                 if started - last_purge > 300:
-                    self._purge_tokens()
+                    self._purge()
                     last_purge = started
             except Exception:   # keep monitoring; the next cycle starts clean
                 log.exception("monitor cycle failed")
@@ -201,11 +201,16 @@ class Monitor:
             log.info("recording cluster use for the dashboard works again")
             self.usage_failing = False
 
-    def _purge_tokens(self):
-        from ..services import auth
+    def _purge(self):
+        """Expired sign-ins, and ended jobs past their keep time."""
+        from ..services import auth, jobs
         with self.sessionmaker() as s:
             auth.purge_expired(s)
+            n = jobs.prune(s, self.config.jobs_keep_finished, self.config.jobs_keep_failed)
             s.commit()
+        if n:
+            log.info("%d ended job(s) cleared (kept %.0f s when finished, %.0f s when failed)",
+                     n, self.config.jobs_keep_finished, self.config.jobs_keep_failed)
 
     # ---- hosts ---------------------------------------------------------
     def _host_failed(self, s, host, err):
