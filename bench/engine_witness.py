@@ -18,6 +18,7 @@ import time
 import urllib.parse
 
 from keel_lab import probe
+from keel_installer.engine_api import EngineApiError
 from keel_lab.appliance import Api
 from keel_lab.lab import Lab
 from keel_lab.layout import LabError
@@ -151,27 +152,41 @@ def _host_name(api: Api, vm: dict) -> str | None:
     return None if hid is None else api.call("GET", f"/hosts/{hid}").get("name")
 
 
-def admin_action(api: Api, kind: str, vm_id: str, witness: HaVmWitness) -> str:
-    """Run one administrator action on the HA VM; returns the host it ended on."""
-    if kind == "ha-vm-migrate":
-        before = _vm(api, vm_id).get("host", {}).get("id")
-        witness.migrating.set()
-        try:
-            api.call("POST", f"/vms/{vm_id}/migrate", {})
-            wait_api(api, lambda a: (lambda v: v["status"] == "up" and v.get("host", {}).get("id") not in
-                                     (None, before))(_vm(a, vm_id)), 180, "the migration")
-            # the source's qemu ends a moment after the destination runs
-            wait_until(lambda: len(probe.qemu_pids(witness.layout, witness.marker)) <= 1, 30)
-        finally:
-            witness.migrating.clear()
-    elif kind == "ha-vm-restart":
-        api.call("POST", f"/vms/{vm_id}/stop", {})
-        wait_api(api, lambda a: _vm(a, vm_id)["status"] == "down", 120, "the HA VM down")
-        api.call("POST", f"/vms/{vm_id}/start", {})
-    else:
+def admin_action(api: Api, kind: str, vm_id: str, witness: HaVmWitness) -> tuple[str, str | None]:
+    """Run one administrator action on the HA VM: (the host it ended on, and
+    why the engine refused it or did not answer in time, else None). A
+    migration whose answer was lost may still run: the witness counts no
+    double until the VM has settled on one host again."""
+    if kind not in ADMIN_KINDS:
         raise ValueError(kind)
-    ha_vm_up(api, vm_id, witness, start_after=0)
-    return _host_name(api, _vm(api, vm_id)) or "?"
+    why = None
+    if kind == "ha-vm-migrate":
+        witness.migrating.set()
+    try:
+        try:
+            _migrate(api, vm_id) if kind == "ha-vm-migrate" else _restart(api, vm_id)
+        except (EngineApiError, LabError) as e:
+            why = str(e)
+        ha_vm_up(api, vm_id, witness, start_after=0)
+        # the source's qemu ends a moment after the destination runs
+        wait_until(lambda: len(probe.qemu_pids(witness.layout, witness.marker)) <= 1, 30)
+    finally:
+        witness.migrating.clear()
+    host = wait_api(api, lambda a: _host_name(a, _vm(a, vm_id)), 60, "the HA VM's host")
+    return host, why
+
+
+def _migrate(api: Api, vm_id: str) -> None:
+    before = _vm(api, vm_id).get("host", {}).get("id")
+    api.call("POST", f"/vms/{vm_id}/migrate", {})
+    wait_api(api, lambda a: (lambda v: v["status"] == "up" and v.get("host", {}).get("id") not in
+                             (None, before))(_vm(a, vm_id)), 180, "the migration")
+
+
+def _restart(api: Api, vm_id: str) -> None:
+    api.call("POST", f"/vms/{vm_id}/stop", {})
+    wait_api(api, lambda a: _vm(a, vm_id)["status"] == "down", 120, "the HA VM down")
+    api.call("POST", f"/vms/{vm_id}/start", {})
 
 
 def wait_until(pred, timeout: float) -> bool:

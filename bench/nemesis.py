@@ -79,16 +79,18 @@ def bmc_pid(lab: Lab, host: str) -> int | None:
 
 
 def inject(lab: Lab, sampler: Sampler, kind: str, engine_host: str,
-           rng: random.Random, engine=None) -> tuple[str, float | None]:
+           rng: random.Random, engine=None) -> tuple[str, float | None, str | None]:
     """Inject one fault, wait for the engine, heal. Returns (target, recovery
-    seconds). `engine`: (api, HA VM id, HA VM witness) for the administrator's actions."""
+    seconds, why an administrator's action was refused or unanswered).
+    `engine`: (api, HA VM id, HA VM witness) for the administrator's actions."""
+    refused = None
     layout = lab.layout()
     others = [h.name for h in layout.all_hosts() if h.name != engine_host]
     t0 = time.time()
     target = engine_host
     if kind in ew.ADMIN_KINDS:
         api, vm_id, witness = engine
-        target = ew.admin_action(api, kind, vm_id, witness)
+        target, refused = ew.admin_action(api, kind, vm_id, witness)
         rec = wait_outage_over(lab, sampler, t0, 5, RECOVERY_TIMEOUT)
     elif kind == "power-off":
         lab.power(engine_host, "off")
@@ -130,7 +132,7 @@ def inject(lab: Lab, sampler: Sampler, kind: str, engine_host: str,
         rec = wait_outage_over(lab, sampler, t0, 5, RECOVERY_TIMEOUT)
     else:
         raise ValueError(kind)
-    return target, rec
+    return target, rec, refused
 
 
 def availability(sampler: Sampler, calm: list[tuple[float, float]]) -> float | None:
@@ -179,18 +181,25 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
         writer.start()
         witness.start()
         engine = (api, vm_id, witness)
+    stopped = None
     for i in range(a.faults):
         calm_from = time.time()
         time.sleep(2)
         kind = rng.choices(kinds, weights=[KINDS[k] for k in kinds])[0]
         calm.append((calm_from, time.time()))
-        target, rec = inject(lab, sampler, kind, engine_host, rng, engine)
-        engine_host = restore(lab)
-        if engine is not None:
-            ew.ha_vm_up(api, engine[1], witness)   # the engine restarts it after a fence
-        results.append({"kind": kind, "host": target, "recovery": rec})
+        try:
+            target, rec, refused = inject(lab, sampler, kind, engine_host, rng, engine)
+            engine_host = restore(lab)
+            if engine is not None:
+                ew.ha_vm_up(api, engine[1], witness)   # the engine restarts it after a fence
+        except Exception as e:   # noqa: BLE001 - the lab did not come back: say so, keep the figures so far
+            stopped = f"#{i + 1} {kind}: {type(e).__name__}: {e}"
+            print(f"  the run stops at {stopped}", flush=True)
+            break
+        results.append({"kind": kind, "host": target, "recovery": rec, "refused": refused})
         print(f"  #{i + 1} {kind} on {target}: engine back in "
-              f"{'never (timed out)' if rec is None else f'{rec:.1f} s'}", flush=True)
+              f"{'never (timed out)' if rec is None else f'{rec:.1f} s'}"
+              + (f" (the action was refused or unanswered: {refused})" if refused else ""), flush=True)
     sampler.stop.set()
     sampler.join(5)
     lost, doubles = None, None
@@ -204,6 +213,8 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
     v = verdict(read_events(lab.dir), since=since)
     avail = availability(sampler, calm)
     print(f"\nnemesis, {len(results)} faults, seed {a.seed}, profile {lab.layout().profile}")
+    if stopped:
+        print(f"stopped early, the lab not back after fault {stopped}")
     print(f"{'fault':20} {'count':>5} {'slowest recovery':>17}")
     for k in kinds:
         recs = [r["recovery"] for r in results if r["kind"] == k]
@@ -216,6 +227,10 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
     print(f"intervals with two engine VMs: {len(v['multiple_engines'])}")
     print(f"engine starts without the lease: {len(v['starts_without_lease'])}")
     print(f"faults the engine did not recover from within {RECOVERY_TIMEOUT:.0f} s: {timed_out}")
+    refusals = sum(1 for r in results if r["refused"])
+    if refusals:
+        print(f"administrator actions the engine refused or did not answer in time: {refusals} "
+              "(each line above says why)")
     if writer is None:
         print("not measured here: HA VMs on two hosts and acknowledged engine writes lost (the lab's "
               "engine VM runs the stand-in guest, not the engine)")
@@ -229,9 +244,9 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
                        "multiple_engines": v["multiple_engines"],
                        "starts_without_lease": v["starts_without_lease"], "timed_out": timed_out,
                        "ha_vm_doubles": doubles, "writes_acknowledged": None if writer is None else len(writer.acked),
-                       "writes_lost": lost},
+                       "writes_lost": lost, "stopped": stopped},
                       f, indent=2)
-    return 1 if (v["multiple_engines"] or v["starts_without_lease"] or timed_out or lost or doubles) else 0
+    return 1 if (stopped or v["multiple_engines"] or v["starts_without_lease"] or timed_out or lost or doubles) else 0
 
 
 if __name__ == "__main__":
