@@ -31,7 +31,9 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +56,7 @@ KINDS = {
 }
 SLOW_KINDS = ("power-off-bmc-dead", "storage-cut")
 RECOVERY_TIMEOUT = 240.0
+ENOUGH = threading.Event()      # asked to stop: no new fault
 
 
 def wait_outage_over(lab: Lab, sampler: Sampler, t0: float, quiet: float, timeout: float) -> float | None:
@@ -148,16 +151,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kinds", default=",".join(KINDS), help="the fault kinds to draw from")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--minutes", type=float, metavar="M",
+                    help="inject no new fault after M minutes (the figures cover the faults done)")
     ap.add_argument("--engine", choices=("appliance", "none"), default="appliance",
                     help="a lab brought up here runs the engine appliance in the engine VM (default) "
                          "or a stand-in guest (none)")
     a = ap.parse_args()
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
-    if unknown or a.faults < 1:
+    if unknown or a.faults < 1 or (a.minutes is not None and a.minutes <= 0):
         print(f"nemesis.py: unknown fault kind {', '.join(unknown)}; expected some of {', '.join(KINDS)}"
-              if unknown else "nemesis.py: --faults must be >= 1", file=sys.stderr)
+              if unknown else "nemesis.py: --faults and --minutes must be positive", file=sys.stderr)
         return 2
+    # SIGINT or SIGTERM: finish the fault under way, then the figures, then the lab down
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _sig, _frame: ENOUGH.set())
     return on_lab(a.dir, "nemesis.py", lambda lab: _run(lab, a, kinds), a.engine)
 
 
@@ -182,7 +190,12 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
         witness.start()
         engine = (api, vm_id, witness)
     stopped = None
+    until = None if a.minutes is None else time.time() + 60 * a.minutes
     for i in range(a.faults):
+        if ENOUGH.is_set() or (until is not None and time.time() > until):
+            print(f"  no new fault: {'asked to stop' if ENOUGH.is_set() else f'{a.minutes:g} minutes are up'}",
+                  flush=True)
+            break
         calm_from = time.time()
         time.sleep(2)
         kind = rng.choices(kinds, weights=[KINDS[k] for k in kinds])[0]
