@@ -21,7 +21,7 @@ bench/engine_witness.py: intervals with the HA VM's qemu on two hosts, and
 acknowledged engine writes lost (a writer creates a VM record through the
 API every 2 s, all run long). Every count must be 0; exit 1 otherwise.
 Figures, not a test; as root:
-    .venv/bin/python bench/nemesis.py [--faults 200] [--seed 1] [--kinds a,b]
+    .venv/bin/python bench/nemesis.py [--faults 200] [--minutes M] [--seed 1] [--kinds a,b]
 It uses the lab in --dir if one is up, else brings one up (`--engine`:
 the appliance, or the stand-in guest with `none`) and down again.
 """

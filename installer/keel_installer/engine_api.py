@@ -10,7 +10,12 @@ import urllib.request
 
 
 class EngineApiError(Exception):
-    """str() is one line: the call and the engine's own reason."""
+    """str() is one line: the call and the engine's own reason; `status`:
+    the HTTP status the engine answered with (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class Api:
@@ -32,6 +37,21 @@ class Api:
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         if self.token is None:
             self.login()
+        try:
+            return self._call(method, path, body)
+        except EngineApiError as e:
+            if e.status != 401:
+                raise
+            expired = e
+        # the token expired (an hour by default) or the engine forgot it (a new
+        # engine database): the request was not run, so sign in again and send it once more
+        try:
+            self.login()
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            raise expired from None
+        return self._call(method, path, body)
+
+    def _call(self, method: str, path: str, body: dict | None) -> dict:
         req = urllib.request.Request(
             self.base + "/ovirt-engine/api" + path, method=method,
             data=None if body is None else json.dumps(body).encode(),
@@ -47,7 +67,7 @@ class Api:
                 detail = j.get("detail") or j.get("reason") or detail
             except ValueError:
                 pass
-            raise EngineApiError(f"engine API {method} {path}: {e.code} {detail.strip()[:300]}") from None
+            raise EngineApiError(f"engine API {method} {path}: {e.code} {detail.strip()[:300]}", e.code) from None
         except (urllib.error.URLError, OSError) as e:
             raise EngineApiError(f"engine API {method} {path}: {getattr(e, 'reason', e)}") from None
         return json.loads(text) if text else {}
