@@ -145,14 +145,14 @@ class PowerManagement:
         settings = self.failover.settings
         refs = {"host_id": host.id, "cluster_id": host.cluster_id, "user_id": job.owner_id}
         if fence_type == "manual":
-            if host.status not in ("non_responsive", "down", "connecting"):
-                raise conflict(f"host {host.name} is {host.status}: only a non-responsive host can be "
-                               "confirmed as rebooted")
             # no transaction open while waiting for the host's lock: a failover pass
             # holding it needs SQLite's write lock to finish
             s.commit()
             with self.failover.lock(host.id):
                 s.refresh(host)
+                if host.status not in ("non_responsive", "down", "connecting"):
+                    raise conflict(f"host {host.name} is {host.status}: only a non-responsive host can be "
+                                   "confirmed as rebooted")
                 self.failover.confirm_manually(s, host, who)
             s.commit()
             self.failover.start_watch(host.id)
