@@ -5,10 +5,11 @@ does not cure is an EngineApiError with its status, never a raw HTTP error."""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import pytest
 
-from keel_installer.engine_api import Api, EngineApiError
+from keel_installer.engine_api import Api, EngineApiError, wait_signin
 
 ADDRESS = "127.0.19.1"
 
@@ -30,8 +31,11 @@ class Engine(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
         if self.path == "/ovirt-engine/sso/oauth/token":
+            if form.get("password") != ["pw"]:
+                return self._answer(401, {"error_code": "access_denied",
+                                          "error": "Cannot authenticate user: wrong user name or password"})
             tok = f"t{len(self.tokens) + 1}"
             self.tokens.append(tok)
             return self._answer(200, {"access_token": tok})
@@ -86,3 +90,19 @@ def test_no_answer_is_an_engine_api_error_without_a_status(engine):
     with pytest.raises(EngineApiError) as e:
         api.call("GET", "/vms/1")
     assert e.value.status is None
+
+
+def test_a_refused_sign_in_is_an_engine_api_error_with_the_engines_reason(engine):
+    api = Api("admin@internal", "wrong", engine, timeout=5)
+    with pytest.raises(EngineApiError) as e:
+        api.call("GET", "/vms/1")
+    assert e.value.status == 401 and "wrong user name or password" in str(e.value)
+    assert Engine.calls == []           # nothing sent without a token
+
+
+def test_waiting_for_a_sign_in_that_never_works_names_the_last_refusal(engine):
+    api = Api("admin@internal", "wrong", engine, timeout=5)
+    with pytest.raises(EngineApiError) as e:
+        wait_signin(api, 0.5)
+    assert "cannot sign in" in str(e.value) and "wrong user name or password" in str(e.value)
+    assert wait_signin(Api("admin@internal", "pw", engine, timeout=5), 5).token == "t%d" % len(Engine.tokens)
