@@ -257,6 +257,7 @@ def _run(lab: Lab, a, kinds: list[str]) -> int:
                        "multiple_engines": v["multiple_engines"],
                        "starts_without_lease": v["starts_without_lease"], "timed_out": timed_out,
                        "ha_vm_doubles": doubles, "writes_acknowledged": None if writer is None else len(writer.acked),
+                       "writes_refused": None if writer is None else writer.refused,
                        "writes_lost": lost, "stopped": stopped},
                       f, indent=2)
     return 1 if (stopped or v["multiple_engines"] or v["starts_without_lease"] or timed_out or lost or doubles) else 0
