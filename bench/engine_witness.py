@@ -139,7 +139,7 @@ def ha_vm_up(api: Api, vm_id: str, witness: HaVmWitness, timeout: float = 400,
             elif down_since is None:
                 down_since = time.monotonic()
             elif time.monotonic() - down_since > start_after:
-                api.call("POST", f"/vms/{vm_id}/start", {})
+                api.call("POST", f"/vms/{vm_id}/start", {"async": True})
                 down_since = None
         except Exception:   # noqa: BLE001 - the engine is away or the VM busy: look again
             api = _fresh(api)
@@ -178,15 +178,17 @@ def admin_action(api: Api, kind: str, vm_id: str, witness: HaVmWitness) -> tuple
 
 def _migrate(api: Api, vm_id: str) -> None:
     before = _vm(api, vm_id).get("host", {}).get("id")
-    api.call("POST", f"/vms/{vm_id}/migrate", {})
+    # async, as oVirt's clients do: a migration under TCG outlasts the client's
+    # 10 s timeout, and the wait below is the one that counts
+    api.call("POST", f"/vms/{vm_id}/migrate", {"async": True})
     wait_api(api, lambda a: (lambda v: v["status"] == "up" and v.get("host", {}).get("id") not in
                              (None, before))(_vm(a, vm_id)), 180, "the migration")
 
 
 def _restart(api: Api, vm_id: str) -> None:
-    api.call("POST", f"/vms/{vm_id}/stop", {})
+    api.call("POST", f"/vms/{vm_id}/stop", {"async": True})
     wait_api(api, lambda a: _vm(a, vm_id)["status"] == "down", 120, "the HA VM down")
-    api.call("POST", f"/vms/{vm_id}/start", {})
+    api.call("POST", f"/vms/{vm_id}/start", {"async": True})
 
 
 def wait_until(pred, timeout: float) -> bool:
